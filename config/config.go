@@ -1,0 +1,117 @@
+// Package config is klink's configuration file: its schema, loading (koanf,
+// YAML), defaults and validation. Every error names the key path at fault,
+// e.g. "links[0].mirrorTopics[2].name: ...", so that an operator can find it.
+package config
+
+import (
+	"time"
+)
+
+// DefaultPath is where klink looks for its config when none is given.
+const DefaultPath = "/etc/klink/klink.yaml"
+
+// Config is the whole file. Field tags are the YAML key names; they are part
+// of klink's interface and must not be renamed.
+type Config struct {
+	// StateDir holds the bbolt state file (klink.db).
+	StateDir    string      `koanf:"stateDir"`
+	Admin       Admin       `koanf:"admin"`
+	Log         Log         `koanf:"log"`
+	Destination Destination `koanf:"destination"`
+	Links       []Link      `koanf:"links"`
+}
+
+// Admin is the HTTP listener for /status and /healthz.
+type Admin struct {
+	// Listen is host:port; empty disables the listener.
+	Listen string `koanf:"listen"`
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `koanf:"level"`  // debug | info | warn | error
+	Format string `koanf:"format"` // console | json
+}
+
+// Destination is the Kafka cluster klink runs beside and writes into.
+type Destination struct {
+	Bootstrap []string `koanf:"bootstrap"`
+}
+
+// Link mirrors topics from one source cluster into the destination.
+type Link struct {
+	Name   string `koanf:"name"`
+	Source Source `koanf:"source"`
+	// Configs takes Confluent cluster-link config names
+	// (e.g. mirror.start.offset.spec); see LinkConfigs for what is known.
+	Configs      Properties    `koanf:"configs"`
+	MirrorTopics []MirrorTopic `koanf:"mirrorTopics"`
+}
+
+// Source is the cluster a link reads from.
+type Source struct {
+	Bootstrap []string `koanf:"bootstrap"`
+	// ClusterID, when set, makes klink refuse to run against any other
+	// cluster (a guard against a DNS or config mix-up).
+	ClusterID string `koanf:"clusterID"`
+}
+
+// MirrorTopic is one destination topic fed from one source topic.
+type MirrorTopic struct {
+	// Name is the destination topic name.
+	Name string `koanf:"name"`
+	// SourceTopicName defaults to Name.
+	SourceTopicName string `koanf:"sourceTopicName"`
+	// ReplicationFactor of the destination topic; 0 (or -1) means the
+	// broker's default.
+	ReplicationFactor int `koanf:"replicationFactor"`
+	// Configs override the destination topic configs copied from the
+	// source topic.
+	Configs Properties `koanf:"configs"`
+}
+
+// Properties is a string map of Kafka-style config names to values. YAML
+// scalars of any type (numbers, booleans) are accepted and kept as text, so
+// that `retention.ms: 604800000` and `retention.ms: "604800000"` mean the same.
+type Properties map[string]string
+
+// SourceTopic returns the source topic this mirror reads.
+func (m MirrorTopic) SourceTopic() string {
+	if m.SourceTopicName != "" {
+		return m.SourceTopicName
+	}
+	return m.Name
+}
+
+// Start offset specs (mirror.start.offset.spec).
+const (
+	StartEarliest = "earliest"
+	StartLatest   = "latest"
+)
+
+// LinkConfigs are the link `configs` keys this version of klink understands,
+// with their defaults. Unknown keys are refused at load: a setting that
+// silently does nothing is worse at 3 a.m. than an error.
+var LinkConfigs = map[string]string{
+	"mirror.start.offset.spec": StartEarliest,
+}
+
+// StartOffsetSpec is the link's mirror.start.offset.spec (earliest|latest).
+func (l Link) StartOffsetSpec() string {
+	if v, ok := l.Configs["mirror.start.offset.spec"]; ok {
+		return v
+	}
+	return LinkConfigs["mirror.start.offset.spec"]
+}
+
+// Defaults applied by Load to keys the file leaves out.
+const (
+	DefaultStateDir    = "/var/lib/klink"
+	DefaultAdminListen = "127.0.0.1:9780"
+	DefaultLogLevel    = "info"
+	DefaultLogFormat   = "console"
+)
+
+// ShutdownTimeout bounds how long in-flight appends may take to finish on
+// SIGTERM.
+const ShutdownTimeout = 10 * time.Second

@@ -1,0 +1,180 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// validate checks the decoded config as a whole and returns every problem.
+func (c *Config) validate() []FieldError {
+	var errs []FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{path, fmt.Sprintf(format, args...)})
+	}
+
+	if c.Admin.Listen != "off" {
+		if err := checkHostPort(c.Admin.Listen); err != nil {
+			add("admin.listen", "%v (use host:port, or \"off\")", err)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "unknown level %q (use debug, info, warn or error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		add("log.format", "unknown format %q (use console or json)", c.Log.Format)
+	}
+	errs = append(errs, checkBootstrap("destination.bootstrap", c.Destination.Bootstrap)...)
+
+	linkNames := map[string]int{}
+	destTopics := map[string]string{} // destination topic -> path of the mirror that claims it
+	for i, l := range c.Links {
+		lp := fmt.Sprintf("links[%d]", i)
+		switch {
+		case l.Name == "":
+			add(lp+".name", "required")
+		case !validName(l.Name):
+			add(lp+".name", "%q: use letters, digits, '.', '_' and '-' only (at most 249)", l.Name)
+		default:
+			if j, dup := linkNames[l.Name]; dup {
+				add(lp+".name", "duplicate link name %q (also links[%d])", l.Name, j)
+			} else {
+				linkNames[l.Name] = i
+			}
+		}
+		errs = append(errs, checkBootstrap(lp+".source.bootstrap", l.Source.Bootstrap)...)
+		errs = append(errs, checkLinkConfigs(lp+".configs", l.Configs)...)
+
+		for j, m := range l.MirrorTopics {
+			mp := fmt.Sprintf("%s.mirrorTopics[%d]", lp, j)
+			if m.Name == "" {
+				add(mp+".name", "required")
+			} else if err := checkTopicName(m.Name); err != nil {
+				add(mp+".name", "%v", err)
+			} else if other, dup := destTopics[m.Name]; dup {
+				add(mp+".name", "destination topic %q is already mirrored by %s", m.Name, other)
+			} else {
+				destTopics[m.Name] = mp
+			}
+			if m.SourceTopicName != "" {
+				if err := checkTopicName(m.SourceTopicName); err != nil {
+					add(mp+".sourceTopicName", "%v", err)
+				}
+			}
+			if rf := m.ReplicationFactor; rf != 0 && rf != -1 && (rf < 1 || rf > 32767) {
+				add(mp+".replicationFactor", "%d is out of range (1..32767, or leave it out for the broker default)", rf)
+			}
+			errs = append(errs, checkTopicConfigs(mp+".configs", m.Configs)...)
+		}
+	}
+	return errs
+}
+
+func checkBootstrap(path string, addrs []string) []FieldError {
+	if len(addrs) == 0 {
+		return []FieldError{{path, "at least one host:port is required"}}
+	}
+	var errs []FieldError
+	for i, a := range addrs {
+		if err := checkHostPort(a); err != nil {
+			errs = append(errs, FieldError{fmt.Sprintf("%s[%d]", path, i), err.Error()})
+		}
+	}
+	return errs
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q has an invalid port", addr)
+	}
+	return nil
+}
+
+func checkLinkConfigs(path string, props Properties) []FieldError {
+	var errs []FieldError
+	for _, k := range sortedKeys(props) {
+		v := props[k]
+		if _, ok := LinkConfigs[k]; !ok {
+			known := sortedKeys(LinkConfigs)
+			errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("not a link config this klink version supports (supported: %s)", strings.Join(known, ", "))})
+			continue
+		}
+		switch k {
+		case "mirror.start.offset.spec":
+			if v != StartEarliest && v != StartLatest {
+				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use earliest or latest", v)})
+			}
+		}
+	}
+	return errs
+}
+
+// checkTopicConfigs refuses destination topic settings that would break
+// offset-exact, byte-identical mirroring.
+func checkTopicConfigs(path string, props Properties) []FieldError {
+	var errs []FieldError
+	for _, k := range sortedKeys(props) {
+		v := props[k]
+		p := path + "." + k
+		switch {
+		case k == "":
+			errs = append(errs, FieldError{path, "empty config name"})
+		case k == "compression.type" && v != "producer":
+			errs = append(errs, FieldError{p, fmt.Sprintf("%q: a mirror topic must keep compression.type=producer so that batches are stored as the source stored them", v)})
+		case k == "message.timestamp.type" && v != "CreateTime":
+			errs = append(errs, FieldError{p, fmt.Sprintf("%q: a mirror topic must use CreateTime so that records keep their source timestamps", v)})
+		}
+	}
+	return errs
+}
+
+// Kafka's rules for topic names (kafka.common.internals.Topic).
+func checkTopicName(name string) error {
+	switch {
+	case name == "." || name == "..":
+		return fmt.Errorf("%q is not a valid topic name", name)
+	case len(name) > 249:
+		return fmt.Errorf("topic name is %d characters long (at most 249)", len(name))
+	case !validName(name):
+		return fmt.Errorf("%q: topic names use letters, digits, '.', '_' and '-' only", name)
+	case name == "__consumer_offsets" || name == "__transaction_state" || name == "__cluster_metadata":
+		return fmt.Errorf("%q is a Kafka internal topic and cannot be mirrored", name)
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 249 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,273 @@
+// Package linkstate keeps klink's durable state in one bbolt file: each
+// link's identity and the clusters it was bound to, each mirror topic's state
+// with its reason, and the per-partition bookkeeping the data path cannot
+// read back from the destination log.
+//
+// Every change is one bbolt transaction, so a kill -9 leaves either the old
+// or the new value. A file that is not klink's, or is damaged, is reported
+// and never replaced.
+package linkstate
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the state file inside the configured stateDir.
+const FileName = "klink.db"
+
+// formatVersion identifies the layout below; bump it on incompatible change.
+const formatVersion = "klink-state/1"
+
+var (
+	metaBucket    = []byte("klink")
+	formatKey     = []byte("format")
+	linksBucket   = []byte("links")
+	mirrorsBucket = []byte("mirrors") // nested: one bucket per link
+)
+
+// ErrNotFound is returned for a link or mirror that has no record yet.
+var ErrNotFound = errors.New("not found")
+
+// Store is the open state file. Its methods are safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens (or creates) dir/klink.db.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("state file %s is locked: is another klink running with the same stateDir?", path)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
+		return nil, fmt.Errorf("state file %s is not a klink state file or is damaged (%v); klink will not replace it: move it away to start afresh (link and mirror state would be lost)", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.checkFormat(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkFormat initialises an empty file and refuses one written by something
+// else or by a newer klink.
+func (s *Store) checkFormat() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(metaBucket)
+		if meta == nil {
+			var foreign []string
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				foreign = append(foreign, string(name))
+				return nil
+			})
+			if len(foreign) > 0 {
+				return fmt.Errorf("state file %s holds buckets %q but no klink header: it is not klink's; klink will not touch it", s.path, foreign)
+			}
+			meta, err := tx.CreateBucket(metaBucket)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(formatKey, []byte(formatVersion)); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(linksBucket); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucket(mirrorsBucket)
+			return err
+		}
+		if v := string(meta.Get(formatKey)); v != formatVersion {
+			return fmt.Errorf("state file %s has format %q, this klink reads %q (written by a newer or foreign version?)", s.path, v, formatVersion)
+		}
+		if tx.Bucket(linksBucket) == nil || tx.Bucket(mirrorsBucket) == nil {
+			return fmt.Errorf("state file %s is damaged: klink header present but buckets missing", s.path)
+		}
+		return nil
+	})
+}
+
+// Path is the state file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Link is a link's durable identity.
+type Link struct {
+	Name string `json:"name"`
+	// ID is generated when the link is first seen and never changes; it
+	// names klink's own producers and transactional ids for this link.
+	ID string `json:"id"`
+	// Cluster IDs the link was bound to on its first successful start. A
+	// later start against other clusters is refused.
+	SourceClusterID      string    `json:"sourceClusterID,omitempty"`
+	DestinationClusterID string    `json:"destinationClusterID,omitempty"`
+	CreatedAt            time.Time `json:"createdAt"`
+}
+
+// NewLinkID returns a random link ID (22 characters, URL-safe base64 of 16
+// bytes, the same shape as Kafka cluster IDs).
+func NewLinkID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// GetLink returns the named link, or ErrNotFound.
+func (s *Store) GetLink(name string) (Link, error) {
+	var l Link
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(linksBucket), name, &l)
+	})
+	return l, err
+}
+
+// PutLink writes a link record.
+func (s *Store) PutLink(l Link) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(linksBucket), l.Name, l)
+	})
+}
+
+// Mirror is one mirror topic's durable state.
+type Mirror struct {
+	Link string `json:"link"`
+	// Name is the destination topic.
+	Name        string `json:"name"`
+	SourceTopic string `json:"sourceTopic"`
+	// SourceTopicID is the source topic's ID (hex) when the mirror was set
+	// up; a topic recreated under the same name has another.
+	SourceTopicID string `json:"sourceTopicID,omitempty"`
+	// CreateRequestedAt is written before klink asks the destination to
+	// create the topic, so that a crash between the request and
+	// DestTopicID being written is recognised on restart.
+	CreateRequestedAt time.Time `json:"createRequestedAt,omitzero"`
+	// DestTopicID is the ID of the destination topic klink created. klink
+	// writes only into a topic with this ID.
+	DestTopicID string      `json:"destTopicID,omitempty"`
+	State       MirrorState `json:"state"`
+	Reason      string      `json:"reason,omitempty"`
+	StateSince  time.Time   `json:"stateSince"`
+	CreatedAt   time.Time   `json:"createdAt"`
+	// Partitions holds per-partition bookkeeping, keyed by partition.
+	Partitions map[int32]*Partition `json:"partitions,omitempty"`
+}
+
+// Partition is one mirrored partition's bookkeeping.
+type Partition struct {
+	// StartOffset is the source offset mirroring started from, chosen once
+	// (mirror.start.offset.spec) and kept so that a restart during start
+	// alignment finishes the same alignment.
+	StartOffset int64 `json:"startOffset"`
+	// Filled counts the offsets filled with filler records and the ranges
+	// they came in, over the mirror's life.
+	FilledRanges  int64 `json:"filledRanges,omitempty"`
+	FilledOffsets int64 `json:"filledOffsets,omitempty"`
+}
+
+// GetMirror returns one mirror, or ErrNotFound.
+func (s *Store) GetMirror(link, name string) (Mirror, error) {
+	var m Mirror
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(mirrorsBucket).Bucket([]byte(link))
+		if b == nil {
+			return ErrNotFound
+		}
+		return getJSON(b, name, &m)
+	})
+	return m, err
+}
+
+// Mirrors returns every mirror recorded for a link.
+func (s *Store) Mirrors(link string) ([]Mirror, error) {
+	var ms []Mirror
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(mirrorsBucket).Bucket([]byte(link))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var m Mirror
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("state file %s: mirror %s/%s: %w", s.path, link, k, err)
+			}
+			ms = append(ms, m)
+			return nil
+		})
+	})
+	return ms, err
+}
+
+// UpdateMirror reads, changes and writes one mirror atomically. fn gets the
+// current record (a fresh one with State PENDING if there is none); if fn
+// returns an error nothing is written. A change of State must be allowed by
+// the state machine (see Transition).
+func (s *Store) UpdateMirror(link, name string, fn func(m *Mirror) error) (Mirror, error) {
+	var out Mirror
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(mirrorsBucket).CreateBucketIfNotExists([]byte(link))
+		if err != nil {
+			return err
+		}
+		var m Mirror
+		switch err := getJSON(b, name, &m); {
+		case errors.Is(err, ErrNotFound):
+			now := time.Now().UTC()
+			m = Mirror{Link: link, Name: name, State: Pending, StateSince: now, CreatedAt: now}
+		case err != nil:
+			return err
+		}
+		before := m.State
+		if err := fn(&m); err != nil {
+			return err
+		}
+		if m.State != before {
+			if err := Transition(before, m.State); err != nil {
+				return fmt.Errorf("mirror %s/%s: %w", link, name, err)
+			}
+			m.StateSince = time.Now().UTC()
+		}
+		out = m
+		return putJSON(b, name, m)
+	})
+	return out, err
+}
+
+func getJSON(b *bolt.Bucket, key string, v any) error {
+	raw := b.Get([]byte(key))
+	if raw == nil {
+		return ErrNotFound
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("record %q: %w", key, err)
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), raw)
+}

@@ -1,0 +1,147 @@
+package linkstate
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestLinkAndMirrorRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLink("l1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetLink on empty store: %v", err)
+	}
+	l := Link{Name: "l1", ID: NewLinkID(), SourceClusterID: "src", DestinationClusterID: "dst"}
+	if err := s.PutLink(l); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.UpdateMirror("l1", "orders", func(m *Mirror) error {
+		m.SourceTopic = "orders"
+		m.Partitions = map[int32]*Partition{0: {StartOffset: 7}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.State != Pending || m.CreatedAt.IsZero() {
+		t.Fatalf("new mirror = %+v", m)
+	}
+	if _, err := s.UpdateMirror("l1", "orders", func(m *Mirror) error { m.State = Active; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// Reopen: everything is still there.
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.GetLink("l1")
+	if err != nil || got.ID != l.ID || got.SourceClusterID != "src" {
+		t.Fatalf("link after reopen = %+v, %v", got, err)
+	}
+	gm, err := s.GetMirror("l1", "orders")
+	if err != nil || gm.State != Active || gm.Partitions[0].StartOffset != 7 {
+		t.Fatalf("mirror after reopen = %+v, %v", gm, err)
+	}
+	ms, err := s.Mirrors("l1")
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("Mirrors = %v, %v", ms, err)
+	}
+}
+
+func TestRefusedTransitionWritesNothing(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.UpdateMirror("l", "t", func(m *Mirror) error { m.State = Failed; m.Reason = "x"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.UpdateMirror("l", "t", func(m *Mirror) error { m.State = Active; m.Reason = ""; return nil })
+	if err == nil || !strings.Contains(err.Error(), "stays FAILED") {
+		t.Fatalf("FAILED -> ACTIVE allowed: %v", err)
+	}
+	m, _ := s.GetMirror("l", "t")
+	if m.State != Failed || m.Reason != "x" {
+		t.Fatalf("refused update was written: %+v", m)
+	}
+}
+
+func TestTransitionTable(t *testing.T) {
+	all := []MirrorState{Pending, Active, Failed}
+	allowed := map[[2]MirrorState]bool{
+		{Pending, Active}: true, {Pending, Failed}: true, {Active, Failed}: true,
+	}
+	for _, from := range all {
+		for _, to := range all {
+			err := Transition(from, to)
+			want := from == to || allowed[[2]MirrorState{from, to}]
+			if (err == nil) != want {
+				t.Errorf("%s -> %s: err=%v, want allowed=%v", from, to, err, want)
+			}
+		}
+	}
+}
+
+func TestGarbageFileIsReportedNotReplaced(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, FileName)
+	garbage := []byte(strings.Repeat("not a database ", 1000))
+	if err := os.WriteFile(p, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir)
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "will not replace") {
+		t.Fatalf("garbage file: %v", err)
+	}
+	after, _ := os.ReadFile(p)
+	if string(after) != string(garbage) {
+		t.Fatal("garbage file was modified")
+	}
+}
+
+func TestForeignBoltFileIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, FileName)
+	db, err := bolt.Open(p, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("someone-else"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(dir)
+	if err == nil || !strings.Contains(err.Error(), "not klink's") {
+		t.Fatalf("foreign bolt file: %v", err)
+	}
+}
+
+func TestSecondOpenIsRefusedWhileLocked(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("second open: %v", err)
+	}
+}

@@ -1,0 +1,230 @@
+package batch
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+type rec struct {
+	key, value []byte
+	tsDelta    int64
+	headers    []kmsg.Header
+}
+
+// makeBatch encodes a v2 batch the way a producer would, independently of
+// the code under test (kmsg's encoder).
+func makeBatch(t testing.TB, codec int, attrs int16, baseTs int64, recs []rec) Batch {
+	t.Helper()
+	var raw []byte
+	var maxTs int64 = baseTs
+	for i, r := range recs {
+		kr := kmsg.Record{TimestampDelta64: r.tsDelta, OffsetDelta: int32(i), Key: r.key, Value: r.value, Headers: r.headers}
+		body := kr.AppendTo(nil)[1:] // length 0 is one byte; strip it
+		kr.Length = int32(len(body))
+		raw = kr.AppendTo(raw)
+		if baseTs+r.tsDelta > maxTs {
+			maxTs = baseTs + r.tsDelta
+		}
+	}
+	section, err := compress(codec, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb := kmsg.RecordBatch{
+		FirstOffset: 0, PartitionLeaderEpoch: -1, Magic: 2,
+		Attributes: attrs | int16(codec), LastOffsetDelta: int32(len(recs) - 1),
+		FirstTimestamp: baseTs, MaxTimestamp: maxTs,
+		ProducerID: 4242, ProducerEpoch: 3, FirstSequence: 17,
+		NumRecords: int32(len(recs)), Records: section,
+	}
+	out := kb.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	b := Batch(out)
+	binary.BigEndian.PutUint32(b[offCRC:], b.ComputeCRC())
+	return b
+}
+
+// readRecords decodes a batch with kmsg, as a consumer would.
+func readRecords(t testing.TB, b Batch) []kmsg.Record {
+	t.Helper()
+	raw, err := b.Decompress()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []kmsg.Record
+	for len(raw) > 0 {
+		l, n := binary.Varint(raw)
+		var r kmsg.Record
+		if err := r.ReadFrom(raw[:n+int(l)]); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+		raw = raw[n+int(l):]
+	}
+	return out
+}
+
+func sampleRecords(n int) []rec {
+	var rs []rec
+	for i := 0; i < n; i++ {
+		r := rec{value: []byte(fmt.Sprintf("value-%d", i)), tsDelta: int64(i * 3)}
+		if i%2 == 0 {
+			r.key = []byte(fmt.Sprintf("key-%d", i))
+		}
+		if i%3 == 0 {
+			r.headers = []kmsg.Header{{Key: "h", Value: []byte{byte(i)}}}
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+func TestSplitKeepsWholeBatchesOnly(t *testing.T) {
+	a := makeBatch(t, CodecNone, 0, 1000, sampleRecords(3))
+	a.SetBaseOffset(10)
+	b := makeBatch(t, CodecZstd, 0, 1000, sampleRecords(5))
+	b.SetBaseOffset(13)
+	c := makeBatch(t, CodecGzip, 0, 1000, sampleRecords(2))
+	buf := append(append(append([]byte{}, a...), b...), c[:len(c)-7]...) // c cut short
+	got, err := Split(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].BaseOffset() != 10 || got[1].BaseOffset() != 13 || got[1].NextOffset() != 18 {
+		t.Fatalf("split = %d batches", len(got))
+	}
+	if !bytes.Equal(got[1], b) {
+		t.Fatal("second batch differs")
+	}
+	for _, g := range got {
+		if err := g.Verify(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSplitRefusesOldFormat(t *testing.T) {
+	old := make([]byte, 40)
+	binary.BigEndian.PutUint64(old, 77)
+	binary.BigEndian.PutUint32(old[8:], 28)
+	old[16] = 1
+	if _, err := Split(old); err == nil || !bytes.Contains([]byte(err.Error()), []byte("offset 77")) {
+		t.Fatalf("old format: %v", err)
+	}
+}
+
+func TestRewriteKeepsRecordsAndFixesCRC(t *testing.T) {
+	for _, codec := range []int{CodecNone, CodecGzip, CodecSnappy, CodecLz4, CodecZstd} {
+		b := makeBatch(t, codec, AttrTransactional, 5000, sampleRecords(20))
+		b.SetBaseOffset(99)
+		records := append([]byte(nil), b.Records()...)
+		b.Rewrite(Producer{ID: 7, Epoch: 2, Sequence: 300}, AttrTransactional)
+		if err := b.Verify(); err != nil {
+			t.Fatalf("codec %d: %v", codec, err)
+		}
+		if b.BaseOffset() != 0 || b.ProducerID() != 7 || b.ProducerEpoch() != 2 || b.BaseSequence() != 300 || b.IsTransactional() || b.Codec() != codec {
+			t.Fatalf("codec %d: header not rewritten: pid %d epoch %d seq %d attrs %x", codec, b.ProducerID(), b.ProducerEpoch(), b.BaseSequence(), b.Attributes())
+		}
+		if !bytes.Equal(b.Records(), records) {
+			t.Fatalf("codec %d: records section changed", codec)
+		}
+		if len(readRecords(t, b)) != 20 {
+			t.Fatalf("codec %d: records unreadable", codec)
+		}
+	}
+}
+
+func TestVerifyCatchesCorruption(t *testing.T) {
+	b := makeBatch(t, CodecNone, 0, 5000, sampleRecords(4))
+	b[len(b)-1] ^= 0xff
+	if err := b.Verify(); err == nil {
+		t.Fatal("corrupt batch verified")
+	}
+}
+
+func TestFillers(t *testing.T) {
+	for _, n := range []int64{1, 7, 256, 257, MaxFillerRecords, MaxFillerRecords + 3, 250_001} {
+		bs, err := Fillers(n, 12345, 1_048_588)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, b := range bs {
+			if err := b.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > 1_048_588 {
+				t.Fatalf("filler batch of %d bytes", len(b))
+			}
+			rs := readRecords(t, b)
+			if int32(len(rs)) != b.NumRecords() || int64(len(rs)) != b.OffsetSpan() {
+				t.Fatalf("n=%d: %d records, header says %d, span %d", n, len(rs), b.NumRecords(), b.OffsetSpan())
+			}
+			for i, r := range rs {
+				if int(r.OffsetDelta) != i || !IsFiller(r.Key) || r.Value != nil || len(r.Headers) != 1 || r.Headers[0].Key != FillerHeader || r.TimestampDelta64 != 0 {
+					t.Fatalf("n=%d: filler record %d = %+v", n, i, r)
+				}
+			}
+			if b.BaseTimestamp() != 12345 || b.MaxTimestamp() != 12345 {
+				t.Fatal("filler timestamps")
+			}
+			total += b.OffsetSpan()
+		}
+		if total != n {
+			t.Fatalf("fillers cover %d offsets, want %d", total, n)
+		}
+	}
+}
+
+func TestFillersRespectSmallMaxBytes(t *testing.T) {
+	bs, err := Fillers(5000, 1, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, b := range bs {
+		if len(b) > 4096 {
+			t.Fatalf("batch of %d bytes over 4096", len(b))
+		}
+		total += b.OffsetSpan()
+	}
+	if total != 5000 {
+		t.Fatalf("covered %d", total)
+	}
+}
+
+func TestClearLogAppendTime(t *testing.T) {
+	for _, codec := range []int{CodecNone, CodecGzip, CodecSnappy, CodecLz4, CodecZstd} {
+		recs := sampleRecords(10)
+		b := makeBatch(t, codec, AttrLogAppendTime, 1000, recs)
+		// The broker's append time lives in maxTimestamp.
+		binary.BigEndian.PutUint64(b[offMaxTimestamp:], 777_000)
+		binary.BigEndian.PutUint32(b[offCRC:], b.ComputeCRC())
+		b.SetBaseOffset(50)
+		nb, err := b.ClearLogAppendTime()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nb.Verify(); err != nil {
+			t.Fatal(err)
+		}
+		if nb.IsLogAppendTime() || nb.Codec() != codec || nb.BaseOffset() != 50 || nb.NumRecords() != 10 || nb.LastOffsetDelta() != 9 {
+			t.Fatalf("codec %d: header %x", codec, nb.Attributes())
+		}
+		if nb.BaseTimestamp() != 777_000 || nb.MaxTimestamp() != 777_000 || nb.ProducerID() != 4242 {
+			t.Fatalf("codec %d: timestamps %d %d", codec, nb.BaseTimestamp(), nb.MaxTimestamp())
+		}
+		for i, r := range readRecords(t, nb) {
+			if r.TimestampDelta64 != 0 || !bytes.Equal(r.Value, recs[i].value) || !bytes.Equal(r.Key, recs[i].key) || len(r.Headers) != len(recs[i].headers) || int(r.OffsetDelta) != i {
+				t.Fatalf("codec %d: record %d = %+v", codec, i, r)
+			}
+			if recs[i].key == nil && r.Key != nil {
+				t.Fatalf("null key became non-null")
+			}
+		}
+	}
+}

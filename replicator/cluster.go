@@ -1,0 +1,306 @@
+package replicator
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/replicator/batch"
+)
+
+// cluster is one Kafka cluster as klink sees it: a kgo client for metadata,
+// admin requests and fetches, and a small cache of topic metadata.
+type cluster struct {
+	role string // "source" or "destination", for messages
+	cl   *kgo.Client
+	adm  *kadm.Client
+
+	mu      sync.Mutex
+	brokers map[int32]string // node id -> host:port
+	topics  map[string]topicMeta
+	id      string
+}
+
+type topicMeta struct {
+	id         [16]byte
+	partitions []partitionMeta // by partition number
+}
+
+type partitionMeta struct {
+	leader int32
+	epoch  int32
+}
+
+func newCluster(role string, seeds []string, log *zap.Logger, extra ...kgo.Opt) (*cluster, error) {
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(seeds...),
+		kgo.ClientID("klink"),
+		kgo.WithLogger(kgoLogger{log.With(zap.String("cluster", role))}),
+		kgo.RetryTimeout(30 * time.Second),
+		kgo.MetadataMinAge(time.Second),
+	}, extra...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s client: %w", role, err)
+	}
+	return &cluster{
+		role:    role,
+		cl:      cl,
+		adm:     kadm.NewClient(cl),
+		brokers: map[int32]string{},
+		topics:  map[string]topicMeta{},
+	}, nil
+}
+
+func (c *cluster) close() { c.cl.Close() }
+
+// errTopicNotFound is returned by refresh for a topic the cluster does not
+// have.
+var errTopicNotFound = errors.New("topic not found")
+
+// refresh asks the cluster for fresh metadata of the given topics (bypassing
+// kgo's cache, which may be seconds old after a leader change).
+func (c *cluster) refresh(ctx context.Context, topics ...string) (map[string]topicMeta, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, c.cl)
+	if err != nil {
+		return nil, fmt.Errorf("%s metadata: %w", c.role, err)
+	}
+	out := make(map[string]topicMeta, len(resp.Topics))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if resp.ClusterID != nil {
+		c.id = *resp.ClusterID
+	}
+	for _, b := range resp.Brokers {
+		c.brokers[b.NodeID] = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+	}
+	var errs []error
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		name := *t.Topic
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+			delete(c.topics, name)
+			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s topic %s: %w", c.role, name, err))
+			continue
+		}
+		tm := topicMeta{id: t.TopicID, partitions: make([]partitionMeta, len(t.Partitions))}
+		for _, p := range t.Partitions {
+			if int(p.Partition) >= len(tm.partitions) {
+				continue // a partition number beyond the count: ignore
+			}
+			leader := p.Leader
+			if p.ErrorCode != 0 && !errors.Is(kerr.ErrorForCode(p.ErrorCode), kerr.ReplicaNotAvailable) {
+				leader = -1
+			}
+			tm.partitions[p.Partition] = partitionMeta{leader: leader, epoch: p.LeaderEpoch}
+		}
+		c.topics[name] = tm
+		out[name] = tm
+	}
+	return out, errors.Join(errs...)
+}
+
+// topic returns one topic's fresh metadata, or errTopicNotFound.
+func (c *cluster) topic(ctx context.Context, name string) (topicMeta, error) {
+	ts, err := c.refresh(ctx, name)
+	if err != nil {
+		return topicMeta{}, err
+	}
+	tm, ok := ts[name]
+	if !ok {
+		return topicMeta{}, fmt.Errorf("%s topic %s: %w", c.role, name, errTopicNotFound)
+	}
+	return tm, nil
+}
+
+// clusterID is the cluster's ID as of the last metadata response.
+func (c *cluster) clusterID(ctx context.Context) (string, error) {
+	if _, err := c.refresh(ctx); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id, nil
+}
+
+// cachedLeader returns the leader from the last refresh (-1 if unknown).
+func (c *cluster) cachedLeader(topic string, p int32) int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tm, ok := c.topics[topic]
+	if !ok || int(p) >= len(tm.partitions) {
+		return -1
+	}
+	return tm.partitions[p].leader
+}
+
+// leader returns a partition's leader, refreshing metadata.
+func (c *cluster) leader(ctx context.Context, topic string, p int32) (int32, error) {
+	tm, err := c.topic(ctx, topic)
+	if err != nil {
+		return -1, err
+	}
+	if int(p) >= len(tm.partitions) {
+		return -1, fmt.Errorf("%s topic %s has no partition %d", c.role, topic, p)
+	}
+	if l := tm.partitions[p].leader; l >= 0 {
+		return l, nil
+	}
+	return -1, fmt.Errorf("%s topic %s partition %d has no leader", c.role, topic, p)
+}
+
+func (c *cluster) brokerAddr(id int32) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.brokers[id]
+	return a, ok
+}
+
+// listOffset returns a partition's start (-2) or end (-1) offset.
+func (c *cluster) listOffset(ctx context.Context, topic string, p int32, which int64) (int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Partition = p
+	rp.CurrentLeaderEpoch = -1
+	rp.Timestamp = which
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, c.cl)
+	if err != nil {
+		return 0, fmt.Errorf("%s ListOffsets %s[%d]: %w", c.role, topic, p, err)
+	}
+	for _, t := range resp.Topics {
+		for _, rp := range t.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				return 0, fmt.Errorf("%s ListOffsets %s[%d]: %w", c.role, topic, p, err)
+			}
+			return rp.Offset, nil
+		}
+	}
+	return 0, fmt.Errorf("%s ListOffsets %s[%d]: partition missing from response", c.role, topic, p)
+}
+
+const (
+	offsetLatest   = -1
+	offsetEarliest = -2
+)
+
+// fetched is one partition's answer to a single-partition fetch.
+type fetched struct {
+	batches       []batch.Batch
+	highWatermark int64
+	logStart      int64
+	lastStable    int64
+	aborted       []kmsg.FetchResponseTopicPartitionAbortedTransaction
+}
+
+// fetchOnce fetches one partition from its leader, returning whole batches
+// starting with the one that holds offset (or the first after it).
+func (c *cluster) fetchOnce(ctx context.Context, topic string, p int32, offset int64, maxBytes int32, isolation int8) (fetched, error) {
+	tm, err := c.topic(ctx, topic)
+	if err != nil {
+		return fetched{}, err
+	}
+	if int(p) >= len(tm.partitions) || tm.partitions[p].leader < 0 {
+		return fetched{}, fmt.Errorf("%s topic %s partition %d has no leader", c.role, topic, p)
+	}
+	req := newFetchRequest(isolation, 0, maxBytes)
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = topic
+	ft.TopicID = tm.id
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.Partition = p
+	fp.FetchOffset = offset
+	fp.PartitionMaxBytes = maxBytes
+	ft.Partitions = append(ft.Partitions, fp)
+	req.Topics = append(req.Topics, ft)
+	kresp, err := c.cl.Broker(int(tm.partitions[p].leader)).Request(ctx, req)
+	if err != nil {
+		return fetched{}, fmt.Errorf("%s fetch %s[%d]@%d: %w", c.role, topic, p, offset, err)
+	}
+	resp := kresp.(*kmsg.FetchResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return fetched{}, fmt.Errorf("%s fetch %s[%d]@%d: %w", c.role, topic, p, offset, err)
+	}
+	for _, t := range resp.Topics {
+		for _, rp := range t.Partitions {
+			if rp.Partition != p {
+				continue
+			}
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				return fetched{}, fmt.Errorf("%s fetch %s[%d]@%d: %w", c.role, topic, p, offset, err)
+			}
+			bs, err := batch.Split(rp.RecordBatches)
+			if err != nil {
+				return fetched{}, fmt.Errorf("%s fetch %s[%d]@%d: %w", c.role, topic, p, offset, err)
+			}
+			return fetched{batches: bs, highWatermark: rp.HighWatermark, logStart: rp.LogStartOffset, lastStable: rp.LastStableOffset, aborted: rp.AbortedTransactions}, nil
+		}
+	}
+	return fetched{}, fmt.Errorf("%s fetch %s[%d]@%d: partition missing from response", c.role, topic, p, offset)
+}
+
+// newFetchRequest is a sessionless consumer fetch.
+func newFetchRequest(isolation int8, maxWait time.Duration, maxBytes int32) *kmsg.FetchRequest {
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = int32(maxWait / time.Millisecond)
+	req.MinBytes = 1
+	req.MaxBytes = maxBytes
+	req.IsolationLevel = isolation
+	req.SessionID = 0
+	req.SessionEpoch = -1 // no fetch session: every request names its partitions
+	return req
+}
+
+func topicIDString(id [16]byte) string {
+	if id == ([16]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(id[:])
+}
+
+// kgoLogger sends kgo's own log lines to zap at debug level and above warn.
+type kgoLogger struct{ l *zap.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	fields := make([]zap.Field, 0, len(keyvals)/2)
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		fields = append(fields, zap.Any(fmt.Sprint(keyvals[i]), keyvals[i+1]))
+	}
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error(msg, fields...)
+	case kgo.LogLevelWarn:
+		k.l.Warn(msg, fields...)
+	default:
+		k.l.Debug(msg, fields...)
+	}
+}

@@ -1,0 +1,554 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/replicator/batch"
+)
+
+// Fetch sizing. A partition gets at most partitionFetchBytes per fetch (a
+// batch larger than that still comes whole when it is first in line), and
+// stops being fetched while it holds maxPartitionBuffered bytes that the
+// destination has not acknowledged; the link as a whole stops at
+// maxLinkBuffered.
+const (
+	fetchMaxBytes        = 64 << 20
+	partitionFetchBytes  = 8 << 20
+	maxPartitionBuffered = 16 << 20
+	maxLinkBuffered      = 256 << 20
+	fetchMaxWait         = 500 * time.Millisecond
+	// fetchShortWait is used when some partitions of the broker were left
+	// out of the fetch (busy, or backpressured): they must not wait behind
+	// a long poll on idle ones.
+	fetchShortWait = 50 * time.Millisecond
+	metadataEvery  = 30 * time.Second
+)
+
+// fetchResult is what one fetch brought for one partition.
+type fetchResult struct {
+	gen           uint64
+	fetchOffset   int64
+	batches       []batch.Batch
+	bytes         int64
+	highWatermark int64
+	logStart      int64
+	lastStable    int64
+	aborted       []kmsg.FetchResponseTopicPartitionAbortedTransaction
+	err           error // a partition-level error the partition must act on
+}
+
+// cursor is one partition's fetch position. The partition's goroutine owns
+// it (starts, resets, consumes); the fetcher of the partition's current
+// source leader reads it to build fetches and delivers results into inbox.
+type cursor struct {
+	topic     string
+	topicID   [16]byte
+	partition int32
+	// notify is signalled (never blocking) when inbox is filled.
+	notify chan struct{}
+
+	mu       sync.Mutex
+	active   bool   // the partition wants data
+	offset   int64  // next offset to fetch
+	gen      uint64 // bumped by reset; older results are dropped
+	buffered int64  // fetched bytes not yet acknowledged by the destination
+	inbox    *fetchResult
+	leader   int32     // source broker fetching this partition, -1 unknown
+	notUntil time.Time // backoff after a partition error
+	lastErr  error     // the last fetch error, for status
+
+	// Latest figures seen, for status and lag.
+	highWatermark atomic.Int64
+	logStart      atomic.Int64
+}
+
+func newCursor(topic string, id [16]byte, p int32) *cursor {
+	return &cursor{topic: topic, topicID: id, partition: p, notify: make(chan struct{}, 1), leader: -1}
+}
+
+// fetchers runs one fetch loop per source broker for a link's partitions.
+type fetchers struct {
+	src *cluster
+	log *zap.Logger
+
+	mu       sync.Mutex
+	byBroker map[int32]map[*cursor]struct{}
+	loops    map[int32]*brokerFetcher
+	cursors  map[*cursor]struct{}
+	buffered atomic.Int64 // across the link
+
+	refreshCh chan struct{}
+	ctx       context.Context
+	wg        sync.WaitGroup
+}
+
+type brokerFetcher struct {
+	id   int32
+	wake chan struct{}
+	// rotate moves the start of the partition list each fetch so that no
+	// partition is always last (and cut short by the response size).
+	rotate int
+}
+
+func newFetchers(ctx context.Context, src *cluster, log *zap.Logger) *fetchers {
+	f := &fetchers{
+		src:       src,
+		log:       log,
+		byBroker:  map[int32]map[*cursor]struct{}{},
+		loops:     map[int32]*brokerFetcher{},
+		cursors:   map[*cursor]struct{}{},
+		refreshCh: make(chan struct{}, 1),
+		ctx:       ctx,
+	}
+	f.wg.Add(1)
+	go f.metadataLoop()
+	return f
+}
+
+// wait returns when every fetch loop has stopped (after ctx is done).
+func (f *fetchers) wait() { f.wg.Wait() }
+
+// add starts fetching for a cursor (when it is active).
+func (f *fetchers) add(c *cursor) {
+	f.mu.Lock()
+	f.cursors[c] = struct{}{}
+	f.mu.Unlock()
+	f.requestRefresh()
+}
+
+// remove stops fetching for a cursor for good.
+func (f *fetchers) remove(c *cursor) {
+	f.mu.Lock()
+	delete(f.cursors, c)
+	c.mu.Lock()
+	if set := f.byBroker[c.leader]; set != nil {
+		delete(set, c)
+	}
+	c.leader = -1
+	f.buffered.Add(-c.buffered)
+	c.buffered = 0
+	c.mu.Unlock()
+	f.mu.Unlock()
+}
+
+func (f *fetchers) requestRefresh() {
+	select {
+	case f.refreshCh <- struct{}{}:
+	default:
+	}
+}
+
+// wakeCursor tells the cursor's fetcher that it may be fetchable again.
+func (f *fetchers) wakeCursor(c *cursor) {
+	c.mu.Lock()
+	leader := c.leader
+	c.mu.Unlock()
+	f.mu.Lock()
+	b := f.loops[leader]
+	f.mu.Unlock()
+	if b != nil {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// metadataLoop assigns cursors to their source leaders, on request and
+// every metadataEvery.
+func (f *fetchers) metadataLoop() {
+	defer f.wg.Done()
+	t := time.NewTicker(metadataEvery)
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-f.refreshCh:
+		case <-t.C:
+		}
+		// At most four refreshes a second, however many partitions ask.
+		if d := time.Until(last.Add(250 * time.Millisecond)); d > 0 {
+			select {
+			case <-f.ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+		last = time.Now()
+		f.assignLeaders()
+	}
+}
+
+func (f *fetchers) assignLeaders() {
+	f.mu.Lock()
+	topics := map[string]struct{}{}
+	for c := range f.cursors {
+		topics[c.topic] = struct{}{}
+	}
+	f.mu.Unlock()
+	if len(topics) == 0 {
+		return
+	}
+	names := make([]string, 0, len(topics))
+	for t := range topics {
+		names = append(names, t)
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 15*time.Second)
+	meta, err := f.src.refresh(ctx, names...)
+	cancel()
+	if err != nil && meta == nil {
+		f.log.Warn("source metadata refresh failed", zap.Error(err))
+		time.AfterFunc(time.Second, f.requestRefresh)
+		return
+	}
+	missing := false
+	f.mu.Lock()
+	for c := range f.cursors {
+		leader := int32(-1)
+		if tm, ok := meta[c.topic]; ok && int(c.partition) < len(tm.partitions) {
+			leader = tm.partitions[c.partition].leader
+		}
+		if leader < 0 {
+			missing = true
+		}
+		c.mu.Lock()
+		old := c.leader
+		c.leader = leader
+		c.mu.Unlock()
+		if old == leader && f.byBroker[leader] != nil {
+			if _, ok := f.byBroker[leader][c]; ok {
+				continue
+			}
+		}
+		if set := f.byBroker[old]; set != nil {
+			delete(set, c)
+		}
+		if leader < 0 {
+			continue
+		}
+		if f.byBroker[leader] == nil {
+			f.byBroker[leader] = map[*cursor]struct{}{}
+		}
+		f.byBroker[leader][c] = struct{}{}
+		if f.loops[leader] == nil {
+			b := &brokerFetcher{id: leader, wake: make(chan struct{}, 1)}
+			f.loops[leader] = b
+			f.wg.Add(1)
+			go f.fetchLoop(b)
+		}
+	}
+	for _, b := range f.loops {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	f.mu.Unlock()
+	if missing {
+		// A leader election is in progress somewhere: look again soon.
+		time.AfterFunc(500*time.Millisecond, f.requestRefresh)
+	}
+}
+
+// fetchPart is a cursor as it was when a fetch was built.
+type fetchPart struct {
+	c      *cursor
+	offset int64
+	gen    uint64
+}
+
+// eligible snapshots the cursors this broker should fetch now, and whether
+// any of its cursors were left out while having a reason to be fetched soon.
+func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) {
+	now := time.Now()
+	linkFull := f.buffered.Load() >= maxLinkBuffered
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.byBroker[b.id] {
+		c.mu.Lock()
+		switch {
+		case !c.active || now.Before(c.notUntil):
+		case c.inbox != nil || c.buffered >= maxPartitionBuffered || linkFull:
+			leftOut = true
+		default:
+			parts = append(parts, fetchPart{c: c, offset: c.offset, gen: c.gen})
+		}
+		c.mu.Unlock()
+	}
+	return parts, leftOut
+}
+
+// fetchLoop keeps at most one Fetch in flight to one source broker.
+func (f *fetchers) fetchLoop(b *brokerFetcher) {
+	defer f.wg.Done()
+	backoff := newBackoff(100*time.Millisecond, 10*time.Second)
+	idle := time.NewTicker(time.Second) // picks up cursors whose backoff ended
+	defer idle.Stop()
+	for {
+		if f.ctx.Err() != nil {
+			return
+		}
+		parts, leftOut := f.eligible(b)
+		if len(parts) == 0 {
+			select {
+			case <-f.ctx.Done():
+				return
+			case <-b.wake:
+			case <-idle.C:
+			}
+			continue
+		}
+		wait := fetchMaxWait
+		if leftOut {
+			wait = fetchShortWait
+		}
+		req := newFetchRequest(0, wait, fetchMaxBytes)
+		b.rotate++
+		byTopic := map[string]int{}
+		for i := range parts {
+			fp := parts[(i+b.rotate)%len(parts)]
+			ti, ok := byTopic[fp.c.topic]
+			if !ok {
+				ft := kmsg.NewFetchRequestTopic()
+				ft.Topic = fp.c.topic
+				ft.TopicID = fp.c.topicID
+				req.Topics = append(req.Topics, ft)
+				ti = len(req.Topics) - 1
+				byTopic[fp.c.topic] = ti
+			}
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.Partition = fp.c.partition
+			rp.FetchOffset = fp.offset
+			rp.PartitionMaxBytes = partitionFetchBytes
+			rp.CurrentLeaderEpoch = -1
+			req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
+		}
+		kresp, err := f.src.cl.Broker(int(b.id)).Request(f.ctx, req)
+		if err != nil {
+			if f.ctx.Err() != nil {
+				return
+			}
+			f.log.Warn("fetch failed", zap.Int32("broker", b.id), zap.Error(err))
+			for _, fp := range parts {
+				fp.c.mu.Lock()
+				fp.c.lastErr = err
+				fp.c.mu.Unlock()
+			}
+			f.requestRefresh()
+			if !sleepCtx(f.ctx, backoff.next()) {
+				return
+			}
+			continue
+		}
+		resp := kresp.(*kmsg.FetchResponse)
+		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+			f.log.Warn("fetch refused", zap.Int32("broker", b.id), zap.Error(err))
+			if !sleepCtx(f.ctx, backoff.next()) {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		f.handleFetch(parts, resp)
+	}
+}
+
+// handleFetch hands each partition its part of a fetch response.
+func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
+	type key struct {
+		topic string
+		p     int32
+	}
+	byKey := make(map[key]fetchPart, len(parts))
+	byID := make(map[[16]byte]string)
+	for _, fp := range parts {
+		byKey[key{fp.c.topic, fp.c.partition}] = fp
+		byID[fp.c.topicID] = fp.c.topic
+	}
+	refresh := false
+	for _, t := range resp.Topics {
+		topic := t.Topic
+		if topic == "" {
+			topic = byID[t.TopicID]
+		}
+		for _, rp := range t.Partitions {
+			fp, ok := byKey[key{topic, rp.Partition}]
+			if !ok {
+				continue
+			}
+			res := &fetchResult{gen: fp.gen, fetchOffset: fp.offset}
+			err := kerr.ErrorForCode(rp.ErrorCode)
+			switch {
+			case err == nil:
+				bs, serr := batch.Split(rp.RecordBatches)
+				res.batches = bs
+				res.err = serr
+				for _, b := range bs {
+					res.bytes += int64(len(b))
+				}
+				res.highWatermark = rp.HighWatermark
+				res.logStart = rp.LogStartOffset
+				res.lastStable = rp.LastStableOffset
+				res.aborted = rp.AbortedTransactions
+			case isLeaderError(err):
+				refresh = true
+				f.unassign(fp.c, err)
+				continue
+			default:
+				res.err = err
+			}
+			f.deliver(fp, res)
+		}
+	}
+	if refresh {
+		f.requestRefresh()
+	}
+}
+
+// unassign takes a cursor off its broker until metadata names its leader.
+func (f *fetchers) unassign(c *cursor, err error) {
+	f.mu.Lock()
+	c.mu.Lock()
+	if set := f.byBroker[c.leader]; set != nil {
+		delete(set, c)
+	}
+	c.leader = -1
+	c.lastErr = err
+	c.mu.Unlock()
+	f.mu.Unlock()
+}
+
+// deliver puts a result into a cursor's inbox, unless the cursor was reset
+// since the fetch was built.
+func (f *fetchers) deliver(fp fetchPart, res *fetchResult) {
+	c := fp.c
+	c.mu.Lock()
+	if c.gen != fp.gen || !c.active {
+		c.mu.Unlock()
+		return
+	}
+	if res.highWatermark > 0 || res.err == nil {
+		c.highWatermark.Store(res.highWatermark)
+		c.logStart.Store(res.logStart)
+	}
+	if res.err == nil && len(res.batches) == 0 {
+		c.lastErr = nil
+		c.mu.Unlock()
+		return // nothing new; the figures above are all there was
+	}
+	if res.err != nil {
+		c.lastErr = res.err
+		c.notUntil = time.Now().Add(time.Second)
+	} else {
+		c.lastErr = nil
+		c.offset = res.batches[len(res.batches)-1].NextOffset()
+		c.buffered += res.bytes
+		f.buffered.Add(res.bytes)
+	}
+	c.inbox = res
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the cursor's undelivered result, if any.
+func (f *fetchers) take(c *cursor) *fetchResult {
+	c.mu.Lock()
+	r := c.inbox
+	c.inbox = nil
+	c.mu.Unlock()
+	if r != nil {
+		f.wakeCursor(c)
+	}
+	return r
+}
+
+// release returns fetched bytes the destination has now acknowledged (or
+// that were dropped), so that fetching may go on.
+func (f *fetchers) release(c *cursor, n int64) {
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	before := c.buffered
+	c.buffered -= n
+	c.mu.Unlock()
+	after := f.buffered.Add(-n)
+	if before >= maxPartitionBuffered || after+n >= maxLinkBuffered {
+		f.wakeCursor(c)
+	}
+}
+
+// reset points the cursor at offset and drops anything fetched before; the
+// partition calls it on start and whenever it must re-read the source.
+// Bytes still held are the partition's to release.
+func (f *fetchers) reset(c *cursor, offset int64, active bool) {
+	c.mu.Lock()
+	c.gen++
+	c.offset = offset
+	c.inbox = nil
+	c.active = active
+	c.notUntil = time.Time{}
+	c.mu.Unlock()
+	if active {
+		f.wakeCursor(c)
+	}
+}
+
+// isLeaderError reports fetch errors that mean "ask someone else", cured by
+// fresh metadata.
+func isLeaderError(err error) bool {
+	for _, e := range []error{
+		kerr.NotLeaderForPartition, kerr.LeaderNotAvailable, kerr.UnknownLeaderEpoch,
+		kerr.FencedLeaderEpoch, kerr.UnknownTopicOrPartition, kerr.UnknownTopicID,
+		kerr.InconsistentTopicID, kerr.KafkaStorageError, kerr.ReplicaNotAvailable,
+		kerr.OffsetNotAvailable, kerr.NotCoordinator,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// backoff is exponential with a cap.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else if b.cur *= 2; b.cur > b.max {
+		b.cur = b.max
+	}
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleepCtx sleeps for d, returning false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

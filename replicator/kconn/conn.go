@@ -1,0 +1,301 @@
+// Package kconn is one TCP connection to one Kafka broker on which many
+// requests may be in flight at once, answered in the order they were sent.
+//
+// klink uses it for Produce: Kafka handles a connection's requests one at a
+// time and in order, so pipelining several appends for one partition on one
+// connection keeps their order and their idempotent sequence intact. kgo's
+// Broker.Request cannot promise that order between concurrent calls, so the
+// produce path owns its connections; everything else goes through kgo.
+package kconn
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Options configure a connection.
+type Options struct {
+	// ClientID is sent in every request header.
+	ClientID string
+	// Dial opens the network connection; nil means a plain TCP dial. TLS
+	// and tunnels plug in here.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Timeout bounds each request from write to response (a request with
+	// its own server-side timeout, like Produce, should be given more).
+	Timeout time.Duration
+}
+
+// maxQueued bounds requests written but not yet answered; Send blocks when
+// it is reached.
+const maxQueued = 1024
+
+// ErrClosed is returned for requests on a connection that has died.
+var ErrClosed = errors.New("connection closed")
+
+// Conn is a pipelined connection. Send may be called from many goroutines;
+// requests are written, and answered, in the order Send was called.
+type Conn struct {
+	addr     string
+	nc       net.Conn
+	opts     Options
+	versions map[int16]int16 // api key -> max version the broker supports
+
+	wmu      sync.Mutex // serialises writes, correlation ids and queue order
+	corr     int32
+	queue    chan *call // written, awaiting a response, in write order
+	drained  bool       // guarded by wmu: the reader no longer takes calls
+	dead     chan struct{}
+	deadOnce sync.Once
+	err      error // set before dead is closed
+}
+
+type call struct {
+	req      kmsg.Request
+	corr     int32
+	deadline time.Time
+	done     func(kmsg.Response, error)
+}
+
+// Dial connects to addr and learns which request versions it supports.
+func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	dial := opts.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c := &Conn{
+		addr:  addr,
+		nc:    nc,
+		opts:  opts,
+		queue: make(chan *call, maxQueued),
+		dead:  make(chan struct{}),
+	}
+	go c.readLoop()
+	if err := c.loadVersions(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Addr is the broker address.
+func (c *Conn) Addr() string { return c.addr }
+
+// loadVersions asks ApiVersions, v3 first, and v0 from a broker that only
+// speaks that (it answers an unsupported version in v0 form).
+func (c *Conn) loadVersions(ctx context.Context) error {
+	for _, v := range []int16{3, 0} {
+		req := kmsg.NewPtrApiVersionsRequest()
+		req.SetVersion(v)
+		req.ClientSoftwareName = "klink"
+		req.ClientSoftwareVersion = "1"
+		kresp, err := c.Do(ctx, req)
+		if err != nil {
+			return fmt.Errorf("ApiVersions: %w", err)
+		}
+		resp := kresp.(*kmsg.ApiVersionsResponse)
+		if resp.ErrorCode == kerr.UnsupportedVersion.Code && v != 0 {
+			continue
+		}
+		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+			return fmt.Errorf("ApiVersions: %w", err)
+		}
+		c.versions = make(map[int16]int16, len(resp.ApiKeys))
+		for _, k := range resp.ApiKeys {
+			c.versions[k.ApiKey] = k.MaxVersion
+		}
+		return nil
+	}
+	return errors.New("ApiVersions: no version accepted")
+}
+
+// MaxVersion is the highest version of a request the broker supports, or -1.
+func (c *Conn) MaxVersion(key int16) int16 {
+	if v, ok := c.versions[key]; ok {
+		return v
+	}
+	return -1
+}
+
+// Dead is closed when the connection has failed or been closed.
+func (c *Conn) Dead() <-chan struct{} { return c.dead }
+
+// Err is why the connection died (nil while alive).
+func (c *Conn) Err() error {
+	select {
+	case <-c.dead:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close closes the connection; requests in flight fail with ErrClosed.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	return nil
+}
+
+func (c *Conn) fail(err error) {
+	c.deadOnce.Do(func() {
+		c.err = err
+		close(c.dead)
+		c.nc.Close()
+	})
+}
+
+// Send writes req (its version must be set) and calls done with the
+// response or an error. done runs on the connection's reader goroutine (or
+// on the caller's, if the connection is already dead) and must not block.
+func (c *Conn) Send(req kmsg.Request, timeout time.Duration, done func(kmsg.Response, error)) {
+	if timeout <= 0 {
+		timeout = c.opts.Timeout
+	}
+	c.wmu.Lock()
+	if c.drained {
+		c.wmu.Unlock()
+		done(nil, c.err)
+		return
+	}
+	c.corr++
+	cl := &call{req: req, corr: c.corr, deadline: time.Now().Add(timeout), done: done}
+	// Each request gets its own buffer: AppendRequest writes the size at
+	// the start of the slice it is given.
+	buf := kmsg.NewRequestFormatter(kmsg.FormatterClientID(c.opts.ClientID)).AppendRequest(nil, req, cl.corr)
+	// Queue before the write, so that the reader expects the response.
+	select {
+	case c.queue <- cl:
+	case <-c.dead:
+		c.wmu.Unlock()
+		done(nil, c.err)
+		return
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.opts.Timeout))
+	_, err := c.nc.Write(buf)
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("write to %s: %w", c.addr, err))
+	}
+}
+
+// Do sends req and waits for its response.
+func (c *Conn) Do(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
+	type result struct {
+		resp kmsg.Response
+		err  error
+	}
+	ch := make(chan result, 1)
+	c.Send(req, 0, func(r kmsg.Response, err error) { ch <- result{r, err} })
+	select {
+	case r := <-ch:
+		return r.resp, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// readLoop reads responses in order and hands each to its call.
+func (c *Conn) readLoop() {
+	var size [4]byte
+	for {
+		var cl *call
+		select {
+		case cl = <-c.queue:
+		case <-c.dead:
+			c.drain()
+			return
+		}
+		c.nc.SetReadDeadline(cl.deadline)
+		resp, err := c.readResponse(cl, size[:])
+		if err != nil {
+			c.fail(fmt.Errorf("read from %s: %w", c.addr, err))
+			cl.done(nil, c.err)
+			c.drain()
+			return
+		}
+		cl.done(resp, nil)
+	}
+}
+
+func (c *Conn) readResponse(cl *call, size []byte) (kmsg.Response, error) {
+	if _, err := io.ReadFull(c.nc, size); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(size)
+	if n < 4 || n > 1<<30 {
+		return nil, fmt.Errorf("invalid response size %d", n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.nc, body); err != nil {
+		return nil, err
+	}
+	if corr := int32(binary.BigEndian.Uint32(body)); corr != cl.corr {
+		return nil, fmt.Errorf("response correlation id %d, expected %d", corr, cl.corr)
+	}
+	body = body[4:]
+	resp := cl.req.ResponseKind()
+	resp.SetVersion(cl.req.GetVersion())
+	// Flexible responses carry a tag section in their header, except
+	// ApiVersions, whose header is always v0.
+	if resp.IsFlexible() && resp.Key() != int16(kmsg.ApiVersions) {
+		var err error
+		if body, err = skipTags(body); err != nil {
+			return nil, err
+		}
+	}
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decoding %s v%d response: %w", kmsg.NameForKey(resp.Key()), resp.GetVersion(), err)
+	}
+	return resp, nil
+}
+
+// drain fails every call still queued once the connection is dead.
+func (c *Conn) drain() {
+	c.wmu.Lock()
+	c.drained = true
+	c.wmu.Unlock()
+	for {
+		select {
+		case cl := <-c.queue:
+			cl.done(nil, c.err)
+		default:
+			return
+		}
+	}
+}
+
+func skipTags(b []byte) ([]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return nil, errors.New("bad tag count")
+	}
+	b = b[k:]
+	for i := uint64(0); i < n; i++ {
+		if _, k = binary.Uvarint(b); k <= 0 {
+			return nil, errors.New("bad tag")
+		}
+		b = b[k:]
+		size, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < size {
+			return nil, errors.New("bad tag size")
+		}
+		b = b[k+int(size):]
+	}
+	return b, nil
+}

@@ -1,0 +1,162 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/kconn"
+)
+
+// Link is one running cluster link: a source cluster, the destination, and
+// the mirror topics between them.
+type Link struct {
+	cfg   config.Link
+	dcfg  config.Destination
+	store *linkstate.Store
+	log   *zap.Logger
+
+	src, dst *cluster
+	fetchers *fetchers
+	sinks    *sinks
+
+	mu       sync.Mutex
+	identity linkstate.Link
+	state    string // STARTING, RUNNING, FAILED
+	err      string
+	mirrors  []*mirror
+}
+
+// Link states shown in status.
+const (
+	LinkStarting = "STARTING"
+	LinkRunning  = "RUNNING"
+	LinkFailed   = "FAILED"
+)
+
+// NewLink prepares a link; Run starts it.
+func NewLink(cfg config.Link, dest config.Destination, store *linkstate.Store, log *zap.Logger) *Link {
+	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting}
+	for _, mc := range cfg.MirrorTopics {
+		l.mirrors = append(l.mirrors, newMirror(l, mc))
+	}
+	return l
+}
+
+// Name is the link's name.
+func (l *Link) Name() string { return l.cfg.Name }
+
+// Run runs the link until ctx ends. On return every append in flight has
+// been answered (or the shutdown bound passed) and all connections are
+// closed.
+func (l *Link) Run(ctx context.Context) {
+	var err error
+	if l.src, err = newCluster("source", l.cfg.Source.Bootstrap, l.log); err != nil {
+		l.setFailed(err)
+		return
+	}
+	defer l.src.close()
+	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, l.log); err != nil {
+		l.setFailed(err)
+		return
+	}
+	defer l.dst.close()
+
+	if err := l.bind(ctx); err != nil {
+		if ctx.Err() == nil {
+			l.setFailed(err)
+			<-ctx.Done()
+		}
+		return
+	}
+	l.mu.Lock()
+	l.state, l.err = LinkRunning, ""
+	l.mu.Unlock()
+
+	l.fetchers = newFetchers(ctx, l.src, l.log)
+	l.sinks = newSinks(l.dst, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
+	var wg sync.WaitGroup
+	for _, m := range l.mirrors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.run(ctx)
+		}()
+	}
+	wg.Wait()
+	l.fetchers.wait()
+	l.sinks.stop()
+	l.log.Info("link stopped")
+}
+
+// bind checks that the link talks to the clusters it was bound to (and the
+// config's clusterID), waiting for them to be reachable. The first
+// successful start records the link's identity.
+func (l *Link) bind(ctx context.Context) error {
+	retry := newBackoff(time.Second, 30*time.Second)
+	var srcID, dstID string
+	for {
+		var err error
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		srcID, err = l.src.clusterID(cctx)
+		if err == nil {
+			dstID, err = l.dst.clusterID(cctx)
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		l.setError(fmt.Errorf("waiting for clusters: %w", err))
+		l.log.Warn("clusters not reachable yet", zap.Error(err))
+		if !sleepCtx(ctx, retry.next()) {
+			return ctx.Err()
+		}
+	}
+	if want := l.cfg.Source.ClusterID; want != "" && want != srcID {
+		return fmt.Errorf("source cluster ID is %q but the config says links[%s].source.clusterID %q: refusing to mirror from another cluster", srcID, l.cfg.Name, want)
+	}
+	id, err := l.store.GetLink(l.cfg.Name)
+	switch {
+	case errors.Is(err, linkstate.ErrNotFound):
+		id = linkstate.Link{Name: l.cfg.Name, ID: linkstate.NewLinkID(), SourceClusterID: srcID, DestinationClusterID: dstID, CreatedAt: time.Now().UTC()}
+		if err := l.store.PutLink(id); err != nil {
+			return err
+		}
+		l.log.Info("link created", zap.String("linkID", id.ID), zap.String("sourceClusterID", srcID), zap.String("destinationClusterID", dstID))
+	case err != nil:
+		return err
+	default:
+		if id.SourceClusterID != "" && id.SourceClusterID != srcID {
+			return fmt.Errorf("link %s was set up against source cluster %q but %v now answers as %q: refusing to mirror from another cluster (if the source was really replaced, give the link a new name)", l.cfg.Name, id.SourceClusterID, l.cfg.Source.Bootstrap, srcID)
+		}
+		if id.DestinationClusterID != "" && id.DestinationClusterID != dstID {
+			return fmt.Errorf("link %s was set up against destination cluster %q but %v now answers as %q: refusing to write into another cluster", l.cfg.Name, id.DestinationClusterID, l.dcfg.Bootstrap, dstID)
+		}
+	}
+	l.mu.Lock()
+	l.identity = id
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Link) setFailed(err error) {
+	l.log.Error("link FAILED", zap.Error(err))
+	l.mu.Lock()
+	l.state, l.err = LinkFailed, err.Error()
+	l.mu.Unlock()
+}
+
+func (l *Link) setError(err error) {
+	l.mu.Lock()
+	l.err = err.Error()
+	l.mu.Unlock()
+}

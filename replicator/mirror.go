@@ -1,0 +1,555 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+)
+
+// mirror is one mirror topic: its setup (destination topic, start offsets)
+// and its partitions.
+type mirror struct {
+	link        *Link
+	cfg         config.MirrorTopic
+	name        string // destination topic
+	sourceTopic string
+	log         *zap.Logger
+
+	// Set by setup before partitions start.
+	maxMessageBytes int
+	sourceTopicID   [16]byte
+
+	mu     sync.Mutex
+	state  linkstate.MirrorState
+	reason string
+	since  time.Time
+	parts  []*partition
+	cancel context.CancelFunc // stops the partitions
+	fills  map[int32]int64    // filled offsets not yet written to the state file
+	ranges map[int32]int64
+}
+
+func newMirror(l *Link, cfg config.MirrorTopic) *mirror {
+	return &mirror{
+		link:        l,
+		cfg:         cfg,
+		name:        cfg.Name,
+		sourceTopic: cfg.SourceTopic(),
+		log:         l.log.With(zap.String("mirror", cfg.Name)),
+		state:       linkstate.Pending,
+		since:       time.Now().UTC(),
+		fills:       map[int32]int64{},
+		ranges:      map[int32]int64{},
+	}
+}
+
+// errMirrorFailed ends setup for a mirror that is (or just became) FAILED.
+var errMirrorFailed = errors.New("mirror failed")
+
+// run sets the mirror up (retrying while the source or destination is not
+// ready), then mirrors its partitions until ctx ends or it fails.
+func (m *mirror) run(ctx context.Context) {
+	retry := newBackoff(time.Second, 30*time.Second)
+	var rec linkstate.Mirror
+	for {
+		var err error
+		rec, err = m.setup(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, errMirrorFailed) || ctx.Err() != nil {
+			return
+		}
+		m.setReason(err.Error())
+		m.log.Warn("mirror setup incomplete; retrying", zap.Error(err))
+		if !sleepCtx(ctx, retry.next()) {
+			return
+		}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	m.mu.Lock()
+	m.cancel = cancel
+	m.mu.Unlock()
+	defer cancel()
+
+	var wg sync.WaitGroup
+	var startedMu sync.Mutex
+	notStarted := map[int32]bool{}
+	startPartition := func(id int32, startOffset int64) {
+		p := m.newPartition(id, startOffset)
+		startedMu.Lock()
+		notStarted[id] = true
+		startedMu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(pctx, func() {
+				startedMu.Lock()
+				delete(notStarted, id)
+				all := len(notStarted) == 0
+				startedMu.Unlock()
+				if all {
+					m.setState(linkstate.Active, "")
+				}
+			})
+		}()
+	}
+	for _, id := range sortedPartitions(rec.Partitions) {
+		startPartition(id, rec.Partitions[id].StartOffset)
+	}
+
+	tick := time.NewTicker(metadataEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-pctx.Done():
+			wg.Wait()
+			m.flushFills()
+			return
+		case <-tick.C:
+			m.flushFills()
+			added, err := m.growPartitions(pctx, len(m.partitionsSnapshot()))
+			if err != nil {
+				m.log.Warn("checking the source partition count failed", zap.Error(err))
+			}
+			for _, a := range added {
+				startPartition(a, 0)
+			}
+		}
+	}
+}
+
+func sortedPartitions(ps map[int32]*linkstate.Partition) []int32 {
+	ids := make([]int32, 0, len(ps))
+	for id := range ps {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+func (m *mirror) newPartition(id int32, startOffset int64) *partition {
+	p := &partition{
+		m:           m,
+		id:          id,
+		log:         m.log.With(zap.Int32("partition", id)),
+		cur:         newCursor(m.sourceTopic, m.sourceTopicID, id),
+		sp:          newSinkPart(m.name, id),
+		startOffset: startOffset,
+		logStartDue: -1,
+	}
+	m.mu.Lock()
+	m.parts = append(m.parts, p)
+	m.mu.Unlock()
+	return p
+}
+
+func (m *mirror) partitionsSnapshot() []*partition {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*partition(nil), m.parts...)
+}
+
+// setup makes sure the destination topic exists and is klink's, and that
+// every partition has a start offset. It returns the mirror's record.
+func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
+	store, lname := m.link.store, m.link.cfg.Name
+	rec, err := store.GetMirror(lname, m.name)
+	switch {
+	case errors.Is(err, linkstate.ErrNotFound):
+		rec, err = store.UpdateMirror(lname, m.name, func(r *linkstate.Mirror) error {
+			r.SourceTopic = m.sourceTopic
+			return nil
+		})
+		if err != nil {
+			return rec, err
+		}
+	case err != nil:
+		return rec, err
+	}
+	m.mu.Lock()
+	m.state, m.reason, m.since = rec.State, rec.Reason, rec.StateSince
+	m.mu.Unlock()
+	if rec.State == linkstate.Failed {
+		m.log.Error("mirror is FAILED; not mirroring", zap.String("reason", rec.Reason))
+		return rec, errMirrorFailed
+	}
+	if rec.SourceTopic != "" && rec.SourceTopic != m.sourceTopic {
+		return rec, m.failSetup("mirror %s was set up from source topic %s, the config now names %s; a mirror never changes its source: give the mirror a new destination topic name", m.name, rec.SourceTopic, m.sourceTopic)
+	}
+
+	src, dst := m.link.src, m.link.dst
+	sm, err := src.topic(ctx, m.sourceTopic)
+	if errors.Is(err, errTopicNotFound) {
+		return rec, fmt.Errorf("source topic %s does not exist (yet)", m.sourceTopic)
+	}
+	if err != nil {
+		return rec, err
+	}
+	srcID := topicIDString(sm.id)
+	if rec.SourceTopicID != "" && srcID != "" && rec.SourceTopicID != srcID {
+		return rec, m.failSetup("source topic %s was deleted and recreated (topic ID %s, mirrored from %s): its offsets are not the ones mirrored", m.sourceTopic, srcID, rec.SourceTopicID)
+	}
+	m.sourceTopicID = sm.id
+
+	dm, err := dst.topic(ctx, m.name)
+	switch {
+	case errors.Is(err, errTopicNotFound):
+		if rec.DestTopicID != "" {
+			return rec, m.failSetup("destination topic %s that klink created (topic ID %s) was deleted; klink does not recreate it silently: remove the mirror from the config, or delete its state with the topic", m.name, rec.DestTopicID)
+		}
+		if dm, err = m.createTopic(ctx, len(sm.partitions)); err != nil {
+			return rec, err
+		}
+	case err != nil:
+		return rec, err
+	default:
+		if err := m.checkOwnership(ctx, rec, dm, len(sm.partitions)); err != nil {
+			return rec, err
+		}
+	}
+	if len(dm.partitions) < len(sm.partitions) {
+		if err := m.createPartitions(ctx, len(sm.partitions)); err != nil {
+			return rec, err
+		}
+	}
+	if err := m.loadMaxMessageBytes(ctx); err != nil {
+		return rec, err
+	}
+
+	// Start offsets are chosen once, for every partition, and kept.
+	starts := map[int32]int64{}
+	for id := range sm.partitions {
+		if _, ok := rec.Partitions[int32(id)]; ok {
+			continue
+		}
+		which := int64(offsetEarliest)
+		if m.link.cfg.StartOffsetSpec() == config.StartLatest {
+			which = offsetLatest
+		}
+		o, err := src.listOffset(ctx, m.sourceTopic, int32(id), which)
+		if err != nil {
+			return rec, err
+		}
+		starts[int32(id)] = o
+	}
+	dstID := topicIDString(dm.id)
+	rec, err = store.UpdateMirror(lname, m.name, func(r *linkstate.Mirror) error {
+		r.SourceTopic = m.sourceTopic
+		r.SourceTopicID = srcID
+		r.DestTopicID = dstID
+		if r.Partitions == nil {
+			r.Partitions = map[int32]*linkstate.Partition{}
+		}
+		for id, o := range starts {
+			r.Partitions[id] = &linkstate.Partition{StartOffset: o}
+		}
+		return nil
+	})
+	if err != nil {
+		return rec, err
+	}
+	m.log.Info("mirror set up", zap.String("sourceTopic", m.sourceTopic), zap.Int("partitions", len(rec.Partitions)), zap.String("destTopicID", dstID))
+	m.setReason("")
+	return rec, nil
+}
+
+// checkOwnership refuses to write into a destination topic klink did not
+// create.
+func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm topicMeta, srcPartitions int) error {
+	id := topicIDString(dm.id)
+	switch {
+	case rec.DestTopicID != "" && rec.DestTopicID == id:
+		return nil
+	case rec.DestTopicID != "":
+		return m.failSetup("destination topic %s was deleted and recreated by someone else (topic ID %s, klink created %s); klink never writes into a topic it did not create", m.name, id, rec.DestTopicID)
+	case !rec.CreateRequestedAt.IsZero():
+		// klink asked for the topic and stopped before noting its ID.
+		// Adopt it only if it is still exactly as created: empty.
+		empty, err := m.destinationEmpty(ctx, len(dm.partitions))
+		if err != nil {
+			return err
+		}
+		if empty && len(dm.partitions) == srcPartitions {
+			m.log.Info("adopting the destination topic created before a restart", zap.String("topicID", id))
+			return nil
+		}
+	}
+	return m.failSetup("destination topic %s already exists and klink did not create it (topic ID %s); klink never writes into a topic it did not create: delete it, or mirror into another name", m.name, id)
+}
+
+func (m *mirror) destinationEmpty(ctx context.Context, partitions int) (bool, error) {
+	for p := 0; p < partitions; p++ {
+		end, err := m.link.dst.listOffset(ctx, m.name, int32(p), offsetLatest)
+		if err != nil {
+			return false, err
+		}
+		if end != 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// failSetup marks the mirror FAILED and returns errMirrorFailed.
+func (m *mirror) failSetup(format string, args ...any) error {
+	m.fail(fmt.Sprintf(format, args...))
+	return errMirrorFailed
+}
+
+// Source topic configs that are not copied to the destination: settings
+// that would make the destination refuse or change what klink appends, and
+// settings that name the source cluster's own brokers or features.
+var notCopied = map[string]string{
+	"compression.type":                        "klink keeps producer, so batches are stored as the source stored them",
+	"message.timestamp.type":                  "klink keeps CreateTime and carries LogAppendTime timestamps itself",
+	"message.timestamp.difference.max.ms":     "a lagging mirror must accept old timestamps",
+	"message.timestamp.before.max.ms":         "a lagging mirror must accept old timestamps",
+	"message.timestamp.after.max.ms":          "the source already accepted these timestamps",
+	"leader.replication.throttled.replicas":   "names source brokers",
+	"follower.replication.throttled.replicas": "names source brokers",
+	"message.format.version":                  "deprecated",
+	"message.downconversion.enable":           "deprecated",
+	"remote.storage.enable":                   "tiered storage is a destination cluster choice",
+	"min.insync.replicas":                     "durability is a destination cluster choice",
+}
+
+// destConfigs are the configs a new destination topic is created with: the
+// source topic's non-default configs, klink's required settings, then the
+// mirror's overrides.
+func (m *mirror) destConfigs(ctx context.Context) (map[string]*string, error) {
+	rcs, err := m.link.src.adm.DescribeTopicConfigs(ctx, m.sourceTopic)
+	if err != nil {
+		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, err)
+	}
+	rc, err := rcs.On(m.sourceTopic, nil)
+	if err != nil {
+		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, err)
+	}
+	if rc.Err != nil {
+		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, rc.Err)
+	}
+	out := map[string]*string{}
+	for _, c := range rc.Configs {
+		if c.Source != kmsg.ConfigSourceDynamicTopicConfig || c.Value == nil {
+			continue
+		}
+		if why, skip := notCopied[c.Key]; skip {
+			m.log.Info("source topic config not copied", zap.String("config", c.Key), zap.String("why", why))
+			continue
+		}
+		if strings.HasPrefix(c.Key, "confluent.") {
+			m.log.Info("source topic config not copied", zap.String("config", c.Key), zap.String("why", "vendor-specific"))
+			continue
+		}
+		v := *c.Value
+		out[c.Key] = &v
+	}
+	producer, createTime := "producer", "CreateTime"
+	out["compression.type"] = &producer
+	out["message.timestamp.type"] = &createTime
+	for k, v := range m.cfg.Configs {
+		v := v
+		out[k] = &v
+	}
+	return out, nil
+}
+
+// createTopic creates the destination topic, noting the intent first so a
+// crash in between is recognised.
+func (m *mirror) createTopic(ctx context.Context, partitions int) (topicMeta, error) {
+	configs, err := m.destConfigs(ctx)
+	if err != nil {
+		return topicMeta{}, err
+	}
+	if _, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+		r.CreateRequestedAt = time.Now().UTC()
+		return nil
+	}); err != nil {
+		return topicMeta{}, err
+	}
+	rf := int16(-1)
+	if m.cfg.ReplicationFactor > 0 {
+		rf = int16(m.cfg.ReplicationFactor)
+	}
+	resp, err := m.link.dst.adm.CreateTopic(ctx, int32(partitions), rf, configs, m.name)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		msg := err.Error()
+		if resp.ErrMessage != "" {
+			msg += ": " + resp.ErrMessage
+		}
+		return topicMeta{}, fmt.Errorf("creating destination topic %s: %s", m.name, msg)
+	}
+	// Metadata can trail the creation by a moment.
+	for i := 0; ; i++ {
+		dm, err := m.link.dst.topic(ctx, m.name)
+		if err == nil && len(dm.partitions) == partitions {
+			if _, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+				r.DestTopicID = topicIDString(dm.id)
+				return nil
+			}); err != nil {
+				return topicMeta{}, err
+			}
+			m.log.Info("destination topic created", zap.Int("partitions", partitions), zap.String("topicID", topicIDString(dm.id)))
+			return dm, nil
+		}
+		if i == 20 {
+			return topicMeta{}, fmt.Errorf("destination topic %s not visible after creation: %v", m.name, err)
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return topicMeta{}, ctx.Err()
+		}
+	}
+}
+
+// createPartitions grows the destination topic to the source's count.
+func (m *mirror) createPartitions(ctx context.Context, total int) error {
+	resps, err := m.link.dst.adm.UpdatePartitions(ctx, total, m.name)
+	if err == nil {
+		if r, ok := resps[m.name]; ok && r.Err != nil && !errors.Is(r.Err, kerr.InvalidPartitions) {
+			err = r.Err
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("growing destination topic %s to %d partitions: %w", m.name, total, err)
+	}
+	m.log.Info("destination partitions added", zap.Int("partitions", total))
+	return nil
+}
+
+// growPartitions follows the source when partitions are added to it. New
+// source partitions are mirrored from their beginning.
+func (m *mirror) growPartitions(ctx context.Context, have int) ([]int32, error) {
+	sm, err := m.link.src.topic(ctx, m.sourceTopic)
+	if err != nil {
+		return nil, err
+	}
+	if len(sm.partitions) <= have {
+		return nil, nil
+	}
+	if err := m.createPartitions(ctx, len(sm.partitions)); err != nil {
+		return nil, err
+	}
+	var added []int32
+	if _, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+		for id := have; id < len(sm.partitions); id++ {
+			if _, ok := r.Partitions[int32(id)]; !ok {
+				r.Partitions[int32(id)] = &linkstate.Partition{StartOffset: 0}
+			}
+			added = append(added, int32(id))
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return added, nil
+}
+
+// loadMaxMessageBytes reads the destination topic's max.message.bytes, the
+// bound for filler batches.
+func (m *mirror) loadMaxMessageBytes(ctx context.Context) error {
+	m.maxMessageBytes = 1_048_588 // Kafka's default
+	rcs, err := m.link.dst.adm.DescribeTopicConfigs(ctx, m.name)
+	if err != nil {
+		return fmt.Errorf("describing destination topic %s configs: %w", m.name, err)
+	}
+	rc, err := rcs.On(m.name, nil)
+	if err != nil || rc.Err != nil {
+		return fmt.Errorf("describing destination topic %s configs: %v", m.name, errors.Join(err, rc.Err))
+	}
+	for _, c := range rc.Configs {
+		if c.Key == "max.message.bytes" && c.Value != nil {
+			if n, err := strconv.Atoi(*c.Value); err == nil && n > 0 {
+				m.maxMessageBytes = n
+			}
+		}
+	}
+	return nil
+}
+
+// setState records a state change in the state file and in memory.
+func (m *mirror) setState(s linkstate.MirrorState, reason string) {
+	rec, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+		r.State = s
+		r.Reason = reason
+		return nil
+	})
+	if err != nil {
+		m.log.Error("recording mirror state failed", zap.String("state", string(s)), zap.Error(err))
+		return
+	}
+	m.mu.Lock()
+	changed := m.state != rec.State
+	m.state, m.reason, m.since = rec.State, rec.Reason, rec.StateSince
+	m.mu.Unlock()
+	if changed {
+		m.log.Info("mirror state changed", zap.String("state", string(s)), zap.String("reason", reason))
+	}
+}
+
+// setReason records why a mirror is not yet mirroring, without a state
+// change.
+func (m *mirror) setReason(reason string) {
+	m.mu.Lock()
+	m.reason = reason
+	m.mu.Unlock()
+}
+
+// fail stops the mirror for good: FAILED, with a reason; nothing more is
+// written.
+func (m *mirror) fail(reason string) {
+	m.mu.Lock()
+	already := m.state == linkstate.Failed
+	cancel := m.cancel
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if already {
+		return
+	}
+	m.log.Error("mirror FAILED", zap.String("reason", reason))
+	m.setState(linkstate.Failed, reason)
+}
+
+// noteFill counts filled offsets until the next flush to the state file.
+func (m *mirror) noteFill(p int32, offsets int64) {
+	m.mu.Lock()
+	m.fills[p] += offsets
+	m.ranges[p]++
+	m.mu.Unlock()
+}
+
+// flushFills adds the filled-offset counts to the state file.
+func (m *mirror) flushFills() {
+	m.mu.Lock()
+	fills, ranges := m.fills, m.ranges
+	m.fills, m.ranges = map[int32]int64{}, map[int32]int64{}
+	m.mu.Unlock()
+	if len(fills) == 0 {
+		return
+	}
+	if _, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+		for p, n := range fills {
+			if pr := r.Partitions[p]; pr != nil {
+				pr.FilledOffsets += n
+				pr.FilledRanges += ranges[p]
+			}
+		}
+		return nil
+	}); err != nil {
+		m.log.Warn("recording filled offsets failed", zap.Error(err))
+	}
+}

@@ -1,0 +1,541 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/replicator/batch"
+)
+
+// partition mirrors one source partition into the destination partition of
+// the same number. Its goroutine owns the append order: it turns fetched
+// batches into appends (rewritten batches and fillers), queues them on the
+// destination leader's sink, and checks every answer against the source
+// offset the append must land on.
+type partition struct {
+	m   *mirror
+	id  int32
+	log *zap.Logger
+	cur *cursor
+	sp  *sinkPart
+
+	// Owned by the goroutine.
+	producer    batch.Producer
+	hasProducer bool
+	next        int64        // destination offset the next append lands on
+	acked       int64        // everything below is confirmed in the destination
+	pending     []*appendReq // queued or in flight, in order
+	held        int64        // fetched bytes held by pending appends and not yet released
+	logStartDue int64        // DeleteRecords target once acked reaches it; -1 none
+	startOffset int64
+
+	// Read by status.
+	destEnd       atomic.Int64
+	records       atomic.Int64
+	bytes         atomic.Int64
+	filledRanges  atomic.Int64
+	filledOffsets atomic.Int64
+	errMu         sync.Mutex
+	lastErr       string
+}
+
+// fatalError stops the mirror: continuing could corrupt it.
+type fatalError struct{ reason string }
+
+func (e fatalError) Error() string { return e.reason }
+
+func fatalf(format string, args ...any) error {
+	return fatalError{fmt.Sprintf(format, args...)}
+}
+
+// maxSequence: idempotent sequences wrap from MaxInt32 to 0.
+func nextSequence(seq int32, n int64) int32 {
+	return int32((int64(seq) + n) % (math.MaxInt32 + 1))
+}
+
+func (p *partition) setErr(err error) {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if err == nil {
+		p.lastErr = ""
+	} else {
+		p.lastErr = err.Error()
+	}
+}
+
+func (p *partition) lastError() string {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if p.lastErr != "" {
+		return p.lastErr
+	}
+	p.cur.mu.Lock()
+	defer p.cur.mu.Unlock()
+	if p.cur.lastErr != nil {
+		return "fetch: " + p.cur.lastErr.Error()
+	}
+	return ""
+}
+
+// run mirrors the partition until ctx ends or the mirror fails. Any append
+// error leads back to start, which re-reads where the destination really is:
+// the destination log end is the resume point.
+func (p *partition) run(ctx context.Context, started func()) {
+	defer p.m.link.fetchers.remove(p.cur)
+	defer p.sp.detach()
+	retry := newBackoff(200*time.Millisecond, 30*time.Second)
+	first := true
+	for ctx.Err() == nil {
+		err := p.start(ctx)
+		if err == nil {
+			if first {
+				first = false
+				started()
+			}
+			err = p.loop(ctx)
+		}
+		var fatal fatalError
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.As(err, &fatal):
+			p.m.fail(fatal.reason)
+			return
+		case err != nil:
+			p.setErr(err)
+			d := retry.next()
+			p.log.Info("partition restarting", zap.Error(err), zap.Duration("backoff", d))
+			if !sleepCtx(ctx, d) {
+				return
+			}
+		default:
+			retry.reset()
+		}
+	}
+}
+
+// start finds where the destination partition is, checks that its tail
+// agrees with the source, prepares the producer, and aligns a new partition
+// with its start offset.
+func (p *partition) start(ctx context.Context) error {
+	dst := p.m.link.dst
+	topic := p.m.name
+	leader, err := dst.leader(ctx, topic, p.id)
+	if err != nil {
+		return err
+	}
+	p.sp.detach()
+	p.m.link.sinks.get(leader).attach(p.sp)
+
+	end, err := dst.listOffset(ctx, topic, p.id, offsetLatest)
+	if err != nil {
+		return err
+	}
+	logStart, err := dst.listOffset(ctx, topic, p.id, offsetEarliest)
+	if err != nil {
+		return err
+	}
+	// Everything klink itself wrote below the start offset is filler; above
+	// it, the destination's tail must equal the source at the same offsets.
+	from := end - 1
+	if p.hasProducer && p.acked < end {
+		from = p.acked // a restart after errors: check all that landed unanswered
+	}
+	if end > 0 && end > p.startOffset {
+		if err := p.verifyTail(ctx, max(from, p.startOffset), end); err != nil {
+			return err
+		}
+	}
+	if err := p.newProducerEpoch(ctx); err != nil {
+		return err
+	}
+	p.next, p.acked = end, end
+	p.destEnd.Store(end)
+	p.logStartDue = -1
+	if logStart < p.startOffset {
+		p.logStartDue = p.startOffset
+	}
+	fetchFrom := max(p.next, p.startOffset)
+	if p.next < p.startOffset {
+		// Bring the destination up to the start offset with fillers, so
+		// that the first mirrored record lands on its source offset.
+		target, err := p.alignmentTarget(ctx)
+		if err != nil {
+			return err
+		}
+		if err := p.fill(target, "start alignment", time.Now().UnixMilli()); err != nil {
+			return err
+		}
+	}
+	p.m.link.fetchers.reset(p.cur, fetchFrom, true)
+	p.m.link.fetchers.add(p.cur)
+	if p.logStartDue >= 0 && p.acked >= p.logStartDue {
+		p.moveLogStart(ctx)
+	}
+	p.setErr(nil)
+	return nil
+}
+
+// alignmentTarget is where fillers must stop for a new partition: the start
+// offset, or the base of the source batch that holds it (a log start set by
+// DeleteRecords can fall inside a batch, and batches are copied whole).
+func (p *partition) alignmentTarget(ctx context.Context) (int64, error) {
+	f, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, p.startOffset, 1, 0)
+	if errors.Is(err, kerr.OffsetOutOfRange) {
+		return p.startOffset, nil // retention passed it; the gap is filled when fetching
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(f.batches) > 0 && f.batches[0].BaseOffset() < p.startOffset {
+		return max(f.batches[0].BaseOffset(), p.next), nil
+	}
+	return p.startOffset, nil
+}
+
+// newProducerEpoch gives the partition a fresh producer epoch, so that any
+// append of an earlier epoch still on its way is refused by the broker.
+func (p *partition) newProducerEpoch(ctx context.Context) error {
+	if p.hasProducer && p.producer.Epoch < math.MaxInt16 {
+		p.producer.Epoch++
+		p.producer.Sequence = 0
+		return nil
+	}
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionTimeoutMillis = 60000
+	resp, err := req.RequestWith(ctx, p.m.link.dst.cl)
+	if err != nil {
+		return fmt.Errorf("destination InitProducerId: %w", err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return fmt.Errorf("destination InitProducerId: %w", err)
+	}
+	p.producer = batch.Producer{ID: resp.ProducerID, Epoch: resp.ProducerEpoch}
+	p.hasProducer = true
+	return nil
+}
+
+// loop moves fetched batches to the destination until an error.
+func (p *partition) loop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			p.drain(shutdownGrace)
+			return nil
+		case <-p.cur.notify:
+			res := p.m.link.fetchers.take(p.cur)
+			if res == nil {
+				continue
+			}
+			if err := p.handleFetch(ctx, res); err != nil {
+				p.drain(produceTimeout)
+				return err
+			}
+		case r := <-p.sp.results:
+			p.sp.taken()
+			if err := p.handleResult(ctx, r); err != nil {
+				p.drain(produceTimeout)
+				return err
+			}
+		}
+	}
+}
+
+// shutdownGrace bounds how long appends in flight may take to finish when
+// klink stops.
+const shutdownGrace = 10 * time.Second
+
+// handleFetch turns fetched batches into appends.
+func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
+	if res.err != nil {
+		return p.handleFetchError(ctx, res)
+	}
+	var appends []*appendReq
+	// fail queues what was prepared before the bad batch (drain takes it
+	// back) and releases the bytes of the batches not turned into appends.
+	fail := func(i int, err error) error {
+		p.submit(appends)
+		p.release(sumBytes(res.batches[i:]))
+		return err
+	}
+	for i, b := range res.batches {
+		// Bytes of the response are released when the append holding
+		// them is acknowledged; batches dropped here release at once.
+		size := int64(len(b))
+		if b.NextOffset() <= p.next {
+			p.release(size)
+			continue // already in the destination
+		}
+		if b.BaseOffset() < p.next {
+			return fail(i, fatalf("source batch at offsets %d..%d of %s[%d] straddles the destination end offset %d: the source log no longer matches what was mirrored", b.BaseOffset(), b.LastOffset(), p.m.sourceTopic, p.id, p.next))
+		}
+		if err := b.Verify(); err != nil {
+			return fail(i, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err))
+		}
+		if b.BaseOffset() > p.next {
+			fs, err := p.fillers(b.BaseOffset(), "source offsets skipped", b.MaxTimestamp())
+			if err != nil {
+				return fail(i, err)
+			}
+			appends = append(appends, fs...)
+		}
+		a, err := p.toAppend(b, size)
+		if err != nil {
+			return fail(i, err)
+		}
+		appends = append(appends, a...)
+	}
+	p.submit(appends)
+	return nil
+}
+
+func sumBytes(bs []batch.Batch) int64 {
+	var n int64
+	for _, b := range bs {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// toAppend prepares one source batch (advancing p.next past it).
+func (p *partition) toAppend(b batch.Batch, size int64) ([]*appendReq, error) {
+	base, next := b.BaseOffset(), b.NextOffset()
+	switch {
+	case b.IsControl() || b.NumRecords() == 0:
+		// Transaction markers cannot be produced, nor can the empty
+		// batches compaction leaves: their offsets become fillers.
+		reason := "empty batch"
+		if b.IsControl() {
+			reason = "transaction marker"
+		}
+		fs, err := p.fillers(next, reason, b.MaxTimestamp())
+		if err == nil {
+			p.release(size)
+		}
+		return fs, err
+	case int64(b.NumRecords()) != b.OffsetSpan():
+		return nil, fatalf("source batch at offsets %d..%d of %s[%d] holds %d records with gaps between them (a compacted batch); mirroring compacted batches is not built yet", base, b.LastOffset(), p.m.sourceTopic, p.id, b.NumRecords())
+	}
+	out := b
+	if b.IsLogAppendTime() {
+		nb, err := b.ClearLogAppendTime()
+		if err != nil {
+			return nil, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err)
+		}
+		out = nb
+	}
+	// Until exact transaction mirroring lands, transactional data goes
+	// through as plain data (its markers become fillers above).
+	out.Rewrite(p.takeSequence(int64(out.NumRecords())), batch.AttrTransactional|batch.AttrDeleteHorizon)
+	p.next = next
+	return []*appendReq{{b: out, base: base, next: next, srcBytes: size, records: int64(b.NumRecords())}}, nil
+}
+
+// takeSequence returns the producer for a batch of n records and advances
+// the sequence.
+func (p *partition) takeSequence(n int64) batch.Producer {
+	pr := p.producer
+	p.producer.Sequence = nextSequence(p.producer.Sequence, n)
+	return pr
+}
+
+// fillers prepares filler batches from p.next up to (not including) to.
+func (p *partition) fillers(to int64, reason string, ts int64) ([]*appendReq, error) {
+	from := p.next
+	bs, err := batch.Fillers(to-from, ts, p.m.maxMessageBytes)
+	if err != nil {
+		return nil, fmt.Errorf("building fillers for %s[%d] %d..%d: %w", p.m.name, p.id, from, to-1, err)
+	}
+	out := make([]*appendReq, 0, len(bs))
+	for _, b := range bs {
+		n := b.OffsetSpan()
+		b.Rewrite(p.takeSequence(n), 0)
+		out = append(out, &appendReq{b: b, base: p.next, next: p.next + n, filler: true})
+		p.next += n
+	}
+	p.filledRanges.Add(1)
+	p.filledOffsets.Add(to - from)
+	p.m.noteFill(p.id, to-from)
+	fields := []zap.Field{zap.Int64("from", from), zap.Int64("to", to-1), zap.Int64("offsets", to-from), zap.String("reason", reason)}
+	if reason == "transaction marker" {
+		p.log.Debug("filled offsets", fields...)
+	} else {
+		p.log.Info("filled offsets", fields...)
+	}
+	return out, nil
+}
+
+// fill queues fillers up to target at once (start alignment).
+func (p *partition) fill(target int64, reason string, ts int64) error {
+	if target <= p.next {
+		return nil
+	}
+	as, err := p.fillers(target, reason, ts)
+	if err != nil {
+		return err
+	}
+	p.submit(as)
+	return nil
+}
+
+func (p *partition) submit(as []*appendReq) {
+	if len(as) == 0 {
+		return
+	}
+	for _, a := range as {
+		p.held += a.srcBytes
+	}
+	p.pending = append(p.pending, as...)
+	p.sp.enqueue(as...)
+}
+
+func (p *partition) release(n int64) {
+	p.m.link.fetchers.release(p.cur, n)
+}
+
+// handleResult checks one append's answer.
+func (p *partition) handleResult(ctx context.Context, r appendResult) error {
+	if len(p.pending) == 0 || p.pending[0] != r.a {
+		return fmt.Errorf("internal: produce answer out of order for %s[%d]", p.m.name, p.id)
+	}
+	p.pending = p.pending[1:]
+	p.held -= r.a.srcBytes
+	p.release(r.a.srcBytes)
+	if r.err != nil {
+		return p.appendError(r)
+	}
+	if r.base != r.a.base {
+		return fatalf("destination %s[%d] put the batch for source offset %d at offset %d: something else writes into the mirror topic, or the destination lost data; klink stopped writing", p.m.name, p.id, r.a.base, r.base)
+	}
+	p.acked = r.a.next
+	p.destEnd.Store(p.acked)
+	if !r.a.filler {
+		p.records.Add(r.a.records)
+		p.bytes.Add(int64(len(r.a.b)))
+	}
+	if p.logStartDue >= 0 && p.acked >= p.logStartDue {
+		p.moveLogStart(ctx)
+	}
+	return nil
+}
+
+// appendError decides what a refused or failed append means.
+func (p *partition) appendError(r appendResult) error {
+	a := r.a
+	what := fmt.Sprintf("append of source offsets %d..%d to %s[%d]", a.base, a.next-1, p.m.name, p.id)
+	switch {
+	case errors.Is(r.err, kerr.CorruptMessage), errors.Is(r.err, kerr.InvalidRecord):
+		return fatalf("%s refused: %v", what, r.err)
+	case errors.Is(r.err, kerr.MessageTooLarge), errors.Is(r.err, kerr.RecordListTooLarge):
+		return fmt.Errorf("%s refused (%d bytes): %w; raise max.message.bytes on the destination topic", what, len(a.b), r.err)
+	}
+	return fmt.Errorf("%s: %w", what, r.err)
+}
+
+// drain stops sending and waits (bounded) for the answers of appends in
+// flight, so that the next start sees a quiet destination partition. Good
+// answers still count.
+func (p *partition) drain(limit time.Duration) {
+	for _, a := range p.sp.stop() {
+		p.pending = p.pending[:len(p.pending)-1]
+		p.held -= a.srcBytes
+		p.release(a.srcBytes)
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for len(p.pending) > 0 {
+		select {
+		case r := <-p.sp.results:
+			p.sp.taken()
+			if r.a != p.pending[0] {
+				p.log.Error("produce answer out of order while draining")
+				return
+			}
+			p.pending = p.pending[1:]
+			p.held -= r.a.srcBytes
+			p.release(r.a.srcBytes)
+			if r.err == nil && r.base == r.a.base {
+				p.acked = r.a.next
+				p.destEnd.Store(p.acked)
+				if !r.a.filler {
+					p.records.Add(r.a.records)
+					p.bytes.Add(int64(len(r.a.b)))
+				}
+			}
+		case <-deadline.C:
+			p.log.Warn("appends still unanswered after drain limit", zap.Int("appends", len(p.pending)))
+			p.pending = nil
+			return
+		}
+	}
+	// Anything fetched but never appended is fetched again from acked.
+	p.release(p.held)
+	p.held = 0
+	p.m.link.fetchers.reset(p.cur, p.acked, false)
+}
+
+// moveLogStart makes the destination's log start the source's start offset
+// once the destination holds it, so that both logs begin at the same offset.
+func (p *partition) moveLogStart(ctx context.Context) {
+	var os kadm.Offsets
+	os.Add(kadm.Offset{Topic: p.m.name, Partition: p.id, At: p.logStartDue, LeaderEpoch: -1})
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resps, err := p.m.link.dst.adm.DeleteRecords(rctx, os)
+	if err == nil {
+		if r, ok := resps[p.m.name][p.id]; ok {
+			err = r.Err
+		}
+	}
+	if err != nil {
+		p.log.Warn("moving destination log start failed; will retry", zap.Int64("logStart", p.logStartDue), zap.Error(err))
+		return
+	}
+	p.log.Info("destination log start moved to the source start offset", zap.Int64("logStart", p.logStartDue))
+	p.logStartDue = -1
+}
+
+// handleFetchError acts on a partition-level fetch error.
+func (p *partition) handleFetchError(ctx context.Context, res *fetchResult) error {
+	if !errors.Is(res.err, kerr.OffsetOutOfRange) {
+		p.log.Warn("fetch error", zap.Int64("offset", res.fetchOffset), zap.Error(res.err))
+		if errors.Is(res.err, batch.ErrOldFormat) {
+			return fatalf("source %s[%d]: %v; klink mirrors v2 record batches (Kafka 0.11+) only", p.m.sourceTopic, p.id, res.err)
+		}
+		p.m.link.fetchers.reset(p.cur, p.next, true)
+		return nil
+	}
+	src := p.m.link.src
+	start, err := src.listOffset(ctx, p.m.sourceTopic, p.id, offsetEarliest)
+	if err != nil {
+		return err
+	}
+	end, err := src.listOffset(ctx, p.m.sourceTopic, p.id, offsetLatest)
+	if err != nil {
+		return err
+	}
+	switch {
+	case res.fetchOffset < start:
+		// Retention removed records before klink copied them: they are
+		// gone at the source too. Fill their offsets and go on.
+		if err := p.fill(start, "source retention passed klink", time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		p.m.link.fetchers.reset(p.cur, start, true)
+	case res.fetchOffset > end:
+		return fatalf("destination %s[%d] has offsets up to %d but source %s[%d] ends at %d: the source partition was truncated or recreated", p.m.name, p.id, p.next-1, p.m.sourceTopic, p.id, end)
+	default:
+		p.m.link.fetchers.reset(p.cur, res.fetchOffset, true)
+	}
+	return nil
+}
