@@ -86,8 +86,8 @@ func (b Batch) Decompress() ([]byte, error) {
 func appendFillerRecord(dst []byte, offsetDelta int32) []byte {
 	var body [64]byte
 	p := body[:0]
-	p = append(p, 0)                 // attributes
-	p = binary.AppendVarint(p, 0)    // timestampDelta
+	p = append(p, 0)              // attributes
+	p = binary.AppendVarint(p, 0) // timestampDelta
 	p = binary.AppendVarint(p, int64(offsetDelta))
 	p = binary.AppendVarint(p, int64(len(FillerKey)))
 	p = append(p, FillerKey...)
