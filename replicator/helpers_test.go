@@ -1,7 +1,6 @@
 package replicator
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -12,13 +11,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
-	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
 // testClusters starts a source and a destination kfake cluster.
@@ -175,202 +173,46 @@ func waitCaughtUp(t *testing.T, src, dst *kfake.Cluster, timeout time.Duration, 
 	}
 }
 
-// readAll consumes every record of a topic (read_uncommitted) from its start
-// to its current end.
-func readAll(t *testing.T, c *kfake.Cluster, topic string, opts ...kgo.Opt) map[int32][]*kgo.Record {
+// readAll consumes every record of a topic from its start to its current
+// end (read_uncommitted unless opts say otherwise).
+func readAll(t *testing.T, c *kfake.Cluster, topic string, opts ...kgo.Opt) mirrorcheck.Records {
 	t.Helper()
-	ends := endOffsets(t, c, topic)
-	starts := startOffsets(t, c, topic)
-	parts := map[int32]kgo.Offset{}
-	want := 0
-	for p, e := range ends {
-		if e > starts[p] {
-			parts[p] = kgo.NewOffset().AtStart()
-			want++
-		}
-	}
-	out := map[int32][]*kgo.Record{}
-	if want == 0 {
-		return out
-	}
-	cl := newClient(t, c, append([]kgo.Opt{kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts})}, opts...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	done := map[int32]bool{}
-	for len(done) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: timed out with %d of %d partitions read", topic, len(done), want)
-		}
-		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("reading %s[%d]: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			out[r.Partition] = append(out[r.Partition], r)
-			if r.Offset >= ends[r.Partition]-1 {
-				done[r.Partition] = true
-			}
-		})
-		// A partition whose tail is a marker or a filler ends before
-		// its end offset for read_committed readers.
-		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			if p.HighWatermark >= ends[p.Partition] && p.LastStableOffset >= ends[p.Partition] && len(p.Records) == 0 {
-				done[p.Partition] = true
-			}
-		})
-	}
-	return out
-}
-
-// requireSameRecords checks the destination against the source record by
-// record: offset, key, value, headers and timestamp. Destination records at
-// offsets the source does not hold must be klink fillers.
-func requireSameRecords(t *testing.T, src, dst map[int32][]*kgo.Record) {
-	t.Helper()
-	for p, srs := range src {
-		drs := dst[p]
-		byOffset := make(map[int64]*kgo.Record, len(drs))
-		for _, r := range drs {
-			byOffset[r.Offset] = r
-		}
-		for _, s := range srs {
-			d, ok := byOffset[s.Offset]
-			if !ok {
-				t.Fatalf("partition %d: source offset %d (key %q) missing on the destination", p, s.Offset, s.Key)
-			}
-			if err := sameRecord(s, d); err != nil {
-				t.Fatalf("partition %d offset %d: %v", p, s.Offset, err)
-			}
-			delete(byOffset, s.Offset)
-		}
-		for o, d := range byOffset {
-			if !batch.IsFiller(d.Key) || d.Value != nil || len(d.Headers) != 1 || d.Headers[0].Key != batch.FillerHeader {
-				t.Fatalf("partition %d: destination offset %d holds a record the source does not have (key %q)", p, o, d.Key)
-			}
-		}
-	}
-	for p, drs := range dst {
-		if _, ok := src[p]; !ok {
-			for _, d := range drs {
-				if !batch.IsFiller(d.Key) {
-					t.Fatalf("partition %d: destination holds record at offset %d but the source partition is empty", p, d.Offset)
-				}
-			}
-		}
-	}
-}
-
-func sameRecord(s, d *kgo.Record) error {
-	switch {
-	case s.Offset != d.Offset:
-		return fmt.Errorf("offset %d vs %d", s.Offset, d.Offset)
-	case !bytes.Equal(s.Key, d.Key) || (s.Key == nil) != (d.Key == nil):
-		return fmt.Errorf("key %q vs %q", s.Key, d.Key)
-	case !bytes.Equal(s.Value, d.Value) || (s.Value == nil) != (d.Value == nil):
-		return fmt.Errorf("value %q vs %q", s.Value, d.Value)
-	case !s.Timestamp.Equal(d.Timestamp):
-		return fmt.Errorf("timestamp %v vs %v", s.Timestamp, d.Timestamp)
-	case len(s.Headers) != len(d.Headers):
-		return fmt.Errorf("%d headers vs %d", len(s.Headers), len(d.Headers))
-	}
-	for i := range s.Headers {
-		if s.Headers[i].Key != d.Headers[i].Key || !bytes.Equal(s.Headers[i].Value, d.Headers[i].Value) {
-			return fmt.Errorf("header %d: %q=%q vs %q=%q", i, s.Headers[i].Key, s.Headers[i].Value, d.Headers[i].Key, d.Headers[i].Value)
-		}
-	}
-	return nil
-}
-
-// countRecords counts records across partitions.
-func countRecords(rs map[int32][]*kgo.Record) int {
-	n := 0
-	for _, r := range rs {
-		n += len(r)
-	}
-	return n
-}
-
-// rawBatches fetches every batch of a partition as raw bytes.
-func rawBatches(t *testing.T, c *kfake.Cluster, topic string, p int32) []batch.Batch {
-	t.Helper()
-	cl := newClient(t, c)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	adm := kadm.NewClient(cl)
-	md, err := adm.Metadata(ctx, topic)
+	rs, err := mirrorcheck.ReadAll(ctx, c.ListenAddrs(), topic, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	td := md.Topics[topic]
-	end := endOffsets(t, c, topic)[p]
-	off := startOffsets(t, c, topic)[p]
-	var out []batch.Batch
-	for off < end {
-		req := kmsg.NewPtrFetchRequest()
-		req.ReplicaID = -1
-		req.MaxBytes = 1 << 20
-		req.SessionEpoch = -1
-		ft := kmsg.NewFetchRequestTopic()
-		ft.Topic = topic
-		ft.TopicID = td.ID
-		fp := kmsg.NewFetchRequestTopicPartition()
-		fp.Partition = p
-		fp.FetchOffset = off
-		fp.PartitionMaxBytes = 1 << 20
-		fp.CurrentLeaderEpoch = -1
-		ft.Partitions = append(ft.Partitions, fp)
-		req.Topics = append(req.Topics, ft)
-		resp, err := cl.Broker(int(td.Partitions[p].Leader)).Request(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rp := resp.(*kmsg.FetchResponse).Topics[0].Partitions[0]
-		if rp.ErrorCode != 0 {
-			t.Fatalf("fetch %s[%d]@%d: error %d", topic, p, off, rp.ErrorCode)
-		}
-		bs, err := batch.Split(rp.RecordBatches)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bs) == 0 {
-			t.Fatalf("fetch %s[%d]@%d returned no batch", topic, p, off)
-		}
-		for _, b := range bs {
-			if b.NextOffset() > off {
-				out = append(out, b)
-				off = b.NextOffset()
-			}
-		}
+	return rs
+}
+
+// requireSameRecords checks the destination against the source record by
+// record: offset, key, value, headers and timestamp; destination records at
+// offsets the source does not hold must be fillers.
+func requireSameRecords(t *testing.T, src, dst mirrorcheck.Records) {
+	t.Helper()
+	if _, _, err := mirrorcheck.Compare(src, dst); err != nil {
+		t.Fatal(err)
 	}
-	return out
 }
 
 // requireIdenticalBatches checks that every source data batch has a copy on
-// the destination at the same offsets whose records section is
-// byte-identical (no recompression), and that klink rewrote the producer.
+// the destination at the same offsets with a byte-identical records section.
 func requireIdenticalBatches(t *testing.T, src, dst *kfake.Cluster, srcTopic, dstTopic string, p int32) {
 	t.Helper()
-	dstByBase := map[int64]batch.Batch{}
-	for _, b := range rawBatches(t, dst, dstTopic, p) {
-		dstByBase[b.BaseOffset()] = b
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := mirrorcheck.ReadBatches(ctx, src.ListenAddrs(), srcTopic, p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	n := 0
-	for _, s := range rawBatches(t, src, srcTopic, p) {
-		if s.IsControl() {
-			continue
-		}
-		d, ok := dstByBase[s.BaseOffset()]
-		if !ok {
-			t.Fatalf("%s[%d]: no destination batch at source batch base %d", dstTopic, p, s.BaseOffset())
-		}
-		if d.LastOffsetDelta() != s.LastOffsetDelta() || d.NumRecords() != s.NumRecords() || d.Codec() != s.Codec() {
-			t.Fatalf("%s[%d]@%d: batch shape differs", dstTopic, p, s.BaseOffset())
-		}
-		if !bytes.Equal(d.Records(), s.Records()) {
-			t.Fatalf("%s[%d]@%d: records section differs (recompressed?)", dstTopic, p, s.BaseOffset())
-		}
-		if s.ProducerID() >= 0 && d.ProducerID() == s.ProducerID() {
-			t.Fatalf("%s[%d]@%d: destination batch carries the source producer id %d", dstTopic, p, s.BaseOffset(), s.ProducerID())
-		}
-		n++
+	db, err := mirrorcheck.ReadBatches(ctx, dst.ListenAddrs(), dstTopic, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := mirrorcheck.CompareBatches(sb, db)
+	if err != nil {
+		t.Fatalf("%s[%d]: %v", dstTopic, p, err)
 	}
 	if n == 0 {
 		t.Fatalf("%s[%d]: no batches compared", dstTopic, p)

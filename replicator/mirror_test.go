@@ -78,12 +78,12 @@ func TestMirrorAllCodecs(t *testing.T) {
 	for name := range codecs {
 		topic := "codec-" + name
 		s, d := readAll(t, src, topic), readAll(t, dst, topic)
-		if countRecords(s) != 400 {
-			t.Fatalf("%s: source has %d records", topic, countRecords(s))
+		if s.Count() != 400 {
+			t.Fatalf("%s: source has %d records", topic, s.Count())
 		}
 		requireSameRecords(t, s, d)
-		if countRecords(d) != 400 {
-			t.Fatalf("%s: destination has %d records, source 400", topic, countRecords(d))
+		if d.Count() != 400 {
+			t.Fatalf("%s: destination has %d records, source 400", topic, d.Count())
 		}
 		for p := int32(0); p < 3; p++ {
 			requireIdenticalBatches(t, src, dst, topic, topic, p)

@@ -40,6 +40,7 @@ type partition struct {
 	startOffset int64
 
 	// Read by status.
+	destStart     atomic.Int64
 	destEnd       atomic.Int64
 	records       atomic.Int64
 	bytes         atomic.Int64
@@ -161,6 +162,7 @@ func (p *partition) start(ctx context.Context) error {
 	}
 	p.next, p.acked = end, end
 	p.destEnd.Store(end)
+	p.destStart.Store(logStart)
 	p.logStartDue = -1
 	if logStart < p.startOffset {
 		p.logStartDue = p.startOffset
@@ -502,6 +504,7 @@ func (p *partition) moveLogStart(ctx context.Context) {
 		return
 	}
 	p.log.Info("destination log start moved to the source start offset", zap.Int64("logStart", p.logStartDue))
+	p.destStart.Store(p.logStartDue)
 	p.logStartDue = -1
 }
 

@@ -33,6 +33,7 @@ type PartitionStatus struct {
 	Partition         int32 `json:"partition"`
 	SourceStartOffset int64 `json:"sourceStartOffset"`
 	SourceEndOffset   int64 `json:"sourceEndOffset"`
+	DestStartOffset   int64 `json:"destinationStartOffset"`
 	DestEndOffset     int64 `json:"destinationEndOffset"`
 	Lag               int64 `json:"lag"`
 	// Counters since klink started.
@@ -81,6 +82,7 @@ func (p *partition) status() PartitionStatus {
 		Partition:         p.id,
 		SourceStartOffset: p.cur.logStart.Load(),
 		SourceEndOffset:   p.cur.highWatermark.Load(),
+		DestStartOffset:   p.destStart.Load(),
 		DestEndOffset:     p.destEnd.Load(),
 		RecordsMirrored:   p.records.Load(),
 		BytesMirrored:     p.bytes.Load(),

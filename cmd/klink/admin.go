@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/replicator"
+)
+
+// adminServer serves GET /status (JSON) and GET /healthz.
+type adminServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func startAdmin(listen string, r *replicator.Replicator, log *zap.Logger) (*adminServer, error) {
+	if listen == "off" {
+		return &adminServer{}, nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r.Status()); err != nil {
+			log.Debug("writing status", zap.Error(err))
+		}
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen %s: %w", listen, err)
+	}
+	s := &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin listener stopped", zap.Error(err))
+		}
+	}()
+	log.Info("admin listener", zap.String("address", ln.Addr().String()))
+	return s, nil
+}
+
+// Addr is the listener's address ("" when off).
+func (s *adminServer) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+func (s *adminServer) Close() {
+	if s.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator"
+)
+
+func runCmd(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	path := fs.String("config", config.DefaultPath, "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	return runDaemon(cfg, log)
+}
+
+// runDaemon runs the links of cfg until SIGTERM or SIGINT.
+func runDaemon(cfg *config.Config, log *zap.Logger) error {
+	store, err := linkstate.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	r := replicator.New(cfg, store, log)
+	admin, err := startAdmin(cfg.Admin.Listen, r, log)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		r.Run(ctx)
+		close(done)
+	}()
+	log.Info("klink started", zap.String("version", version), zap.Int("links", len(cfg.Links)), zap.String("stateFile", store.Path()))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-done:
+			return errors.New("all links stopped")
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				// Reloading lands with link control; until then a
+				// SIGHUP must not kill the daemon (its default action).
+				log.Warn("SIGHUP received: config reload is not supported by this version; restart klink to apply config changes")
+				continue
+			}
+			log.Info("stopping: no more fetches; letting appends in flight finish", zap.String("signal", s.String()))
+			cancel()
+			select {
+			case <-done:
+				log.Info("klink stopped")
+				return nil
+			case <-time.After(config.ShutdownTimeout + 5*time.Second):
+				return fmt.Errorf("links did not stop within %s", config.ShutdownTimeout+5*time.Second)
+			case s := <-sigs:
+				return fmt.Errorf("stopped by a second %s before appends finished", s)
+			}
+		}
+	}
+}
+
+// newLogger builds zap from the log section.
+func newLogger(c config.Log) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Encoding = c.Format
+	zc.Sampling = nil
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	if c.Format == "console" {
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+	}
+	zc.DisableStacktrace = true
+	return zc.Build()
+}

@@ -1,0 +1,296 @@
+// Package mirrorcheck compares a mirror topic with its source record by
+// record, the way an ordinary consumer sees them: offset, key, value,
+// headers and timestamp. Destination records at offsets the source does not
+// hold must be klink filler records. Tests, the demo and the benchmark all
+// use it, so that "mirrored correctly" means one thing.
+package mirrorcheck
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/klink-io/klink/replicator/batch"
+)
+
+// Records are a topic's records by partition, in offset order.
+type Records map[int32][]*kgo.Record
+
+// Count is the number of records across partitions.
+func (rs Records) Count() int {
+	n := 0
+	for _, r := range rs {
+		n += len(r)
+	}
+	return n
+}
+
+// ReadAll consumes a topic from each partition's start to its end offset as
+// of the call. opts are added to the consumer's (e.g. kgo.FetchIsolationLevel).
+func ReadAll(ctx context.Context, seeds []string, topic string, opts ...kgo.Opt) (Records, error) {
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return nil, err
+	}
+	adm := kadm.NewClient(admCl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	var ends kadm.ListedOffsets
+	if err == nil {
+		ends, err = adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+	}
+	admCl.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
+	}
+	parts := map[int32]kgo.Offset{}
+	end := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		s, _ := starts.Lookup(topic, o.Partition)
+		if o.Offset > s.Offset {
+			parts[o.Partition] = kgo.NewOffset().At(s.Offset)
+			end[o.Partition] = o.Offset
+		}
+	})
+	out := Records{}
+	if len(parts) == 0 {
+		return out, nil
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(seeds...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
+	}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	done := map[int32]bool{}
+	for len(done) < len(parts) {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("reading %s: %d of %d partitions read: %w", topic, len(done), len(parts), err)
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) {
+			ferr = errors.Join(ferr, fmt.Errorf("reading %s[%d]: %w", t, p, err))
+		})
+		if ferr != nil {
+			return nil, ferr
+		}
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			for _, r := range p.Records {
+				if r.Offset < end[p.Partition] {
+					out[p.Partition] = append(out[p.Partition], r)
+				}
+				if r.Offset >= end[p.Partition]-1 {
+					done[p.Partition] = true
+				}
+			}
+			// A tail of markers (or aborted data, for read_committed
+			// readers) holds no record to reach the end with.
+			if len(p.Records) == 0 && p.LastStableOffset >= end[p.Partition] && p.HighWatermark >= end[p.Partition] {
+				done[p.Partition] = true
+			}
+		})
+	}
+	return out, nil
+}
+
+// Compare checks dst against src record by record. It returns the number
+// of source records matched and the number of filler records seen.
+func Compare(src, dst Records) (matched, fillers int, err error) {
+	for _, p := range partitions(src, dst) {
+		srs, drs := src[p], dst[p]
+		i := 0
+		for _, d := range drs {
+			if i < len(srs) && srs[i].Offset == d.Offset {
+				if err := Same(srs[i], d); err != nil {
+					return matched, fillers, fmt.Errorf("partition %d offset %d: %w", p, d.Offset, err)
+				}
+				matched++
+				i++
+				continue
+			}
+			if i < len(srs) && srs[i].Offset < d.Offset {
+				return matched, fillers, fmt.Errorf("partition %d: source offset %d (key %q) is missing on the destination", p, srs[i].Offset, srs[i].Key)
+			}
+			if !IsFiller(d) {
+				return matched, fillers, fmt.Errorf("partition %d: destination offset %d holds a record the source does not have (key %q)", p, d.Offset, d.Key)
+			}
+			fillers++
+		}
+		if i < len(srs) {
+			return matched, fillers, fmt.Errorf("partition %d: source offset %d (key %q) is missing on the destination", p, srs[i].Offset, srs[i].Key)
+		}
+	}
+	return matched, fillers, nil
+}
+
+// IsFiller reports a klink filler record.
+func IsFiller(r *kgo.Record) bool {
+	return batch.IsFiller(r.Key) && r.Value == nil && len(r.Headers) == 1 && r.Headers[0].Key == batch.FillerHeader
+}
+
+// Same compares two records as consumers see them.
+func Same(s, d *kgo.Record) error {
+	switch {
+	case s.Offset != d.Offset:
+		return fmt.Errorf("offset %d vs %d", s.Offset, d.Offset)
+	case !bytes.Equal(s.Key, d.Key) || (s.Key == nil) != (d.Key == nil):
+		return fmt.Errorf("key %q vs %q", s.Key, d.Key)
+	case !bytes.Equal(s.Value, d.Value) || (s.Value == nil) != (d.Value == nil):
+		return fmt.Errorf("value %q vs %q", s.Value, d.Value)
+	case !s.Timestamp.Equal(d.Timestamp):
+		return fmt.Errorf("timestamp %v vs %v", s.Timestamp, d.Timestamp)
+	case len(s.Headers) != len(d.Headers):
+		return fmt.Errorf("%d headers vs %d", len(s.Headers), len(d.Headers))
+	}
+	for i := range s.Headers {
+		sh, dh := s.Headers[i], d.Headers[i]
+		if sh.Key != dh.Key || !bytes.Equal(sh.Value, dh.Value) || (sh.Value == nil) != (dh.Value == nil) {
+			return fmt.Errorf("header %d: %q=%q vs %q=%q", i, s.Headers[i].Key, s.Headers[i].Value, d.Headers[i].Key, d.Headers[i].Value)
+		}
+	}
+	return nil
+}
+
+func partitions(a, b Records) []int32 {
+	seen := map[int32]bool{}
+	var ps []int32
+	for _, m := range []Records{a, b} {
+		for p := range m {
+			if !seen[p] {
+				seen[p] = true
+				ps = append(ps, p)
+			}
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	return ps
+}
+
+// ReadBatches fetches every batch of a partition, from its log start to its
+// end offset, as raw bytes.
+func ReadBatches(ctx context.Context, seeds []string, topic string, p int32) ([]batch.Batch, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	md, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil {
+		return nil, fmt.Errorf("topic %s: %v", topic, td.Err)
+	}
+	pd, ok := td.Partitions[p]
+	if !ok {
+		return nil, fmt.Errorf("topic %s has no partition %d", topic, p)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	s, _ := starts.Lookup(topic, p)
+	e, _ := ends.Lookup(topic, p)
+	var out []batch.Batch
+	for off := s.Offset; off < e.Offset; {
+		req := kmsg.NewPtrFetchRequest()
+		req.ReplicaID = -1
+		req.MaxBytes = 8 << 20
+		req.SessionEpoch = -1
+		ft := kmsg.NewFetchRequestTopic()
+		ft.Topic = topic
+		ft.TopicID = td.ID
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.Partition = p
+		fp.FetchOffset = off
+		fp.PartitionMaxBytes = 8 << 20
+		fp.CurrentLeaderEpoch = -1
+		ft.Partitions = append(ft.Partitions, fp)
+		req.Topics = append(req.Topics, ft)
+		kresp, err := cl.Broker(int(pd.Leader)).Request(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		resp := kresp.(*kmsg.FetchResponse)
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return nil, fmt.Errorf("fetch %s[%d]@%d: unexpected response shape", topic, p, off)
+		}
+		rp := resp.Topics[0].Partitions[0]
+		if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+			return nil, fmt.Errorf("fetch %s[%d]@%d: %w", topic, p, off, err)
+		}
+		bs, err := batch.Split(rp.RecordBatches)
+		if err != nil {
+			return nil, err
+		}
+		progressed := false
+		for _, b := range bs {
+			if b.NextOffset() > off {
+				out = append(out, b)
+				off = b.NextOffset()
+				progressed = true
+			}
+		}
+		if !progressed {
+			return nil, fmt.Errorf("fetch %s[%d]@%d returned no batch before the end offset %d", topic, p, off, e.Offset)
+		}
+	}
+	return out, nil
+}
+
+// CompareBatches checks that every source data batch of a partition has a
+// destination copy at the same offsets whose records section is
+// byte-identical (nothing was decompressed or recompressed), carrying
+// klink's producer id rather than the source's. Batches with the
+// LogAppendTime flag are rebuilt by design and only counted in rebuilt.
+func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) {
+	byBase := make(map[int64]batch.Batch, len(dst))
+	for _, d := range dst {
+		byBase[d.BaseOffset()] = d
+	}
+	for _, s := range src {
+		if s.IsControl() || s.NumRecords() == 0 {
+			continue
+		}
+		d, ok := byBase[s.BaseOffset()]
+		if !ok {
+			return identical, rebuilt, fmt.Errorf("no destination batch at source batch offset %d", s.BaseOffset())
+		}
+		if d.LastOffsetDelta() != s.LastOffsetDelta() || d.NumRecords() != s.NumRecords() || d.Codec() != s.Codec() {
+			return identical, rebuilt, fmt.Errorf("batch at offset %d: shape differs (records %d/%d, span %d/%d, codec %d/%d)", s.BaseOffset(), s.NumRecords(), d.NumRecords(), s.OffsetSpan(), d.OffsetSpan(), s.Codec(), d.Codec())
+		}
+		if s.ProducerID() >= 0 && d.ProducerID() == s.ProducerID() {
+			return identical, rebuilt, fmt.Errorf("batch at offset %d carries the source producer id %d", s.BaseOffset(), s.ProducerID())
+		}
+		if s.IsLogAppendTime() {
+			rebuilt++
+			continue
+		}
+		if !bytes.Equal(d.Records(), s.Records()) {
+			return identical, rebuilt, fmt.Errorf("batch at offset %d: records section differs (recompressed?)", s.BaseOffset())
+		}
+		identical++
+	}
+	return identical, rebuilt, nil
+}
