@@ -11,11 +11,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/batch"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -33,7 +35,51 @@ func testClusters(t *testing.T, srcOpts ...kfake.Opt) (src, dst *kfake.Cluster) 
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
+	strictProduce(t, dst)
 	return src, dst
+}
+
+// strictProduce makes a kfake cluster refuse, as a real Kafka broker does,
+// produced batches that kfake would take (see KAFKA-FACTS.md): the
+// LogAppendTime flag, empty batches, batches with holes, control batches,
+// an idempotent producer id without a sequence. A refused batch fails the
+// test: klink must never send one.
+func strictProduce(t *testing.T, c *kfake.Cluster) {
+	c.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kreq.(*kmsg.ProduceRequest)
+		for ti := range req.Topics {
+			rt := &req.Topics[ti]
+			for pi := range rt.Partitions {
+				rp := &rt.Partitions[pi]
+				bs, err := batch.Split(rp.Records)
+				var why string
+				switch {
+				case err != nil:
+					why = err.Error()
+				case len(bs) != 1 || len(bs[0]) != len(rp.Records):
+					why = fmt.Sprintf("%d batches in one partition", len(bs))
+				case bs[0].BaseOffset() != 0:
+					why = "baseOffset is not 0"
+				case bs[0].IsLogAppendTime():
+					why = "LogAppendTime flag set"
+				case bs[0].IsControl():
+					why = "control batch"
+				case bs[0].NumRecords() == 0:
+					why = "empty batch"
+				case int64(bs[0].NumRecords()) != bs[0].OffsetSpan():
+					why = "lastOffsetDelta is not record count - 1"
+				case bs[0].ProducerID() >= 0 && bs[0].BaseSequence() < 0:
+					why = "producer id without sequence"
+				}
+				if why != "" {
+					t.Errorf("klink sent %s[%d] a batch real Kafka refuses: %s", rt.Topic, rp.Partition, why)
+					rp.Records = []byte{} // kfake answers CORRUPT_MESSAGE
+				}
+			}
+		}
+		return nil, nil, false
+	})
 }
 
 func testConfig(t *testing.T, src, dst *kfake.Cluster, linkConfigs config.Properties, mirrors ...config.MirrorTopic) *config.Config {

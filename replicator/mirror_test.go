@@ -1,13 +1,22 @@
 package replicator
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
 var codecs = map[string]kgo.CompressionCodec{
@@ -98,4 +107,362 @@ func TestMirrorAllCodecs(t *testing.T) {
 			t.Fatalf("mirror status %+v", m)
 		}
 	}
+}
+
+// produceRounds writes n records of tag to one partition of topic, rounds
+// records per produce call, so that the partition holds many batches.
+func produceRounds(t *testing.T, cl *kgo.Client, topic string, p int32, n, round int, tag string) {
+	t.Helper()
+	rs := testRecords(topic, n, tag)
+	for _, r := range rs {
+		r.Partition = p
+	}
+	for i := 0; i < len(rs); i += round {
+		produceSync(t, cl, rs[i:min(i+round, len(rs))]...)
+	}
+}
+
+func deleteRecords(t *testing.T, c *kfake.Cluster, topic string, at map[int32]int64) {
+	t.Helper()
+	var os kadm.Offsets
+	for p, o := range at {
+		os.AddOffset(topic, p, o, -1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resps, err := kadm.NewClient(newClient(t, c)).DeleteRecords(ctx, os)
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Test 2: a source whose log start is > 0 (DeleteRecords, here inside a
+// batch) is mirrored at identical offsets, and the destination log starts
+// where the source's does.
+func TestMirrorSourceLogStartAboveZero(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 2, nil)
+	cl := newClient(t, src, kgo.ProducerBatchCompression(kgo.ZstdCompression()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 500, 10, "a")
+	produceRounds(t, cl, "t", 1, 300, 7, "b")
+	deleteRecords(t, src, "t", map[int32]int64{0: 137, 1: 300}) // 137: inside a batch; 300: the end
+
+	runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"}))
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	waitFor(t, 10*time.Second, "destination log start == source log start", func() bool {
+		ss, ds := startOffsets(t, src, "t"), startOffsets(t, dst, "t")
+		return ds[0] == ss[0] && ds[1] == ss[1]
+	})
+	if ds := startOffsets(t, dst, "t"); ds[0] != 137 || ds[1] != 300 {
+		t.Fatalf("destination log start = %v", ds)
+	}
+	produceRounds(t, cl, "t", 1, 50, 5, "c")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	s, d := readAll(t, src, "t"), readAll(t, dst, "t")
+	requireSameRecords(t, s, d)
+	if s.Count() != 363+50 || d.Count() != s.Count() {
+		t.Fatalf("records: source %d, destination %d", s.Count(), d.Count())
+	}
+	if d[0][0].Offset != 137 || d[1][0].Offset != 300 {
+		t.Fatalf("first destination offsets %d, %d", d[0][0].Offset, d[1][0].Offset)
+	}
+}
+
+// Test 3: mirror.start.offset.spec latest: only records produced after the
+// mirror started are copied, at their source offsets.
+func TestMirrorStartLatest(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 2, nil)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 200, 20, "old")
+	produceRounds(t, cl, "t", 1, 70, 20, "old")
+
+	r, _ := runReplicator(t, testConfig(t, src, dst, config.Properties{"mirror.start.offset.spec": "latest"}, config.MirrorTopic{Name: "t"}))
+	waitFor(t, 20*time.Second, "mirror ACTIVE", func() bool {
+		ms := r.Status().Links[0].Mirrors
+		return len(ms) == 1 && ms[0].State == "ACTIVE"
+	})
+	waitFor(t, 10*time.Second, "destination aligned to the source end", func() bool {
+		ds := startOffsets(t, dst, "t")
+		return ds[0] == 200 && ds[1] == 70
+	})
+	produceRounds(t, cl, "t", 0, 100, 10, "new")
+	produceRounds(t, cl, "t", 1, 30, 10, "new")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+
+	s, d := readAll(t, src, "t"), readAll(t, dst, "t")
+	for p, start := range map[int32]int64{0: 200, 1: 70} {
+		var kept []*kgo.Record
+		for _, r := range s[p] {
+			if r.Offset >= start {
+				kept = append(kept, r)
+			}
+		}
+		s[p] = kept
+	}
+	requireSameRecords(t, s, d)
+	if d.Count() != 130 {
+		t.Fatalf("destination has %d records, want the 130 produced after the start", d.Count())
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Test 5: partition leaders move on both clusters while records flow:
+// nothing is lost or duplicated.
+func TestMirrorLeaderMoves(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 4, nil)
+	runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"}))
+
+	cl := newClient(t, src, kgo.ProducerBatchCompression(kgo.Lz4Compression()), kgo.ProducerLinger(2*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	produced := make(chan int)
+	go func() {
+		n := 0
+		for i := 0; ctx.Err() == nil; i++ {
+			rs := testRecords("t", 20, fmt.Sprint(i))
+			for _, r := range rs {
+				r.Partition = 0
+			}
+			if err := cl.ProduceSync(ctx, rs...).FirstErr(); err == nil {
+				n += len(rs)
+			}
+		}
+		produced <- n
+	}()
+	// Wait for the destination topic, then move leaders around on both
+	// sides for a while.
+	waitFor(t, 20*time.Second, "destination topic", func() bool { return len(endOffsets(t, dst, "t")) == 4 })
+	for i := 0; i < 12; i++ {
+		time.Sleep(150 * time.Millisecond)
+		switch i % 3 {
+		case 0:
+			src.ShufflePartitionLeaders()
+		case 1:
+			dst.ShufflePartitionLeaders()
+		case 2:
+			for p := int32(0); p < 4; p++ {
+				if err := src.MoveTopicPartition("t", p, int32((i+int(p))%3)); err != nil {
+					t.Fatal(err)
+				}
+				if err := dst.MoveTopicPartition("t", p, int32((i+int(p)+1)%3)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	cancel()
+	n := <-produced
+	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"t", "t"})
+	s, d := readAll(t, src, "t"), readAll(t, dst, "t")
+	requireSameRecords(t, s, d)
+	if d.Count() != s.Count() || s.Count() < n {
+		t.Fatalf("source %d records (%d acknowledged to the producer), destination %d", s.Count(), n, d.Count())
+	}
+}
+
+// Test 6: something else writes into a mirror topic: that mirror goes
+// FAILED with a reason naming topic, partition and offsets; the other
+// mirror goes on.
+func TestMirrorForeignWriterFails(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "a", 1, nil)
+	createTopic(t, src, "b", 1, nil)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "a", 0, 50, 10, "1")
+	produceRounds(t, cl, "b", 0, 50, 10, "1")
+	r, _ := runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "a"}, config.MirrorTopic{Name: "b"}))
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"a", "a"}, [2]string{"b", "b"})
+
+	intruder := newClient(t, dst, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceSync(t, intruder, &kgo.Record{Topic: "a", Partition: 0, Value: []byte("not from the source")})
+	produceRounds(t, cl, "a", 0, 30, 10, "2")
+	produceRounds(t, cl, "b", 0, 30, 10, "2")
+
+	var reason string
+	waitFor(t, 20*time.Second, "mirror a FAILED", func() bool {
+		for _, m := range r.Status().Links[0].Mirrors {
+			if m.Name == "a" && m.State == "FAILED" {
+				reason = m.Reason
+				return true
+			}
+		}
+		return false
+	})
+	for _, want := range []string{"a[0]", "50", "51"} {
+		if !strings.Contains(reason, want) {
+			t.Fatalf("reason %q does not name %q", reason, want)
+		}
+	}
+	// b keeps mirroring and stays exact.
+	produceRounds(t, cl, "b", 0, 30, 10, "3")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"b", "b"})
+	requireSameRecords(t, readAll(t, src, "b"), readAll(t, dst, "b"))
+	// klink wrote nothing more into a after noticing: a's destination end
+	// is the intruder's record plus at most the appends already in flight.
+	before := endOffsets(t, dst, "a")[0]
+	produceRounds(t, cl, "a", 0, 30, 10, "4")
+	time.Sleep(time.Second)
+	if after := endOffsets(t, dst, "a")[0]; after != before {
+		t.Fatalf("klink kept writing into the FAILED mirror: end offset %d -> %d", before, after)
+	}
+	for _, m := range r.Status().Links[0].Mirrors {
+		if m.Name == "b" && m.State != "ACTIVE" {
+			t.Fatalf("mirror b is %s: %s", m.State, m.Reason)
+		}
+	}
+}
+
+// A destination topic that exists before klink created it is never written
+// into.
+func TestMirrorRefusesForeignDestinationTopic(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 1, nil)
+	createTopic(t, dst, "t", 1, nil)
+	produceRounds(t, newClient(t, src), "t", 0, 10, 10, "x")
+	r, _ := runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"}))
+	waitFor(t, 20*time.Second, "mirror FAILED", func() bool {
+		m := r.Status().Links[0].Mirrors[0]
+		return m.State == "FAILED" && strings.Contains(m.Reason, "klink did not create")
+	})
+	if e := endOffsets(t, dst, "t")[0]; e != 0 {
+		t.Fatalf("klink wrote %d offsets into a topic it did not create", e)
+	}
+}
+
+// Source topics with message.timestamp.type=LogAppendTime: Kafka refuses
+// produced batches with that flag; the destination must still show the
+// source's (broker-assigned) timestamps.
+func TestMirrorLogAppendTime(t *testing.T) {
+	src, dst := testClusters(t)
+	topic := produceLogAppendTime(t, src, func(cl *kgo.Client, topic, tag string) {
+		produceRounds(t, cl, topic, 0, 40, 10, tag)
+		produceRounds(t, cl, topic, 1, 25, 5, tag)
+	})
+	runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: topic}))
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{topic, topic})
+	s, d := readAll(t, src, topic), readAll(t, dst, topic)
+	requireSameRecords(t, s, d)
+	if d.Count() != 5*65 {
+		t.Fatalf("destination has %d records", d.Count())
+	}
+	// The source records really carry append times (the same within a
+	// batch), and the destination batches are CreateTime.
+	if s[0][0].Timestamp.Year() < 2020 {
+		t.Fatalf("source timestamps are not append times: %v", s[0][0].Timestamp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for p := int32(0); p < 2; p++ {
+		sb, err := mirrorcheck.ReadBatches(ctx, src.ListenAddrs(), topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := mirrorcheck.ReadBatches(ctx, dst.ListenAddrs(), topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rebuilt, err := mirrorcheck.CompareBatches(sb, db)
+		if err != nil || rebuilt != len(sb) {
+			t.Fatalf("partition %d: %d of %d batches rebuilt: %v", p, rebuilt, len(sb), err)
+		}
+		for _, b := range db {
+			if b.IsLogAppendTime() {
+				t.Fatalf("destination batch at %d has the LogAppendTime flag", b.BaseOffset())
+			}
+		}
+	}
+	// The destination topic was created CreateTime.
+	rcs, err := kadm.NewClient(newClient(t, dst)).DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := rcs.On(topic, nil)
+	for _, c := range rc.Configs {
+		if c.Key == "message.timestamp.type" && (c.Value == nil || *c.Value != "CreateTime") {
+			t.Fatalf("destination message.timestamp.type = %v", c.MaybeValue())
+		}
+	}
+}
+
+// produceLogAppendTime makes the source hold LogAppendTime batches, as a
+// broker does for a topic with message.timestamp.type=LogAppendTime: the
+// flag set and the append time in the batch timestamps. kfake ignores the
+// topic config, and when it sees the flag on a produced batch it sets the
+// timestamps to its clock but keeps the CRC it was sent. So a produce hook
+// sets the flag and the timestamps and computes the CRC at the start of a
+// millisecond, and kfake, microseconds later, agrees on the millisecond;
+// the stored batches are checked and the rare miss is produced again into a
+// fresh topic. It returns the topic holding the batches.
+func produceLogAppendTime(t *testing.T, src *kfake.Cluster, produce func(cl *kgo.Client, topic, tag string)) string {
+	t.Helper()
+	var target atomic.Value // [16]byte topic id
+	target.Store([16]byte{})
+	src.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		src.KeepControl()
+		id := target.Load().([16]byte)
+		for _, rt := range kreq.(*kmsg.ProduceRequest).Topics {
+			if rt.TopicID != id {
+				continue
+			}
+			for _, rp := range rt.Partitions {
+				for time.Now().Nanosecond()%1e6 > 300e3 {
+				}
+				now := time.Now().UnixMilli()
+				b := batch.Batch(rp.Records)
+				binary.BigEndian.PutUint16(b[21:], uint16(b.Attributes()|batch.AttrLogAppendTime))
+				binary.BigEndian.PutUint64(b[27:], uint64(now))
+				binary.BigEndian.PutUint64(b[35:], uint64(now))
+				binary.BigEndian.PutUint32(b[17:], b.ComputeCRC())
+			}
+		}
+		return nil, nil, false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+attempts:
+	for attempt := 0; attempt < 5; attempt++ {
+		topic := fmt.Sprintf("lat-%d", attempt)
+		createTopic(t, src, topic, 2, map[string]*string{"message.timestamp.type": kmsg.StringPtr("LogAppendTime")})
+		md, err := kadm.NewClient(newClient(t, src)).Metadata(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target.Store([16]byte(md.Topics[topic].ID))
+		for name, codec := range codecs {
+			produce(newClient(t, src, kgo.ProducerBatchCompression(codec), kgo.RecordPartitioner(kgo.ManualPartitioner())), topic, name)
+			time.Sleep(2 * time.Millisecond) // distinct append times per codec
+		}
+		for p := int32(0); p < 2; p++ {
+			bs, err := mirrorcheck.ReadBatches(ctx, src.ListenAddrs(), topic, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range bs {
+				if !b.IsLogAppendTime() {
+					t.Fatalf("source batch at %d has no LogAppendTime flag", b.BaseOffset())
+				}
+				if b.Verify() != nil {
+					continue attempts
+				}
+			}
+		}
+		target.Store([16]byte{})
+		return topic
+	}
+	t.Fatal("could not make kfake store LogAppendTime batches")
+	return ""
 }
