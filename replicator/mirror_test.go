@@ -466,3 +466,164 @@ attempts:
 	t.Fatal("could not make kfake store LogAppendTime batches")
 	return ""
 }
+
+// trimBelow drops records below each partition's given offset.
+func trimBelow(rs mirrorcheck.Records, from map[int32]int64) mirrorcheck.Records {
+	out := mirrorcheck.Records{}
+	for p, recs := range rs {
+		for _, r := range recs {
+			if r.Offset >= from[p] {
+				out[p] = append(out[p], r)
+			}
+		}
+	}
+	return out
+}
+
+// A restart resumes from the destination log end; offsets the source lost to
+// retention while klink was down are filled; nothing is duplicated.
+func TestMirrorRestartResumesAndFillsRetentionGap(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 2, nil)
+	cl := newClient(t, src, kgo.ProducerBatchCompression(kgo.SnappyCompression()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 100, 10, "1")
+	produceRounds(t, cl, "t", 1, 100, 10, "1")
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"})
+	_, stop := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	stop()
+
+	produceRounds(t, cl, "t", 0, 100, 10, "2")
+	produceRounds(t, cl, "t", 1, 100, 10, "2")
+	deleteRecords(t, src, "t", map[int32]int64{1: 150}) // retention passed the mirror's end (100)
+
+	r, _ := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	s := readAll(t, src, "t")
+	d := trimBelow(readAll(t, dst, "t"), map[int32]int64{0: 0, 1: 150})
+	requireSameRecords(t, s, d)
+	if s.Count() != 250 || d.Count() != 250 {
+		t.Fatalf("source %d records, destination %d", s.Count(), d.Count())
+	}
+	// Offsets 100..149 of partition 1 are fillers on the destination.
+	all := readAll(t, dst, "t")
+	fillers := 0
+	for _, rec := range all[1] {
+		if mirrorcheck.IsFiller(rec) {
+			if rec.Offset < 100 || rec.Offset >= 150 {
+				t.Fatalf("filler at offset %d", rec.Offset)
+			}
+			fillers++
+		}
+	}
+	if fillers != 50 {
+		t.Fatalf("%d fillers, want 50", fillers)
+	}
+	for _, m := range r.Status().Links[0].Mirrors {
+		for _, p := range m.Partitions {
+			if p.Partition == 1 && (p.FilledOffsets != 50 || p.FilledRanges != 1) {
+				t.Fatalf("partition 1 status: %+v", p)
+			}
+		}
+	}
+}
+
+// After a restart, a destination tail that differs from the source (here:
+// written by someone else while klink was down) fails the mirror instead of
+// being built upon.
+func TestMirrorRestartCheckFindsForeignTail(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 1, nil)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 30, 10, "1")
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"})
+	_, stop := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	stop()
+
+	produceRounds(t, cl, "t", 0, 30, 10, "2")
+	produceSync(t, newClient(t, dst, kgo.RecordPartitioner(kgo.ManualPartitioner())), &kgo.Record{Topic: "t", Partition: 0, Value: []byte("intruder")})
+	r, stop := runReplicator(t, cfg)
+	waitFor(t, 20*time.Second, "mirror FAILED", func() bool {
+		m := r.Status().Links[0].Mirrors[0]
+		return m.State == "FAILED" && strings.Contains(m.Reason, "t[0]") && strings.Contains(m.Reason, "30")
+	})
+	if e := endOffsets(t, dst, "t")[0]; e != 31 {
+		t.Fatalf("destination end %d: klink wrote after finding the foreign tail", e)
+	}
+	// FAILED survives a restart.
+	stop()
+	r2, _ := runReplicator(t, cfg)
+	waitFor(t, 10*time.Second, "mirror still FAILED", func() bool {
+		return r2.Status().Links[0].Mirrors[0].State == "FAILED"
+	})
+}
+
+// A link refuses a source that answers with another cluster ID than the one
+// it was set up with.
+func TestLinkRefusesOtherSourceCluster(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 1, nil)
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"})
+	r, stop := runReplicator(t, cfg)
+	waitFor(t, 20*time.Second, "link running", func() bool { return r.Status().Links[0].State == LinkRunning })
+	stop()
+
+	other, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("another-cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	cfg.Links[0].Source.Bootstrap = other.ListenAddrs()
+	r, _ = runReplicator(t, cfg)
+	waitFor(t, 20*time.Second, "link FAILED", func() bool {
+		s := r.Status().Links[0]
+		return s.State == LinkFailed && strings.Contains(s.Error, "source-cluster") && strings.Contains(s.Error, "another-cluster")
+	})
+
+	// And a config clusterID guards the very first start.
+	cfg2 := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"})
+	cfg2.Links[0].Source.ClusterID = "expected-cluster"
+	r, _ = runReplicator(t, cfg2)
+	waitFor(t, 20*time.Second, "link FAILED on clusterID", func() bool {
+		s := r.Status().Links[0]
+		return s.State == LinkFailed && strings.Contains(s.Error, "expected-cluster")
+	})
+}
+
+// Until exact transaction mirroring lands, transactional batches go through
+// as plain batches and markers become fillers: offsets still line up and a
+// read_uncommitted consumer sees the same records on both sides.
+func TestMirrorTransactionalSourceAsPlainData(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "tx", 1, nil)
+	txp := newClient(t, src, kgo.TransactionalID("app-1"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	plain := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 6; i++ {
+		if err := txp.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range testRecords("tx", 5, fmt.Sprint("txn-", i)) {
+			r.Partition = 0
+			if err := txp.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txp.EndTransaction(ctx, kgo.TransactionEndTry(i%3 != 2)); err != nil {
+			t.Fatal(err)
+		}
+		produceRounds(t, plain, "tx", 0, 3, 3, fmt.Sprint("plain-", i))
+	}
+	runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "tx"}))
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"tx", "tx"})
+	s, d := readAll(t, src, "tx"), readAll(t, dst, "tx")
+	matched, fillers, err := mirrorcheck.Compare(s, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if matched != 6*5+6*3 || fillers != 6 {
+		t.Fatalf("%d records matched, %d fillers (want 48 and one per marker: 6)", matched, fillers)
+	}
+}
