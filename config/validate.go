@@ -16,7 +16,7 @@ func (c *Config) validate() []FieldError {
 	}
 
 	if c.Admin.Listen != "off" {
-		if err := checkHostPort(c.Admin.Listen); err != nil {
+		if err := checkListen(c.Admin.Listen); err != nil {
 			add("admin.listen", "%v (use host:port, or \"off\")", err)
 		}
 	}
@@ -98,6 +98,19 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("%q has no host", addr)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q has an invalid port", addr)
+	}
+	return nil
+}
+
+// checkListen checks a listener address: the host may be empty (all
+// interfaces) and the port 0 (any free port).
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("%q has an invalid port", addr)
 	}
 	return nil
