@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/kconn"
 )
 
 // Fetch sizing. A partition gets at most partitionFetchBytes per fetch (a
@@ -20,10 +22,10 @@ import (
 // destination has not acknowledged; the link as a whole stops at
 // maxLinkBuffered.
 const (
-	fetchMaxBytes        = 64 << 20
-	partitionFetchBytes  = 8 << 20
-	maxPartitionBuffered = 16 << 20
-	maxLinkBuffered      = 256 << 20
+	fetchMaxBytes        = 16 << 20
+	partitionFetchBytes  = 4 << 20
+	maxPartitionBuffered = 8 << 20
+	maxLinkBuffered      = 64 << 20
 	fetchMaxWait         = 500 * time.Millisecond
 	// fetchShortWait is used when some partitions of the broker were left
 	// out of the fetch (busy, or backpressured): they must not wait behind
@@ -43,6 +45,19 @@ type fetchResult struct {
 	lastStable    int64
 	aborted       []kmsg.FetchResponseTopicPartitionAbortedTransaction
 	err           error // a partition-level error the partition must act on
+	// buf holds the batches: one reference per batch, released when the
+	// batch is appended (or dropped).
+	buf *kconn.Buffer
+}
+
+// releaseFrom drops the references of batches[i:].
+func (r *fetchResult) releaseFrom(i int) {
+	if r.buf == nil {
+		return
+	}
+	for range r.batches[i:] {
+		r.buf.Release()
+	}
 }
 
 // cursor is one partition's fetch position. The partition's goroutine owns
@@ -76,8 +91,10 @@ func newCursor(topic string, id [16]byte, p int32) *cursor {
 
 // fetchers runs one fetch loop per source broker for a link's partitions.
 type fetchers struct {
-	src *cluster
-	log *zap.Logger
+	src  *cluster
+	log  *zap.Logger
+	dial kconn.Options
+	pool *kconn.BufferPool
 
 	mu       sync.Mutex
 	byBroker map[int32]map[*cursor]struct{}
@@ -93,15 +110,18 @@ type fetchers struct {
 type brokerFetcher struct {
 	id   int32
 	wake chan struct{}
+	conn *kconn.Conn // owned by the fetch loop
 	// rotate moves the start of the partition list each fetch so that no
 	// partition is always last (and cut short by the response size).
 	rotate int
 }
 
-func newFetchers(ctx context.Context, src *cluster, log *zap.Logger) *fetchers {
+func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.Options) *fetchers {
 	f := &fetchers{
 		src:       src,
 		log:       log,
+		dial:      dial,
+		pool:      kconn.NewBufferPool(2 * maxLinkBuffered),
 		byBroker:  map[int32]map[*cursor]struct{}{},
 		loops:     map[int32]*brokerFetcher{},
 		cursors:   map[*cursor]struct{}{},
@@ -135,6 +155,10 @@ func (f *fetchers) remove(c *cursor) {
 	c.leader = -1
 	f.buffered.Add(-c.buffered)
 	c.buffered = 0
+	if c.inbox != nil {
+		c.inbox.releaseFrom(0)
+		c.inbox = nil
+	}
 	c.mu.Unlock()
 	f.mu.Unlock()
 }
@@ -312,28 +336,7 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 		if leftOut {
 			wait = fetchShortWait
 		}
-		req := newFetchRequest(0, wait, fetchMaxBytes)
-		b.rotate++
-		byTopic := map[string]int{}
-		for i := range parts {
-			fp := parts[(i+b.rotate)%len(parts)]
-			ti, ok := byTopic[fp.c.topic]
-			if !ok {
-				ft := kmsg.NewFetchRequestTopic()
-				ft.Topic = fp.c.topic
-				ft.TopicID = fp.c.topicID
-				req.Topics = append(req.Topics, ft)
-				ti = len(req.Topics) - 1
-				byTopic[fp.c.topic] = ti
-			}
-			rp := kmsg.NewFetchRequestTopicPartition()
-			rp.Partition = fp.c.partition
-			rp.FetchOffset = fp.offset
-			rp.PartitionMaxBytes = partitionFetchBytes
-			rp.CurrentLeaderEpoch = -1
-			req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
-		}
-		kresp, err := f.src.cl.Broker(int(b.id)).Request(f.ctx, req)
+		resp, buf, err := f.fetch(b, parts, wait)
 		if err != nil {
 			if f.ctx.Err() != nil {
 				return
@@ -350,16 +353,77 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 			}
 			continue
 		}
-		resp := kresp.(*kmsg.FetchResponse)
-		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			f.log.Warn("fetch refused", zap.Int32("broker", b.id), zap.Error(err))
-			if !sleepCtx(f.ctx, backoff.next()) {
-				return
-			}
-			continue
-		}
 		backoff.reset()
 		f.handleFetch(parts, resp)
+		buf.Release() // the batches were copied out
+	}
+}
+
+// fetch sends one Fetch for parts to the broker, (re)connecting as needed.
+func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration) (*kmsg.FetchResponse, *kconn.Buffer, error) {
+	if b.conn == nil || b.conn.Err() != nil {
+		addr, ok := f.src.brokerAddr(b.id)
+		if !ok {
+			return nil, nil, fmt.Errorf("source broker %d is unknown", b.id)
+		}
+		ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+		conn, err := kconn.Dial(ctx, addr, f.dial)
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		b.conn = conn
+	}
+	req := newFetchRequest(0, wait, fetchMaxBytes)
+	version := min(b.conn.MaxVersion(int16(kmsg.Fetch)), req.MaxVersion())
+	b.rotate++
+	byTopic := map[string]int{}
+	for i := range parts {
+		fp := parts[(i+b.rotate)%len(parts)]
+		if fp.c.topicID == ([16]byte{}) {
+			version = min(version, 12) // v13+ names topics by ID only
+		}
+		ti, ok := byTopic[fp.c.topic]
+		if !ok {
+			ft := kmsg.NewFetchRequestTopic()
+			ft.Topic = fp.c.topic
+			ft.TopicID = fp.c.topicID
+			req.Topics = append(req.Topics, ft)
+			ti = len(req.Topics) - 1
+			byTopic[fp.c.topic] = ti
+		}
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition = fp.c.partition
+		rp.FetchOffset = fp.offset
+		rp.PartitionMaxBytes = partitionFetchBytes
+		rp.CurrentLeaderEpoch = -1
+		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
+	}
+	if version < 4 {
+		return nil, nil, fmt.Errorf("source broker %d does not support Fetch v4+ (Kafka 0.11+ is required)", b.id)
+	}
+	req.SetVersion(version)
+	kresp, buf, err := b.conn.DoPooled(f.ctx, req, wait+30*time.Second, f.pool)
+	if err != nil {
+		b.conn.Close()
+		return nil, nil, err
+	}
+	resp := kresp.(*kmsg.FetchResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		buf.Release()
+		return nil, nil, fmt.Errorf("fetch refused: %w", err)
+	}
+	return resp, buf, nil
+}
+
+// closeConns closes the fetch connections once the loops have stopped.
+func (f *fetchers) closeConns() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range f.loops {
+		if b.conn != nil {
+			b.conn.Close()
+		}
 	}
 }
 
@@ -390,10 +454,8 @@ func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
 			err := kerr.ErrorForCode(rp.ErrorCode)
 			switch {
 			case err == nil:
-				bs, serr := batch.Split(rp.RecordBatches)
-				res.batches = bs
-				res.err = serr
-				for _, b := range bs {
+				res.batches, res.buf, res.err = f.copyOut(rp.RecordBatches)
+				for _, b := range res.batches {
 					res.bytes += int64(len(b))
 				}
 				res.highWatermark = rp.HighWatermark
@@ -428,6 +490,30 @@ func (f *fetchers) unassign(c *cursor, err error) {
 	f.mu.Unlock()
 }
 
+// copyOut splits a partition's record set into batches held in a buffer of
+// their own. Copying (once, memcpy speed) lets the whole response buffer go
+// back to the pool at once; batches left in it would pin all of it until
+// the slowest of its partitions had appended them.
+func (f *fetchers) copyOut(records []byte) ([]batch.Batch, *kconn.Buffer, error) {
+	bs, err := batch.Split(records)
+	if err != nil || len(bs) == 0 {
+		return nil, nil, err
+	}
+	n := 0
+	for _, b := range bs {
+		n += len(b)
+	}
+	buf := f.pool.Get(n)
+	copy(buf.Bytes(), records[:n])
+	out, err := batch.Split(buf.Bytes())
+	if err != nil || len(out) != len(bs) {
+		buf.Release()
+		return nil, nil, fmt.Errorf("internal: copied batches do not split as the originals (%v)", err)
+	}
+	buf.Retain(len(out) - 1) // one reference per batch
+	return out, buf, nil
+}
+
 // deliver puts a result into a cursor's inbox, unless the cursor was reset
 // since the fetch was built.
 func (f *fetchers) deliver(fp fetchPart, res *fetchResult) {
@@ -435,6 +521,7 @@ func (f *fetchers) deliver(fp fetchPart, res *fetchResult) {
 	c.mu.Lock()
 	if c.gen != fp.gen || !c.active {
 		c.mu.Unlock()
+		res.releaseFrom(0)
 		return
 	}
 	if res.highWatermark > 0 || res.err == nil {
@@ -498,7 +585,10 @@ func (f *fetchers) reset(c *cursor, offset int64, active bool) {
 	c.mu.Lock()
 	c.gen++
 	c.offset = offset
-	c.inbox = nil
+	if c.inbox != nil {
+		c.inbox.releaseFrom(0)
+		c.inbox = nil
+	}
 	c.active = active
 	c.notUntil = time.Time{}
 	c.mu.Unlock()

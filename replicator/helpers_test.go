@@ -118,6 +118,15 @@ func runReplicator(t *testing.T, cfg *config.Config) (*Replicator, func()) {
 			cancel()
 			select {
 			case <-done:
+				// Every fetched buffer went back: nothing leaked a
+				// reference, nothing was released twice.
+				for _, l := range r.links {
+					if l.fetchers != nil {
+						if n := l.fetchers.pool.Outstanding(); n != 0 {
+							t.Errorf("link %s: %d fetch buffers still referenced after stopping", l.Name(), n)
+						}
+					}
+				}
 			case <-time.After(30 * time.Second):
 				t.Error("replicator did not stop within 30s")
 			}
@@ -220,12 +229,17 @@ func waitCaughtUp(t *testing.T, src, dst *kfake.Cluster, timeout time.Duration, 
 }
 
 // readAll consumes every record of a topic from its start to its current
-// end (read_uncommitted unless opts say otherwise).
-func readAll(t *testing.T, c *kfake.Cluster, topic string, opts ...kgo.Opt) mirrorcheck.Records {
+// end, read_uncommitted.
+func readAll(t *testing.T, c *kfake.Cluster, topic string) mirrorcheck.Records {
+	t.Helper()
+	return readAllAs(t, c, topic, mirrorcheck.ReadUncommitted)
+}
+
+func readAllAs(t *testing.T, c *kfake.Cluster, topic string, iso mirrorcheck.Isolation) mirrorcheck.Records {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rs, err := mirrorcheck.ReadAll(ctx, c.ListenAddrs(), topic, opts...)
+	rs, err := mirrorcheck.ReadAll(ctx, c.ListenAddrs(), topic, iso)
 	if err != nil {
 		t.Fatal(err)
 	}

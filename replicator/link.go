@@ -79,7 +79,7 @@ func (l *Link) Run(ctx context.Context) {
 	l.state, l.err = LinkRunning, ""
 	l.mu.Unlock()
 
-	l.fetchers = newFetchers(ctx, l.src, l.log)
+	l.fetchers = newFetchers(ctx, l.src, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
 	l.sinks = newSinks(l.dst, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
 	var wg sync.WaitGroup
 	for _, m := range l.mirrors {
@@ -91,6 +91,7 @@ func (l *Link) Run(ctx context.Context) {
 	}
 	wg.Wait()
 	l.fetchers.wait()
+	l.fetchers.closeConns()
 	l.sinks.stop()
 	l.log.Info("link stopped")
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/kconn"
 )
 
 // partition mirrors one source partition into the destination partition of
@@ -268,6 +269,7 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 	fail := func(i int, err error) error {
 		p.submit(appends)
 		p.release(sumBytes(res.batches[i:]))
+		res.releaseFrom(i)
 		return err
 	}
 	for i, b := range res.batches {
@@ -276,6 +278,7 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 		size := int64(len(b))
 		if b.NextOffset() <= p.next {
 			p.release(size)
+			releaseBuf(res.buf)
 			continue // already in the destination
 		}
 		if b.BaseOffset() < p.next {
@@ -291,7 +294,7 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 			}
 			appends = append(appends, fs...)
 		}
-		a, err := p.toAppend(b, size)
+		a, err := p.toAppend(b, size, res.buf)
 		if err != nil {
 			return fail(i, err)
 		}
@@ -309,8 +312,9 @@ func sumBytes(bs []batch.Batch) int64 {
 	return n
 }
 
-// toAppend prepares one source batch (advancing p.next past it).
-func (p *partition) toAppend(b batch.Batch, size int64) ([]*appendReq, error) {
+// toAppend prepares one source batch (advancing p.next past it). It takes
+// over the batch's reference on buf.
+func (p *partition) toAppend(b batch.Batch, size int64, buf *kconn.Buffer) ([]*appendReq, error) {
 	base, next := b.BaseOffset(), b.NextOffset()
 	switch {
 	case b.IsControl() || b.NumRecords() == 0:
@@ -323,6 +327,7 @@ func (p *partition) toAppend(b batch.Batch, size int64) ([]*appendReq, error) {
 		fs, err := p.fillers(next, reason, b.MaxTimestamp())
 		if err == nil {
 			p.release(size)
+			releaseBuf(buf)
 		}
 		return fs, err
 	case int64(b.NumRecords()) != b.OffsetSpan():
@@ -335,12 +340,30 @@ func (p *partition) toAppend(b batch.Batch, size int64) ([]*appendReq, error) {
 			return nil, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err)
 		}
 		out = nb
+		releaseBuf(buf) // the rebuilt batch is a copy
+		buf = nil
 	}
 	// Until exact transaction mirroring lands, transactional data goes
 	// through as plain data (its markers become fillers above).
 	out.Rewrite(p.takeSequence(int64(out.NumRecords())), batch.AttrTransactional|batch.AttrDeleteHorizon)
 	p.next = next
-	return []*appendReq{{b: out, base: base, next: next, srcBytes: size, records: int64(b.NumRecords())}}, nil
+	return []*appendReq{{b: out, base: base, next: next, srcBytes: size, records: int64(b.NumRecords()), buf: buf}}, nil
+}
+
+func releaseBuf(b *kconn.Buffer) {
+	if b != nil {
+		b.Release()
+	}
+}
+
+// settle accounts for an append that is answered or dropped: its fetched
+// bytes no longer count against the fetch limits, and its buffer reference
+// is released.
+func (p *partition) settle(a *appendReq) {
+	p.held -= a.srcBytes
+	p.release(a.srcBytes)
+	releaseBuf(a.buf)
+	a.buf = nil
 }
 
 // takeSequence returns the producer for a batch of n records and advances
@@ -411,8 +434,7 @@ func (p *partition) handleResult(ctx context.Context, r appendResult) error {
 		return fmt.Errorf("internal: produce answer out of order for %s[%d]", p.m.name, p.id)
 	}
 	p.pending = p.pending[1:]
-	p.held -= r.a.srcBytes
-	p.release(r.a.srcBytes)
+	p.settle(r.a)
 	if r.err != nil {
 		return p.appendError(r)
 	}
@@ -450,8 +472,7 @@ func (p *partition) appendError(r appendResult) error {
 func (p *partition) drain(limit time.Duration) {
 	for _, a := range p.sp.stop() {
 		p.pending = p.pending[:len(p.pending)-1]
-		p.held -= a.srcBytes
-		p.release(a.srcBytes)
+		p.settle(a)
 	}
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
@@ -464,8 +485,7 @@ func (p *partition) drain(limit time.Duration) {
 				return
 			}
 			p.pending = p.pending[1:]
-			p.held -= r.a.srcBytes
-			p.release(r.a.srcBytes)
+			p.settle(r.a)
 			if r.err == nil && r.base == r.a.base {
 				p.acked = r.a.next
 				p.destEnd.Store(p.acked)
@@ -475,6 +495,8 @@ func (p *partition) drain(limit time.Duration) {
 				}
 			}
 		case <-deadline.C:
+			// Their buffers stay referenced: the sink may still be
+			// writing them.
 			p.log.Warn("appends still unanswered after drain limit", zap.Int("appends", len(p.pending)))
 			p.pending = nil
 			return

@@ -26,7 +26,7 @@ const (
 	maxRequestsInFlight  = 5
 	maxRequestBytes      = 16 << 20
 	produceTimeout       = 30 * time.Second
-	maxProduceVersion    = 11 // v12+ adds partitions to transactions implicitly; v13 addresses topics by ID
+	maxProduceVersion    = kconn.MaxProduceVersion
 )
 
 // appendReq is one batch to append to a destination partition.
@@ -38,6 +38,9 @@ type appendReq struct {
 	filler     bool  // filler records, not source data
 	srcBytes   int64 // fetched bytes this append accounts for
 	records    int64
+	// buf holds b when b lies in a fetch response; its reference is
+	// released when the append is answered or dropped.
+	buf *kconn.Buffer
 }
 
 // appendResult is the destination's answer for one append.
@@ -225,7 +228,7 @@ func (k *sink) loop() {
 				break
 			}
 			retry.reset()
-			conn.Send(req, produceTimeout+10*time.Second, func(resp kmsg.Response, err error) {
+			conn.SendProduce(req, produceTimeout+10*time.Second, func(resp *kmsg.ProduceResponse, err error) {
 				k.answer(sent, resp, err)
 			})
 		}
@@ -270,16 +273,13 @@ type sentAppend struct {
 }
 
 // build takes the next batch of as many partitions as fit into one request.
-func (k *sink) build(version int16) (*kmsg.ProduceRequest, []sentAppend) {
+func (k *sink) build(version int16) (*kconn.Produce, []sentAppend) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.inflight >= maxRequestsInFlight || len(k.order) == 0 {
 		return nil, nil
 	}
-	req := kmsg.NewPtrProduceRequest()
-	req.SetVersion(version)
-	req.Acks = -1
-	req.TimeoutMillis = int32(produceTimeout / time.Millisecond)
+	req := &kconn.Produce{Version: version, Acks: -1, TimeoutMillis: int32(produceTimeout / time.Millisecond)}
 	var sent []sentAppend
 	size := 0
 	topicIdx := map[string]int{}
@@ -298,16 +298,11 @@ func (k *sink) build(version int16) (*kmsg.ProduceRequest, []sentAppend) {
 		size += len(a.b)
 		ti, ok := topicIdx[sp.topic]
 		if !ok {
-			rt := kmsg.NewProduceRequestTopic()
-			rt.Topic = sp.topic
-			req.Topics = append(req.Topics, rt)
+			req.Topics = append(req.Topics, kconn.ProduceTopic{Topic: sp.topic})
 			ti = len(req.Topics) - 1
 			topicIdx[sp.topic] = ti
 		}
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition = sp.partition
-		rp.Records = a.b
-		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
+		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, kconn.ProducePartition{Partition: sp.partition, Records: a.b})
 		sent = append(sent, sentAppend{sp, a})
 	}
 	k.rr++
@@ -321,7 +316,7 @@ func (k *sink) build(version int16) (*kmsg.ProduceRequest, []sentAppend) {
 // answer hands each partition its result. It runs on the connection's
 // reader goroutine and never blocks: each partition's results channel has
 // room for all its appends in flight.
-func (k *sink) answer(sent []sentAppend, kresp kmsg.Response, err error) {
+func (k *sink) answer(sent []sentAppend, resp *kmsg.ProduceResponse, err error) {
 	results := make([]appendResult, len(sent))
 	type key struct {
 		topic string
@@ -329,7 +324,6 @@ func (k *sink) answer(sent []sentAppend, kresp kmsg.Response, err error) {
 	}
 	var byKey map[key]kmsg.ProduceResponseTopicPartition
 	if err == nil {
-		resp := kresp.(*kmsg.ProduceResponse)
 		byKey = map[key]kmsg.ProduceResponseTopicPartition{}
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {

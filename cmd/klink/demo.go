@@ -272,11 +272,11 @@ func waitDemoCaughtUp(ctx context.Context, r *replicator.Replicator) error {
 func verifyDemo(ctx context.Context, out io.Writer, src, dst []string) error {
 	var failed bool
 	for _, t := range demoTopics {
-		s, err := mirrorcheck.ReadAll(ctx, src, t.name)
+		s, err := mirrorcheck.ReadAll(ctx, src, t.name, mirrorcheck.ReadUncommitted)
 		if err != nil {
 			return err
 		}
-		d, err := mirrorcheck.ReadAll(ctx, dst, t.name)
+		d, err := mirrorcheck.ReadAll(ctx, dst, t.name, mirrorcheck.ReadUncommitted)
 		if err != nil {
 			return err
 		}

@@ -221,11 +221,11 @@ func TestKillNineWhileProducing(t *testing.T) {
 
 	total := 0
 	for _, tp := range topics {
-		s, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), tp)
+		s, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), tp, mirrorcheck.ReadUncommitted)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), tp)
+		d, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), tp, mirrorcheck.ReadUncommitted)
 		if err != nil {
 			t.Fatal(err)
 		}

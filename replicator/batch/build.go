@@ -82,29 +82,21 @@ func (b Batch) Decompress() ([]byte, error) {
 	return out, nil
 }
 
+var (
+	fillerKey     = []byte(FillerKey)
+	fillerHeaders = []RecordHeader{{Key: FillerHeader}} // null value
+)
+
 // appendFillerRecord appends one filler record at offsetDelta.
 func appendFillerRecord(dst []byte, offsetDelta int32) []byte {
-	var body [64]byte
-	p := body[:0]
-	p = append(p, 0)              // attributes
-	p = binary.AppendVarint(p, 0) // timestampDelta
-	p = binary.AppendVarint(p, int64(offsetDelta))
-	p = binary.AppendVarint(p, int64(len(FillerKey)))
-	p = append(p, FillerKey...)
-	p = binary.AppendVarint(p, -1) // null value
-	p = binary.AppendVarint(p, 1)  // one header
-	p = binary.AppendVarint(p, int64(len(FillerHeader)))
-	p = append(p, FillerHeader...)
-	p = binary.AppendVarint(p, -1) // null header value
-	dst = binary.AppendVarint(dst, int64(len(p)))
-	return append(dst, p...)
+	return AppendRecord(dst, Record{OffsetDelta: offsetDelta, Key: fillerKey, Headers: fillerHeaders})
 }
 
 // fillerRecords caches compressed filler records sections by record count:
 // every full chunk of a long gap is the same bytes.
-var fillerRecords sync.Map // fillerKey -> []byte (records section)
+var fillerRecords sync.Map // fillerCacheKey -> []byte (records section)
 
-type fillerKey struct {
+type fillerCacheKey struct {
 	n     int32
 	codec int
 }
@@ -114,7 +106,7 @@ func fillerSection(n int32) (codec int, section []byte, err error) {
 	if n > smallFillerRecords {
 		codec = CodecZstd
 	}
-	key := fillerKey{n, codec}
+	key := fillerCacheKey{n, codec}
 	if v, ok := fillerRecords.Load(key); ok {
 		return codec, v.([]byte), nil
 	}
@@ -198,19 +190,52 @@ func (b Batch) ClearLogAppendTime() (Batch, error) {
 		out = binary.AppendVarint(out, 0)
 		out = append(out, after...)
 	}
-	codec := b.Codec()
-	section, err := compress(codec, out)
+	nb, err := Build(b.Codec(), b.Attributes()&^AttrLogAppendTime, b.LastOffsetDelta(), b.MaxTimestamp(), b.MaxTimestamp(), b.NumRecords(), out)
 	if err != nil {
 		return nil, fmt.Errorf("batch at offset %d: %w", b.BaseOffset(), err)
 	}
-	buf := make([]byte, HeaderSize+len(section))
-	copy(buf[HeaderSize:], section)
-	attrs := b.Attributes() &^ AttrLogAppendTime
-	ts := b.MaxTimestamp()
-	nb := writeHeader(buf, attrs, b.LastOffsetDelta(), ts, ts, b.NumRecords())
 	nb.SetBaseOffset(b.BaseOffset())
 	// Keep the source producer fields until Rewrite replaces them.
 	copy(nb[offProducerID:offRecordCount], b[offProducerID:offRecordCount])
 	binary.BigEndian.PutUint32(nb[offCRC:], nb.ComputeCRC())
 	return nb, nil
+}
+
+// Build encodes a batch around an uncompressed records section (records as
+// EncodeRecord writes them), compressing it with codec. attrs must not hold
+// codec bits; the producer fields are "none" until Rewrite.
+func Build(codec int, attrs int16, lastOffsetDelta int32, baseTs, maxTs int64, numRecords int32, records []byte) (Batch, error) {
+	section, err := compress(codec, records)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, HeaderSize+len(section))
+	copy(buf[HeaderSize:], section)
+	return writeHeader(buf, attrs&^AttrCodecMask|int16(codec), lastOffsetDelta, baseTs, maxTs, numRecords), nil
+}
+
+// AppendRecord appends one encoded record (length prefix included).
+func AppendRecord(dst []byte, r Record) []byte {
+	var body []byte
+	body = append(body, byte(r.Attributes))
+	body = binary.AppendVarint(body, r.TimestampDelta)
+	body = binary.AppendVarint(body, int64(r.OffsetDelta))
+	body = appendVarBytes(body, r.Key)
+	body = appendVarBytes(body, r.Value)
+	body = binary.AppendVarint(body, int64(len(r.Headers)))
+	for _, h := range r.Headers {
+		body = appendVarBytes(body, []byte(h.Key))
+		body = appendVarBytes(body, h.Value)
+	}
+	dst = binary.AppendVarint(dst, int64(len(body)))
+	return append(dst, body...)
+}
+
+// appendVarBytes writes a varint length (-1 for nil) and the bytes.
+func appendVarBytes(dst, b []byte) []byte {
+	if b == nil {
+		return binary.AppendVarint(dst, -1)
+	}
+	dst = binary.AppendVarint(dst, int64(len(b)))
+	return append(dst, b...)
 }

@@ -63,6 +63,19 @@ type call struct {
 	corr     int32
 	deadline time.Time
 	done     func(kmsg.Response, error)
+	// With a pool, the body is read into a pooled Buffer and pooledDone
+	// is called instead of done.
+	pool       *BufferPool
+	pooledDone func(kmsg.Response, *Buffer, error)
+}
+
+// finish hands the call its outcome.
+func (cl *call) finish(resp kmsg.Response, buf *Buffer, err error) {
+	if cl.pooledDone != nil {
+		cl.pooledDone(resp, buf, err)
+		return
+	}
+	cl.done(resp, err)
 }
 
 // Dial connects to addr and learns which request versions it supports.
@@ -164,30 +177,44 @@ func (c *Conn) fail(err error) {
 // response or an error. done runs on the connection's reader goroutine (or
 // on the caller's, if the connection is already dead) and must not block.
 func (c *Conn) Send(req kmsg.Request, timeout time.Duration, done func(kmsg.Response, error)) {
+	formatter := kmsg.NewRequestFormatter(kmsg.FormatterClientID(c.opts.ClientID))
+	c.send(req, timeout, func(corr int32) net.Buffers {
+		// Each request gets its own buffer: AppendRequest writes the
+		// size at the start of the slice it is given.
+		return net.Buffers{formatter.AppendRequest(nil, req, corr)}
+	}, done)
+}
+
+// send writes the request encode returns for the next correlation id; req
+// decodes the response.
+func (c *Conn) send(req kmsg.Request, timeout time.Duration, encode func(corr int32) net.Buffers, done func(kmsg.Response, error)) {
+	c.sendCall(&call{req: req, done: done}, timeout, encode)
+}
+
+func (c *Conn) sendCall(cl *call, timeout time.Duration, encode func(corr int32) net.Buffers) {
 	if timeout <= 0 {
 		timeout = c.opts.Timeout
 	}
 	c.wmu.Lock()
 	if c.drained {
 		c.wmu.Unlock()
-		done(nil, c.err)
+		cl.finish(nil, nil, c.err)
 		return
 	}
 	c.corr++
-	cl := &call{req: req, corr: c.corr, deadline: time.Now().Add(timeout), done: done}
-	// Each request gets its own buffer: AppendRequest writes the size at
-	// the start of the slice it is given.
-	buf := kmsg.NewRequestFormatter(kmsg.FormatterClientID(c.opts.ClientID)).AppendRequest(nil, req, cl.corr)
+	cl.corr = c.corr
+	cl.deadline = time.Now().Add(timeout)
+	bufs := encode(cl.corr)
 	// Queue before the write, so that the reader expects the response.
 	select {
 	case c.queue <- cl:
 	case <-c.dead:
 		c.wmu.Unlock()
-		done(nil, c.err)
+		cl.finish(nil, nil, c.err)
 		return
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.opts.Timeout))
-	_, err := c.nc.Write(buf)
+	_, err := bufs.WriteTo(c.nc)
 	c.wmu.Unlock()
 	if err != nil {
 		c.fail(fmt.Errorf("write to %s: %w", c.addr, err))
@@ -222,26 +249,41 @@ func (c *Conn) readLoop() {
 			return
 		}
 		c.nc.SetReadDeadline(cl.deadline)
-		resp, err := c.readResponse(cl, size[:])
+		resp, buf, err := c.readResponse(cl, size[:])
 		if err != nil {
+			if buf != nil {
+				buf.Release()
+			}
 			c.fail(fmt.Errorf("read from %s: %w", c.addr, err))
-			cl.done(nil, c.err)
+			cl.finish(nil, nil, c.err)
 			c.drain()
 			return
 		}
-		cl.done(resp, nil)
+		cl.finish(resp, buf, nil)
 	}
 }
 
-func (c *Conn) readResponse(cl *call, size []byte) (kmsg.Response, error) {
+func (c *Conn) readResponse(cl *call, size []byte) (kmsg.Response, *Buffer, error) {
 	if _, err := io.ReadFull(c.nc, size); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n := binary.BigEndian.Uint32(size)
 	if n < 4 || n > 1<<30 {
-		return nil, fmt.Errorf("invalid response size %d", n)
+		return nil, nil, fmt.Errorf("invalid response size %d", n)
 	}
-	body := make([]byte, n)
+	var body []byte
+	var buf *Buffer
+	if cl.pool != nil {
+		buf = cl.pool.Get(int(n))
+		body = buf.b
+	} else {
+		body = make([]byte, n)
+	}
+	resp, err := c.decode(cl, body)
+	return resp, buf, err
+}
+
+func (c *Conn) decode(cl *call, body []byte) (kmsg.Response, error) {
 	if _, err := io.ReadFull(c.nc, body); err != nil {
 		return nil, err
 	}
@@ -273,7 +315,7 @@ func (c *Conn) drain() {
 	for {
 		select {
 		case cl := <-c.queue:
-			cl.done(nil, c.err)
+			cl.finish(nil, nil, c.err)
 		default:
 			return
 		}

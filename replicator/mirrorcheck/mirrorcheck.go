@@ -7,6 +7,7 @@ package mirrorcheck
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -32,55 +33,81 @@ func (rs Records) Count() int {
 	return n
 }
 
-// ReadAll consumes a topic from each partition's start to its end offset as
-// of the call. opts are added to the consumer's (e.g. kgo.FetchIsolationLevel).
-func ReadAll(ctx context.Context, seeds []string, topic string, opts ...kgo.Opt) (Records, error) {
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+// Isolation is the consumer isolation level a topic is read with.
+type Isolation int8
+
+const (
+	ReadUncommitted Isolation = 0
+	ReadCommitted   Isolation = 1
+)
+
+// ReadAll consumes every partition of a topic, from its log start to its
+// end (the high watermark, or the last stable offset for ReadCommitted), as
+// an ordinary kgo consumer with that isolation level sees it.
+func ReadAll(ctx context.Context, seeds []string, topic string, iso Isolation) (Records, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
 	if err != nil {
 		return nil, err
 	}
-	adm := kadm.NewClient(admCl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	var ends kadm.ListedOffsets
-	if err == nil {
-		ends, err = adm.ListEndOffsets(ctx, topic)
-		if err == nil {
-			err = ends.Error()
-		}
-	}
-	admCl.Close()
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	cl.Close()
 	if err != nil {
-		return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
+		return nil, err
 	}
-	parts := map[int32]kgo.Offset{}
-	end := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		s, _ := starts.Lookup(topic, o.Partition)
-		if o.Offset > s.Offset {
-			parts[o.Partition] = kgo.NewOffset().At(s.Offset)
-			end[o.Partition] = o.Offset
-		}
-	})
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil {
+		return nil, fmt.Errorf("topic %s: %v", topic, td.Err)
+	}
 	out := Records{}
-	if len(parts) == 0 {
-		return out, nil
+	for p := range td.Partitions {
+		rs, err := ReadPartition(ctx, seeds, topic, p, iso)
+		if err != nil {
+			return nil, err
+		}
+		if len(rs) > 0 {
+			out[p] = rs
+		}
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
+	return out, nil
+}
+
+// ReadPartition consumes one partition (see ReadAll). The read ends at the
+// partition's last record visible to the reader, found beforehand from the
+// raw log, so that a tail of transaction markers or aborted data neither
+// stops it early nor keeps it waiting.
+func ReadPartition(ctx context.Context, seeds []string, topic string, p int32, iso Isolation) ([]*kgo.Record, error) {
+	start, end, err := bounds(ctx, seeds, topic, p, iso)
+	if err != nil {
+		return nil, err
+	}
+	bs, err := readBatches(ctx, seeds, topic, p, start, end)
+	if err != nil {
+		return nil, err
+	}
+	last, err := lastVisible(bs, iso)
+	if err != nil || last < 0 {
+		return nil, err
+	}
+	level := kgo.ReadUncommitted()
+	if iso == ReadCommitted {
+		level = kgo.ReadCommitted()
+	}
+	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(seeds...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-	}, opts...)...)
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(start)}}),
+		kgo.FetchIsolationLevel(level),
+		kgo.FetchMaxBytes(64<<20),
+		kgo.FetchMaxPartitionBytes(32<<20),
+	)
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	done := map[int32]bool{}
-	for len(done) < len(parts) {
+	var out []*kgo.Record
+	for {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading %s: %d of %d partitions read: %w", topic, len(done), len(parts), err)
+			return nil, fmt.Errorf("reading %s[%d]: stopped at %d records before reaching offset %d: %w", topic, p, len(out), last, err)
 		}
 		var ferr error
 		fs.EachError(func(t string, p int32, err error) {
@@ -89,23 +116,100 @@ func ReadAll(ctx context.Context, seeds []string, topic string, opts ...kgo.Opt)
 		if ferr != nil {
 			return nil, ferr
 		}
-		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			for _, r := range p.Records {
-				if r.Offset < end[p.Partition] {
-					out[p.Partition] = append(out[p.Partition], r)
-				}
-				if r.Offset >= end[p.Partition]-1 {
-					done[p.Partition] = true
-				}
+		reached := false
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset < end {
+				out = append(out, r)
 			}
-			// A tail of markers (or aborted data, for read_committed
-			// readers) holds no record to reach the end with.
-			if len(p.Records) == 0 && p.LastStableOffset >= end[p.Partition] && p.HighWatermark >= end[p.Partition] {
-				done[p.Partition] = true
+			if r.Offset >= last {
+				reached = true
 			}
 		})
+		if reached {
+			return out, nil
+		}
 	}
-	return out, nil
+}
+
+// bounds returns a partition's log start and its end for the reader.
+func bounds(ctx context.Context, seeds []string, topic string, p int32, iso Isolation) (start, end int64, err error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return 0, 0, err
+	}
+	var ends kadm.ListedOffsets
+	if iso == ReadCommitted {
+		ends, err = adm.ListCommittedOffsets(ctx, topic)
+	} else {
+		ends, err = adm.ListEndOffsets(ctx, topic)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	s, ok1 := starts.Lookup(topic, p)
+	e, ok2 := ends.Lookup(topic, p)
+	if !ok1 || !ok2 || s.Err != nil || e.Err != nil {
+		return 0, 0, fmt.Errorf("listing offsets of %s[%d]: %v %v", topic, p, s.Err, e.Err)
+	}
+	return s.Offset, e.Offset, nil
+}
+
+// lastVisible is the offset of the last record a reader with the given
+// isolation sees in the batches (-1 if none): the last record of the last
+// data batch, skipping aborted transactional batches for ReadCommitted.
+func lastVisible(bs []batch.Batch, iso Isolation) (int64, error) {
+	aborted := map[int]bool{}
+	if iso == ReadCommitted {
+		var err error
+		if aborted, err = abortedBatches(bs); err != nil {
+			return 0, err
+		}
+	}
+	for i := len(bs) - 1; i >= 0; i-- {
+		b := bs[i]
+		if b.IsControl() || b.NumRecords() == 0 || aborted[i] {
+			continue
+		}
+		// Compaction can remove a batch's last record and keep its
+		// lastOffsetDelta: read the records.
+		rs, err := b.Decode()
+		if err != nil {
+			return 0, err
+		}
+		return b.BaseOffset() + int64(rs[len(rs)-1].OffsetDelta), nil
+	}
+	return -1, nil
+}
+
+// abortedBatches finds the transactional batches whose transaction ended
+// with an abort marker, by index.
+func abortedBatches(bs []batch.Batch) (map[int]bool, error) {
+	aborted := map[int]bool{}
+	open := map[int64][]int{} // producer id -> its undecided batches
+	for i, b := range bs {
+		switch {
+		case b.IsControl():
+			rs, err := b.Decode()
+			if err != nil || len(rs) == 0 || len(rs[0].Key) < 4 {
+				return nil, fmt.Errorf("control batch at %d is unreadable: %v", b.BaseOffset(), err)
+			}
+			if binary.BigEndian.Uint16(rs[0].Key[2:]) == 0 { // type 0: abort
+				for _, j := range open[b.ProducerID()] {
+					aborted[j] = true
+				}
+			}
+			delete(open, b.ProducerID())
+		case b.IsTransactional():
+			open[b.ProducerID()] = append(open[b.ProducerID()], i)
+		}
+	}
+	return aborted, nil
 }
 
 // Compare checks dst against src record by record. It returns the number
@@ -184,6 +288,15 @@ func partitions(a, b Records) []int32 {
 // ReadBatches fetches every batch of a partition, from its log start to its
 // end offset, as raw bytes.
 func ReadBatches(ctx context.Context, seeds []string, topic string, p int32) ([]batch.Batch, error) {
+	start, end, err := bounds(ctx, seeds, topic, p, ReadUncommitted)
+	if err != nil {
+		return nil, err
+	}
+	return readBatches(ctx, seeds, topic, p, start, end)
+}
+
+// readBatches fetches the batches holding offsets start..end-1.
+func readBatches(ctx context.Context, seeds []string, topic string, p int32, start, end int64) ([]batch.Batch, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
 	if err != nil {
 		return nil, err
@@ -202,18 +315,8 @@ func ReadBatches(ctx context.Context, seeds []string, topic string, p int32) ([]
 	if !ok {
 		return nil, fmt.Errorf("topic %s has no partition %d", topic, p)
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	s, _ := starts.Lookup(topic, p)
-	e, _ := ends.Lookup(topic, p)
 	var out []batch.Batch
-	for off := s.Offset; off < e.Offset; {
+	for off := start; off < end; {
 		req := kmsg.NewPtrFetchRequest()
 		req.ReplicaID = -1
 		req.MaxBytes = 8 << 20
@@ -246,14 +349,14 @@ func ReadBatches(ctx context.Context, seeds []string, topic string, p int32) ([]
 		}
 		progressed := false
 		for _, b := range bs {
-			if b.NextOffset() > off {
+			if b.NextOffset() > off && b.BaseOffset() < end {
 				out = append(out, b)
 				off = b.NextOffset()
 				progressed = true
 			}
 		}
 		if !progressed {
-			return nil, fmt.Errorf("fetch %s[%d]@%d returned no batch before the end offset %d", topic, p, off, e.Offset)
+			return nil, fmt.Errorf("fetch %s[%d]@%d returned no batch before the end offset %d", topic, p, off, end)
 		}
 	}
 	return out, nil

@@ -1,0 +1,544 @@
+// Command klinkbench measures klink against a consume/re-produce baseline on
+// the same data set, side by side in one run.
+//
+// It runs a source and two destination Kafka clusters (kfake) in this
+// process, fills the source with a fixed data set (default 1 GiB of zstd
+// batches of ~1 MiB over 16 partitions), then runs `klink run` as a separate
+// process until the destination has caught up, and the baseline (bench/cmd/
+// baseline, kgo consume + produce) the same way into the second destination.
+// CPU seconds come from /proc/<pid>/stat of each process, so the clusters'
+// own work is not counted.
+//
+//	go run ./bench/cmd/klinkbench [-size 1GiB] [-partitions 16] [-write bench/RESULTS.md]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/mirrorcheck"
+)
+
+const topic = "bench"
+
+var cpuProfile string
+
+func main() {
+	size := flag.String("size", "1GiB", "data set size in batch bytes (e.g. 256MiB, 1GiB)")
+	partitions := flag.Int("partitions", 16, "partitions")
+	batchBytes := flag.Int("batch-bytes", 1<<20, "target size of one zstd batch")
+	skipBaseline := flag.Bool("skip-baseline", false, "measure klink only")
+	verify := flag.Bool("verify", true, "compare the klink mirror with the source record by record afterwards")
+	write := flag.String("write", "", "also write the results as Markdown to this file")
+	flag.StringVar(&cpuProfile, "klink-cpuprofile", "", "write klink's CPU profile to this file")
+	flag.Parse()
+	total, err := parseSize(*size)
+	if err != nil {
+		fail(err)
+	}
+	if err := run(total, *partitions, *batchBytes, *skipBaseline, *verify, *write); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "klinkbench:", err)
+	os.Exit(1)
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if strings.HasSuffix(s, u.suffix) {
+			mult, s = u.m, strings.TrimSuffix(s, u.suffix)
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// result is one replicator's run.
+type result struct {
+	name    string
+	wall    time.Duration
+	cpu     time.Duration
+	sys     time.Duration // the kernel's part of cpu
+	maxRSS  int64 // bytes
+	bytes   int64
+	records int64
+}
+
+func (r result) gib() float64 { return float64(r.bytes) / (1 << 30) }
+
+func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, write string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+	defer cancel()
+	bin, err := os.MkdirTemp("", "klinkbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	fmt.Println("building klink and the baseline...")
+	for _, b := range []struct{ out, pkg string }{{"klink", "./cmd/klink"}, {"baseline", "./bench/cmd/baseline"}} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+
+	src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-source"))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	fmt.Printf("writing the data set: %s over %d partitions in zstd batches of ~%d KiB...\n", human(total), partitions, batchBytes>>10)
+	dataBytes, records, batches, err := fillSource(ctx, src, partitions, batchBytes, total)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("data set: %d batches, %d records, %s\n", batches, records, human(dataBytes))
+
+	var results []result
+	dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-destination"))
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	cfg, err := writeKlinkConfig(bin, src, dst)
+	if err != nil {
+		return err
+	}
+	fmt.Println("running klink...")
+	args := []string{"run", "--config", cfg}
+	if cpuProfile != "" {
+		args = append(args, "--cpuprofile", cpuProfile)
+	}
+	kcmd := exec.Command(filepath.Join(bin, "klink"), args...)
+	kcmd.Env = append(os.Environ(), os.Getenv("KLINKBENCH_ENV"))
+	kr, err := measure(ctx, "klink (offset-preserving, zero-copy)", kcmd, dst, topic, src)
+	if err != nil {
+		return err
+	}
+	kr.bytes, kr.records = dataBytes, records
+	results = append(results, kr)
+	if verify {
+		fmt.Println("verifying the klink mirror record by record...")
+		if err := verifyMirror(ctx, src, dst, partitions, records); err != nil {
+			return err
+		}
+	}
+	dst.Close()
+
+	if !skipBaseline {
+		dst2, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-baseline"))
+		if err != nil {
+			return err
+		}
+		defer dst2.Close()
+		if err := createTopic(ctx, dst2, partitions); err != nil {
+			return err
+		}
+		fmt.Println("running the baseline (kgo consume + re-produce)...")
+		cmd := exec.Command(filepath.Join(bin, "baseline"), "-source", strings.Join(src.ListenAddrs(), ","), "-destination", strings.Join(dst2.ListenAddrs(), ","), "-topic", topic, "-partitions", strconv.Itoa(partitions))
+		br, err := measureRecords(ctx, "baseline (kgo consume + re-produce, zstd)", cmd, dst2, records)
+		if err != nil {
+			return err
+		}
+		br.bytes, br.records = dataBytes, records
+		results = append(results, br)
+	}
+	report := formatResults(results, dataBytes, records, batches, partitions)
+	fmt.Println()
+	fmt.Print(report)
+	if write != "" {
+		if err := writeResults(write, report); err != nil {
+			return err
+		}
+		fmt.Println("written to", write)
+	}
+	return nil
+}
+
+// words make record values about as compressible as JSON logs.
+var words = strings.Fields(`order customer payment shipped pending refund warehouse invoice
+	status amount currency EUR USD GBP created updated region eu-west us-east ap-south
+	priority express standard item sku quantity price discount coupon session device
+	mobile desktop tablet browser firefox chrome safari referrer campaign checkout cart`)
+
+func randomValue(r *rand.Rand, n int) []byte {
+	var b []byte
+	b = fmt.Appendf(b, `{"id":%d,"ts":%d,"text":"`, r.Int64(), r.Int64N(1<<40))
+	for len(b) < n {
+		b = append(b, words[r.IntN(len(words))]...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, r.Int64N(100000), 10)
+		b = append(b, ' ')
+	}
+	return append(b, `"}`...)
+}
+
+// makeBatch builds one zstd batch of about target bytes.
+func makeBatch(r *rand.Rand, target int) (batch.Batch, int, error) {
+	now := time.Now().UnixMilli()
+	n := 1000
+	for {
+		var raw []byte
+		for i := 0; i < n; i++ {
+			raw = batch.AppendRecord(raw, batch.Record{
+				OffsetDelta:    int32(i),
+				TimestampDelta: int64(i / 100),
+				Key:            fmt.Appendf(nil, "customer-%d", r.IntN(10000)),
+				Value:          randomValue(r, 900),
+				Headers:        []batch.RecordHeader{{Key: "source", Value: []byte("bench")}},
+			})
+		}
+		b, err := batch.Build(batch.CodecZstd, 0, int32(n-1), now, now+int64((n-1)/100), int32(n), raw)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(b) >= target*9/10 || n > 100000 {
+			if len(b) > target*11/10 && n > 100 {
+				n = n * target / len(b)
+				continue
+			}
+			return b, n, nil
+		}
+		n = n * target / len(b)
+	}
+}
+
+func createTopic(ctx context.Context, c *kfake.Cluster, partitions int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	_, err = kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, map[string]*string{"max.message.bytes": kmsg.StringPtr(strconv.Itoa(4 << 20))}, topic)
+	return err
+}
+
+// fillSource writes batches round-robin over the partitions until total
+// bytes are written.
+func fillSource(ctx context.Context, src *kfake.Cluster, partitions, batchBytes int, total int64) (bytes, records int64, batches int, err error) {
+	if err := createTopic(ctx, src, partitions); err != nil {
+		return 0, 0, 0, err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	type tmpl struct {
+		b batch.Batch
+		n int
+	}
+	var templates []tmpl
+	for i := 0; i < 8; i++ {
+		b, n, err := makeBatch(r, batchBytes)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		templates = append(templates, tmpl{b, n})
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer cl.Close()
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	leaders := map[int32]int32{}
+	for p, pd := range md.Topics[topic].Partitions {
+		leaders[p] = pd.Leader
+	}
+	for bytes < total {
+		// One request per leader, one batch per partition.
+		reqs := map[int32]*kmsg.ProduceRequest{}
+		for p := 0; p < partitions && bytes < total; p++ {
+			t := templates[batches%len(templates)]
+			leader := leaders[int32(p)]
+			req := reqs[leader]
+			if req == nil {
+				req = kmsg.NewPtrProduceRequest()
+				req.Acks = -1
+				req.TimeoutMillis = 30000
+				rt := kmsg.NewProduceRequestTopic()
+				rt.Topic = topic
+				rt.TopicID = md.Topics[topic].ID
+				req.Topics = append(req.Topics, rt)
+				reqs[leader] = req
+			}
+			rp := kmsg.NewProduceRequestTopicPartition()
+			rp.Partition = int32(p)
+			rp.Records = t.b
+			req.Topics[0].Partitions = append(req.Topics[0].Partitions, rp)
+			bytes += int64(len(t.b))
+			records += int64(t.n)
+			batches++
+		}
+		for leader, req := range reqs {
+			kresp, err := cl.Broker(int(leader)).Request(ctx, req)
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			for _, t := range kresp.(*kmsg.ProduceResponse).Topics {
+				for _, p := range t.Partitions {
+					if p.ErrorCode != 0 {
+						return 0, 0, 0, fmt.Errorf("producing the data set: partition %d: error %d", p.Partition, p.ErrorCode)
+					}
+				}
+			}
+		}
+	}
+	return bytes, records, batches, nil
+}
+
+func writeKlinkConfig(dir string, src, dst *kfake.Cluster) (string, error) {
+	stateDir := filepath.Join(dir, "state")
+	cfg := fmt.Sprintf(`stateDir: %s
+admin: {listen: "off"}
+log: {level: warn, format: console}
+destination:
+  bootstrap: [%q]
+links:
+  - name: bench
+    source:
+      bootstrap: [%q]
+    mirrorTopics:
+      - name: %s
+`, stateDir, dst.ListenAddrs()[0], src.ListenAddrs()[0], topic)
+	p := filepath.Join(dir, "klink.yaml")
+	return p, os.WriteFile(p, []byte(cfg), 0o600)
+}
+
+// measure runs cmd until every partition of topic on dst has the source's
+// end offset, and returns its wall time, CPU time and peak memory.
+func measure(ctx context.Context, name string, cmd *exec.Cmd, dst *kfake.Cluster, topic string, src *kfake.Cluster) (result, error) {
+	srcEnds, err := endOffsets(ctx, src, topic)
+	if err != nil {
+		return result{}, err
+	}
+	return runUntil(ctx, name, cmd, func() (bool, error) {
+		de, err := endOffsets(ctx, dst, topic)
+		if err != nil {
+			return false, nil // not created yet
+		}
+		for p, e := range srcEnds {
+			if de[p] != e {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// measureRecords runs cmd until dst holds want records in topic (the
+// baseline does not keep offsets, only records).
+func measureRecords(ctx context.Context, name string, cmd *exec.Cmd, dst *kfake.Cluster, want int64) (result, error) {
+	return runUntil(ctx, name, cmd, func() (bool, error) {
+		de, err := endOffsets(ctx, dst, topic)
+		if err != nil {
+			return false, nil
+		}
+		var n int64
+		for _, e := range de {
+			n += e
+		}
+		return n >= want, nil
+	})
+}
+
+func runUntil(ctx context.Context, name string, cmd *exec.Cmd, done func() (bool, error)) (result, error) {
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		fmt.Print(stderr.String())
+	}()
+	for {
+		ok, err := done()
+		if err != nil {
+			return result{}, err
+		}
+		if ok {
+			break
+		}
+		select {
+		case err := <-exited:
+			return result{}, fmt.Errorf("%s exited early: %v\n%s", name, err, stderr.String())
+		case <-ctx.Done():
+			return result{}, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	wall := time.Since(start)
+	cpu, sys, rss, err := procStats(cmd.Process.Pid)
+	if err != nil {
+		return result{}, fmt.Errorf("%s: reading its CPU time: %v\n%s", name, err, stderr.String())
+	}
+	return result{name: name, wall: wall, cpu: cpu, sys: sys, maxRSS: rss}, nil
+}
+
+// procStats reads a live process's CPU time (user + system), its system
+// part, and its peak RSS.
+func procStats(pid int) (cpu, sys time.Duration, rss int64, err error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	// Fields after the command name (which may hold spaces) start at ") ".
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const clkTck = 100 // sysconf(_SC_CLK_TCK) on Linux
+	cpu = time.Duration(utime+stime) * time.Second / clkTck
+	sys = time.Duration(stime) * time.Second / clkTck
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			rss = kb << 10
+		}
+	}
+	return cpu, sys, rss, nil
+}
+
+func endOffsets(ctx context.Context, c *kfake.Cluster, topic string) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	l, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Error(); err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	l.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	if len(out) == 0 {
+		return nil, errors.New("no partitions")
+	}
+	return out, nil
+}
+
+// verifyMirror compares the klink mirror with the source, one partition at
+// a time (to bound memory): records (offset, key, value, headers,
+// timestamp) and batches (byte-identical records sections).
+func verifyMirror(ctx context.Context, src, dst *kfake.Cluster, partitions int, records int64) error {
+	var matched, identical int
+	for p := int32(0); p < int32(partitions); p++ {
+		s, err := mirrorcheck.ReadPartition(ctx, src.ListenAddrs(), topic, p, mirrorcheck.ReadUncommitted)
+		if err != nil {
+			return err
+		}
+		d, err := mirrorcheck.ReadPartition(ctx, dst.ListenAddrs(), topic, p, mirrorcheck.ReadUncommitted)
+		if err != nil {
+			return err
+		}
+		m, fillers, err := mirrorcheck.Compare(mirrorcheck.Records{p: s}, mirrorcheck.Records{p: d})
+		if err != nil {
+			return fmt.Errorf("klink mirror differs from the source: %w", err)
+		}
+		if fillers != 0 {
+			return fmt.Errorf("partition %d: %d filler records where the source has none", p, fillers)
+		}
+		matched += m
+		sb, err := mirrorcheck.ReadBatches(ctx, src.ListenAddrs(), topic, p)
+		if err != nil {
+			return err
+		}
+		db, err := mirrorcheck.ReadBatches(ctx, dst.ListenAddrs(), topic, p)
+		if err != nil {
+			return err
+		}
+		n, _, err := mirrorcheck.CompareBatches(sb, db)
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", p, err)
+		}
+		identical += n
+	}
+	if int64(matched) != records {
+		return fmt.Errorf("compared %d records, the data set has %d", matched, records)
+	}
+	fmt.Printf("verified: %d records identical at identical offsets, %d batches byte-identical\n", matched, identical)
+	return nil
+}
+
+func human(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+func formatResults(rs []result, bytes, records int64, batches, partitions int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Data set: %s in %d zstd batches (~%d KiB each), %d records, %d partitions.\n", human(bytes), batches, bytes/int64(batches)>>10, records, partitions)
+	fmt.Fprintf(&b, "Machine: %s/%s, %d CPUs, %s. Clusters: kfake (3 brokers each) in the harness process; replicators as separate processes.\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintln(&b, "| replicator | wall time | throughput | CPU seconds (of which kernel) | CPU s per GiB | peak RSS |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %.1f s | %.0f MiB/s | %.2f (%.2f) | %.3f | %d MiB |\n", r.name, r.wall.Seconds(), float64(r.bytes)/(1<<20)/r.wall.Seconds(), r.cpu.Seconds(), r.sys.Seconds(), r.cpu.Seconds()/r.gib(), r.maxRSS>>20)
+	}
+	if len(rs) == 2 && rs[0].cpu > 0 {
+		fmt.Fprintf(&b, "\nBaseline / klink: %.1f× the CPU per GiB, %.1f× the wall time.\n", rs[1].cpu.Seconds()/rs[0].cpu.Seconds(), rs[1].wall.Seconds()/rs[0].wall.Seconds())
+	}
+	return b.String()
+}
+
+// writeResults replaces the measured block of a results file, between the
+// markers, keeping the rest of the file.
+func writeResults(path, report string) error {
+	const begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	block := begin + "\n" + report + end
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		s = s + "\n" + block + "\n"
+	} else {
+		s = s[:i] + block + s[j+len(end):]
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}

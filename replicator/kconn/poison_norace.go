@@ -1,0 +1,5 @@
+//go:build !race
+
+package kconn
+
+const poisonReleased = false
