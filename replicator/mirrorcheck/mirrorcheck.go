@@ -7,8 +7,8 @@ package mirrorcheck
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"

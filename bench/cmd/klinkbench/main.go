@@ -87,7 +87,7 @@ type result struct {
 	wall    time.Duration
 	cpu     time.Duration
 	sys     time.Duration // the kernel's part of cpu
-	maxRSS  int64 // bytes
+	maxRSS  int64         // bytes
 	bytes   int64
 	records int64
 }
