@@ -94,7 +94,10 @@ type fetchers struct {
 	src  *cluster
 	log  *zap.Logger
 	dial kconn.Options
-	pool *kconn.BufferPool
+	// respPool holds fetch responses (back at once: batches are copied
+	// out); pool holds the batches until the destination has them.
+	respPool *kconn.BufferPool
+	pool     *kconn.BufferPool
 
 	mu       sync.Mutex
 	byBroker map[int32]map[*cursor]struct{}
@@ -121,6 +124,7 @@ func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.
 		src:       src,
 		log:       log,
 		dial:      dial,
+		respPool:  kconn.NewUniformBufferPool(4*(fetchMaxBytes+partitionFetchBytes), fetchMaxBytes+partitionFetchBytes),
 		pool:      kconn.NewBufferPool(2 * maxLinkBuffered),
 		byBroker:  map[int32]map[*cursor]struct{}{},
 		loops:     map[int32]*brokerFetcher{},
@@ -403,7 +407,7 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 		return nil, nil, fmt.Errorf("source broker %d does not support Fetch v4+ (Kafka 0.11+ is required)", b.id)
 	}
 	req.SetVersion(version)
-	kresp, buf, err := b.conn.DoPooled(f.ctx, req, wait+30*time.Second, f.pool)
+	kresp, buf, err := b.conn.DoPooled(f.ctx, req, wait+30*time.Second, f.respPool)
 	if err != nil {
 		b.conn.Close()
 		return nil, nil, err

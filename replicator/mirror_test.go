@@ -455,7 +455,7 @@ attempts:
 				if !b.IsLogAppendTime() {
 					t.Fatalf("source batch at %d has no LogAppendTime flag", b.BaseOffset())
 				}
-				if b.Verify() != nil {
+				if _, err := b.Verify(); err != nil {
 					continue attempts
 				}
 			}

@@ -284,7 +284,8 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 		if b.BaseOffset() < p.next {
 			return fail(i, fatalf("source batch at offsets %d..%d of %s[%d] straddles the destination end offset %d: the source log no longer matches what was mirrored", b.BaseOffset(), b.LastOffset(), p.m.sourceTopic, p.id, p.next))
 		}
-		if err := b.Verify(); err != nil {
+		recordsCRC, err := b.Verify()
+		if err != nil {
 			return fail(i, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err))
 		}
 		if b.BaseOffset() > p.next {
@@ -294,7 +295,7 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 			}
 			appends = append(appends, fs...)
 		}
-		a, err := p.toAppend(b, size, res.buf)
+		a, err := p.toAppend(b, size, res.buf, recordsCRC)
 		if err != nil {
 			return fail(i, err)
 		}
@@ -314,7 +315,7 @@ func sumBytes(bs []batch.Batch) int64 {
 
 // toAppend prepares one source batch (advancing p.next past it). It takes
 // over the batch's reference on buf.
-func (p *partition) toAppend(b batch.Batch, size int64, buf *kconn.Buffer) ([]*appendReq, error) {
+func (p *partition) toAppend(b batch.Batch, size int64, buf *kconn.Buffer, recordsCRC uint32) ([]*appendReq, error) {
 	base, next := b.BaseOffset(), b.NextOffset()
 	switch {
 	case b.IsControl() || b.NumRecords() == 0:
@@ -340,12 +341,13 @@ func (p *partition) toAppend(b batch.Batch, size int64, buf *kconn.Buffer) ([]*a
 			return nil, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err)
 		}
 		out = nb
+		recordsCRC = nb.RecordsCRC()
 		releaseBuf(buf) // the rebuilt batch is a copy
 		buf = nil
 	}
 	// Until exact transaction mirroring lands, transactional data goes
 	// through as plain data (its markers become fillers above).
-	out.Rewrite(p.takeSequence(int64(out.NumRecords())), batch.AttrTransactional|batch.AttrDeleteHorizon)
+	out.Rewrite(p.takeSequence(int64(out.NumRecords())), batch.AttrTransactional|batch.AttrDeleteHorizon, recordsCRC)
 	p.next = next
 	return []*appendReq{{b: out, base: base, next: next, srcBytes: size, records: int64(b.NumRecords()), buf: buf}}, nil
 }
@@ -384,7 +386,7 @@ func (p *partition) fillers(to int64, reason string, ts int64) ([]*appendReq, er
 	out := make([]*appendReq, 0, len(bs))
 	for _, b := range bs {
 		n := b.OffsetSpan()
-		b.Rewrite(p.takeSequence(n), 0)
+		b.Rewrite(p.takeSequence(n), 0, b.RecordsCRC())
 		out = append(out, &appendReq{b: b, base: p.next, next: p.next + n, filler: true})
 		p.next += n
 	}

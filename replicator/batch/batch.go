@@ -161,19 +161,27 @@ func (b Batch) ComputeCRC() uint32 { return crc32.Checksum(b[crcCoveredFrom:], c
 // batch and its mirrored copy, whatever klink did to the header.
 func (b Batch) RecordsCRC() uint32 { return crc32.Checksum(b[HeaderSize:], castagnoli) }
 
-// Verify checks the batch's own consistency: its stored CRC, and that its
-// header is not out of bounds.
-func (b Batch) Verify() error {
+// Verify checks the batch's own consistency (its stored CRC, a sane
+// header) and returns the CRC of its records section, for Rewrite: the
+// records are read once for both.
+func (b Batch) Verify() (recordsCRC uint32, err error) {
 	if len(b) < HeaderSize {
-		return fmt.Errorf("batch is %d bytes, shorter than a v2 header", len(b))
+		return 0, fmt.Errorf("batch is %d bytes, shorter than a v2 header", len(b))
 	}
-	if got, want := b.ComputeCRC(), b.CRC(); got != want {
-		return fmt.Errorf("batch at offset %d: CRC mismatch (stored %08x, computed %08x)", b.BaseOffset(), want, got)
+	recordsCRC = b.RecordsCRC()
+	if got, want := b.crcWith(recordsCRC), b.CRC(); got != want {
+		return 0, fmt.Errorf("batch at offset %d: CRC mismatch (stored %08x, computed %08x)", b.BaseOffset(), want, got)
 	}
 	if b.LastOffsetDelta() < 0 {
-		return fmt.Errorf("batch at offset %d: negative lastOffsetDelta %d", b.BaseOffset(), b.LastOffsetDelta())
+		return 0, fmt.Errorf("batch at offset %d: negative lastOffsetDelta %d", b.BaseOffset(), b.LastOffsetDelta())
 	}
-	return nil
+	return recordsCRC, nil
+}
+
+// crcWith is ComputeCRC given the records section's CRC.
+func (b Batch) crcWith(recordsCRC uint32) uint32 {
+	h := crc32.Checksum(b[crcCoveredFrom:HeaderSize], castagnoli)
+	return crcCombine(h, recordsCRC, int64(len(b)-HeaderSize))
 }
 
 // Producer is an idempotent producer identity and the sequence of a batch.
@@ -187,8 +195,9 @@ type Producer struct {
 // producer: baseOffset 0 (a producer sends 0; the broker assigns offsets),
 // the leader epoch cleared (the broker overwrites it), the producer id,
 // epoch and base sequence set, the given attribute bits cleared, and the CRC
-// recomputed. The records section is not touched.
-func (b Batch) Rewrite(p Producer, clearAttrs int16) {
+// recomputed from the header and recordsCRC (the records section's CRC, as
+// Verify or RecordsCRC return it). The records section is not touched.
+func (b Batch) Rewrite(p Producer, clearAttrs int16, recordsCRC uint32) {
 	binary.BigEndian.PutUint64(b[offBaseOffset:], 0)
 	binary.BigEndian.PutUint32(b[offLeaderEpoch:], 0xffffffff)
 	if clearAttrs != 0 {
@@ -197,7 +206,7 @@ func (b Batch) Rewrite(p Producer, clearAttrs int16) {
 	binary.BigEndian.PutUint64(b[offProducerID:], uint64(p.ID))
 	binary.BigEndian.PutUint16(b[offProducerEpoch:], uint16(p.Epoch))
 	binary.BigEndian.PutUint32(b[offBaseSequence:], uint32(p.Sequence))
-	binary.BigEndian.PutUint32(b[offCRC:], b.ComputeCRC())
+	binary.BigEndian.PutUint32(b[offCRC:], b.crcWith(recordsCRC))
 }
 
 // SetBaseOffset writes the base offset (not CRC-covered).

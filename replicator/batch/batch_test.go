@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -101,7 +102,7 @@ func TestSplitKeepsWholeBatchesOnly(t *testing.T) {
 		t.Fatal("second batch differs")
 	}
 	for _, g := range got {
-		if err := g.Verify(); err != nil {
+		if _, err := g.Verify(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,8 +123,8 @@ func TestRewriteKeepsRecordsAndFixesCRC(t *testing.T) {
 		b := makeBatch(t, codec, AttrTransactional, 5000, sampleRecords(20))
 		b.SetBaseOffset(99)
 		records := append([]byte(nil), b.Records()...)
-		b.Rewrite(Producer{ID: 7, Epoch: 2, Sequence: 300}, AttrTransactional)
-		if err := b.Verify(); err != nil {
+		b.Rewrite(Producer{ID: 7, Epoch: 2, Sequence: 300}, AttrTransactional, b.RecordsCRC())
+		if _, err := b.Verify(); err != nil {
 			t.Fatalf("codec %d: %v", codec, err)
 		}
 		if b.BaseOffset() != 0 || b.ProducerID() != 7 || b.ProducerEpoch() != 2 || b.BaseSequence() != 300 || b.IsTransactional() || b.Codec() != codec {
@@ -141,7 +142,7 @@ func TestRewriteKeepsRecordsAndFixesCRC(t *testing.T) {
 func TestVerifyCatchesCorruption(t *testing.T) {
 	b := makeBatch(t, CodecNone, 0, 5000, sampleRecords(4))
 	b[len(b)-1] ^= 0xff
-	if err := b.Verify(); err == nil {
+	if _, err := b.Verify(); err == nil {
 		t.Fatal("corrupt batch verified")
 	}
 }
@@ -154,7 +155,7 @@ func TestFillers(t *testing.T) {
 		}
 		var total int64
 		for _, b := range bs {
-			if err := b.Verify(); err != nil {
+			if _, err := b.Verify(); err != nil {
 				t.Fatal(err)
 			}
 			if len(b) > 1_048_588 {
@@ -209,7 +210,7 @@ func TestClearLogAppendTime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := nb.Verify(); err != nil {
+		if _, err := nb.Verify(); err != nil {
 			t.Fatal(err)
 		}
 		if nb.IsLogAppendTime() || nb.Codec() != codec || nb.BaseOffset() != 50 || nb.NumRecords() != 10 || nb.LastOffsetDelta() != 9 {
@@ -225,6 +226,33 @@ func TestClearLogAppendTime(t *testing.T) {
 			if recs[i].key == nil && r.Key != nil {
 				t.Fatalf("null key became non-null")
 			}
+		}
+	}
+}
+
+// crcCombine agrees with computing the CRC over the joined bytes.
+func TestCRCCombine(t *testing.T) {
+	data := make([]byte, 1<<20+17)
+	for i := range data {
+		data[i] = byte(i*7 + i>>9)
+	}
+	for _, cut := range []int{0, 1, 40, 4095, 4096, 1 << 19, len(data) - 1, len(data)} {
+		a, b := data[:cut], data[cut:]
+		whole := crc32.Checksum(data, castagnoli)
+		got := crcCombine(crc32.Checksum(a, castagnoli), crc32.Checksum(b, castagnoli), int64(len(b)))
+		if got != whole {
+			t.Fatalf("cut %d: combined %08x, whole %08x", cut, got, whole)
+		}
+	}
+}
+
+// Verify catches a change anywhere in the CRC-covered part, header or records.
+func TestVerifyCoversHeaderAndRecords(t *testing.T) {
+	for _, at := range []int{offAttributes, offMaxTimestamp + 3, offProducerID, offRecordCount - 1, HeaderSize, HeaderSize + 20} {
+		b := makeBatch(t, CodecNone, 0, 5000, sampleRecords(4))
+		b[at] ^= 0x10
+		if _, err := b.Verify(); err == nil {
+			t.Fatalf("change at byte %d not detected", at)
 		}
 	}
 }

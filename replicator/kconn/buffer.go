@@ -57,6 +57,11 @@ type BufferPool struct {
 	free      [][]byte // sorted by capacity
 	freeBytes int
 	maxBytes  int
+	// uniform, if set, is the size of every buffer asked for more than
+	// 1 MiB (or the size asked, if larger), and any such buffer serves any
+	// such request: for buffers that are given back at once, like fetch
+	// responses whose batches are copied out, one size fits all.
+	uniform int
 
 	outstanding atomic.Int64 // buffers handed out and not yet released
 }
@@ -67,6 +72,14 @@ func (p *BufferPool) Outstanding() int64 { return p.outstanding.Load() }
 
 // NewBufferPool returns a pool retaining at most maxBytes of free buffers.
 func NewBufferPool(maxBytes int) *BufferPool { return &BufferPool{maxBytes: maxBytes} }
+
+// NewUniformBufferPool is NewBufferPool where every request over 1 MiB gets
+// a buffer of at least uniform bytes.
+func NewUniformBufferPool(maxBytes, uniform int) *BufferPool {
+	return &BufferPool{maxBytes: maxBytes, uniform: uniform}
+}
+
+const uniformFrom = 1 << 20
 
 const minPooledSize = 64 << 10
 
@@ -87,7 +100,8 @@ func sizeClass(n int) int {
 func (p *BufferPool) get(n int) []byte {
 	p.mu.Lock()
 	i := sort.Search(len(p.free), func(i int) bool { return cap(p.free[i]) >= n })
-	if i < len(p.free) && cap(p.free[i]) <= 2*max(n, minPooledSize) {
+	uniform := p.uniform > 0 && n > uniformFrom
+	if i < len(p.free) && (uniform || cap(p.free[i]) <= 2*max(n, minPooledSize)) {
 		b := p.free[i]
 		p.free = append(p.free[:i], p.free[i+1:]...)
 		p.freeBytes -= cap(b)
@@ -95,6 +109,9 @@ func (p *BufferPool) get(n int) []byte {
 		return b[:n]
 	}
 	p.mu.Unlock()
+	if uniform {
+		return make([]byte, n, max(n, p.uniform))
+	}
 	return make([]byte, n, sizeClass(n))
 }
 

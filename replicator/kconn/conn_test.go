@@ -69,7 +69,7 @@ func TestPipelinedProduceKeepsOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bs[0].Rewrite(batch.Producer{ID: pid.ProducerID, Epoch: pid.ProducerEpoch, Sequence: seq}, 0)
+		bs[0].Rewrite(batch.Producer{ID: pid.ProducerID, Epoch: pid.ProducerEpoch, Sequence: seq}, 0, bs[0].RecordsCRC())
 		seq += 3
 		i := i
 		conn.Send(produceReq(t, conn, "t", bs[0]), 0, func(resp kmsg.Response, err error) {

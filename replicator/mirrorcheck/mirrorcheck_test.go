@@ -65,7 +65,7 @@ func TestLastVisibleSkipsMarkersAndAborts(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.SetBaseOffset(base)
-		b.Rewrite(batch.Producer{ID: pid, Epoch: 0, Sequence: 0}, 0)
+		b.Rewrite(batch.Producer{ID: pid, Epoch: 0, Sequence: 0}, 0, b.RecordsCRC())
 		b.SetBaseOffset(base)
 		return b
 	}
@@ -79,7 +79,7 @@ func TestLastVisibleSkipsMarkersAndAborts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Rewrite(batch.Producer{ID: pid}, 0)
+		b.Rewrite(batch.Producer{ID: pid}, 0, b.RecordsCRC())
 		b.SetBaseOffset(base)
 		return b
 	}

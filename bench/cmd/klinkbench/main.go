@@ -17,9 +17,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -41,6 +44,10 @@ const topic = "bench"
 var cpuProfile string
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "relay" {
+		relay(os.Args[2])
+		return
+	}
 	size := flag.String("size", "1GiB", "data set size in batch bytes (e.g. 256MiB, 1GiB)")
 	partitions := flag.Int("partitions", 16, "partitions")
 	batchBytes := flag.Int("batch-bytes", 1<<20, "target size of one zstd batch")
@@ -170,6 +177,12 @@ func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, wri
 		br.bytes, br.records = dataBytes, records
 		results = append(results, br)
 	}
+	fmt.Println("measuring the floor: a process that only relays the same bytes over TCP...")
+	fr, err := measureFloor(ctx, dataBytes)
+	if err != nil {
+		return err
+	}
+	results = append(results, fr)
 	report := formatResults(results, dataBytes, records, batches, partitions)
 	fmt.Println()
 	fmt.Print(report)
@@ -518,8 +531,22 @@ func formatResults(rs []result, bytes, records int64, batches, partitions int) s
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %s | %.1f s | %.0f MiB/s | %.2f (%.2f) | %.3f | %d MiB |\n", r.name, r.wall.Seconds(), float64(r.bytes)/(1<<20)/r.wall.Seconds(), r.cpu.Seconds(), r.sys.Seconds(), r.cpu.Seconds()/r.gib(), r.maxRSS>>20)
 	}
-	if len(rs) == 2 && rs[0].cpu > 0 {
-		fmt.Fprintf(&b, "\nBaseline / klink: %.1f× the CPU per GiB, %.1f× the wall time.\n", rs[1].cpu.Seconds()/rs[0].cpu.Seconds(), rs[1].wall.Seconds()/rs[0].wall.Seconds())
+	var klink, baseline, floor *result
+	for i := range rs {
+		switch {
+		case strings.HasPrefix(rs[i].name, "klink"):
+			klink = &rs[i]
+		case strings.HasPrefix(rs[i].name, "baseline"):
+			baseline = &rs[i]
+		case strings.HasPrefix(rs[i].name, "floor"):
+			floor = &rs[i]
+		}
+	}
+	if klink != nil && baseline != nil {
+		fmt.Fprintf(&b, "\nBaseline / klink: %.1f× the CPU per GiB, %.1f× the wall time.\n", baseline.cpu.Seconds()/klink.cpu.Seconds(), baseline.wall.Seconds()/klink.wall.Seconds())
+	}
+	if klink != nil && floor != nil {
+		fmt.Fprintf(&b, "klink / floor: %.1f× the CPU per GiB of only moving the bytes through a process.\n", klink.cpu.Seconds()/floor.cpu.Seconds())
 	}
 	return b.String()
 }
@@ -541,4 +568,98 @@ func writeResults(path, report string) error {
 		s = s[:i] + block + s[j+len(end):]
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// measureFloor runs a relay process that reads n bytes from one loopback
+// TCP connection and writes them to another, and returns its CPU time: the
+// least any replicator that moves the data through a process pays here.
+func measureFloor(ctx context.Context, n int64) (result, error) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return result{}, err
+	}
+	defer sink.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	cmd := exec.Command(self, "relay", sink.Addr().String())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return result{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	var addr string
+	if _, err := fmt.Fscanln(out, &addr); err != nil {
+		return result{}, fmt.Errorf("relay address: %w", err)
+	}
+	received := make(chan error, 1)
+	go func() {
+		c, err := sink.Accept()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer c.Close()
+		m, err := io.CopyBuffer(io.Discard, c, make([]byte, 1<<20))
+		if err == nil && m != n {
+			err = fmt.Errorf("floor relay delivered %d of %d bytes", m, n)
+		}
+		received <- err
+	}()
+	start := time.Now()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return result{}, err
+	}
+	buf := make([]byte, 1<<20)
+	for sent := int64(0); sent < n; {
+		k := min(int64(len(buf)), n-sent)
+		if _, err := c.Write(buf[:k]); err != nil {
+			c.Close()
+			return result{}, err
+		}
+		sent += k
+	}
+	c.Close()
+	if err := <-received; err != nil {
+		return result{}, err
+	}
+	wall := time.Since(start)
+	cpu, sys, rss, err := procStats(cmd.Process.Pid)
+	if err != nil {
+		return result{}, err
+	}
+	return result{name: "floor: TCP relay of the same bytes, no Kafka", wall: wall, cpu: cpu, sys: sys, maxRSS: rss, bytes: n}, nil
+}
+
+// relay is the floor process: accept one connection, copy it to addr, then
+// wait to be measured and stopped.
+func relay(addr string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	fmt.Println(ln.Addr().String())
+	in, err := ln.Accept()
+	if err != nil {
+		fail(err)
+	}
+	outc, err := net.Dial("tcp", addr)
+	if err != nil {
+		fail(err)
+	}
+	if _, err := io.CopyBuffer(struct{ io.Writer }{outc}, struct{ io.Reader }{in}, make([]byte, 1<<20)); err != nil {
+		fail(err)
+	}
+	outc.Close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	<-sigs
 }
