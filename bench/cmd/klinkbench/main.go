@@ -151,11 +151,13 @@ func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, wri
 	}
 	kr.bytes, kr.records = dataBytes, records
 	results = append(results, kr)
+	var verified string
 	if verify {
 		fmt.Println("verifying the klink mirror record by record...")
-		if err := verifyMirror(ctx, src, dst, partitions, records); err != nil {
+		if verified, err = verifyMirror(ctx, src, dst, partitions, records); err != nil {
 			return err
 		}
+		fmt.Println(verified)
 	}
 	dst.Close()
 
@@ -184,6 +186,9 @@ func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, wri
 	}
 	results = append(results, fr)
 	report := formatResults(results, dataBytes, records, batches, partitions)
+	if verified != "" {
+		report += "klink's mirror checked afterwards: " + verified + ".\n"
+	}
 	fmt.Println()
 	fmt.Print(report)
 	if write != "" {
@@ -472,44 +477,43 @@ func endOffsets(ctx context.Context, c *kfake.Cluster, topic string) (map[int32]
 // verifyMirror compares the klink mirror with the source, one partition at
 // a time (to bound memory): records (offset, key, value, headers,
 // timestamp) and batches (byte-identical records sections).
-func verifyMirror(ctx context.Context, src, dst *kfake.Cluster, partitions int, records int64) error {
+func verifyMirror(ctx context.Context, src, dst *kfake.Cluster, partitions int, records int64) (string, error) {
 	var matched, identical int
 	for p := int32(0); p < int32(partitions); p++ {
 		s, err := mirrorcheck.ReadPartition(ctx, src.ListenAddrs(), topic, p, mirrorcheck.ReadUncommitted)
 		if err != nil {
-			return err
+			return "", err
 		}
 		d, err := mirrorcheck.ReadPartition(ctx, dst.ListenAddrs(), topic, p, mirrorcheck.ReadUncommitted)
 		if err != nil {
-			return err
+			return "", err
 		}
 		m, fillers, err := mirrorcheck.Compare(mirrorcheck.Records{p: s}, mirrorcheck.Records{p: d})
 		if err != nil {
-			return fmt.Errorf("klink mirror differs from the source: %w", err)
+			return "", fmt.Errorf("klink mirror differs from the source: %w", err)
 		}
 		if fillers != 0 {
-			return fmt.Errorf("partition %d: %d filler records where the source has none", p, fillers)
+			return "", fmt.Errorf("partition %d: %d filler records where the source has none", p, fillers)
 		}
 		matched += m
 		sb, err := mirrorcheck.ReadBatches(ctx, src.ListenAddrs(), topic, p)
 		if err != nil {
-			return err
+			return "", err
 		}
 		db, err := mirrorcheck.ReadBatches(ctx, dst.ListenAddrs(), topic, p)
 		if err != nil {
-			return err
+			return "", err
 		}
 		n, _, err := mirrorcheck.CompareBatches(sb, db)
 		if err != nil {
-			return fmt.Errorf("partition %d: %w", p, err)
+			return "", fmt.Errorf("partition %d: %w", p, err)
 		}
 		identical += n
 	}
 	if int64(matched) != records {
-		return fmt.Errorf("compared %d records, the data set has %d", matched, records)
+		return "", fmt.Errorf("compared %d records, the data set has %d", matched, records)
 	}
-	fmt.Printf("verified: %d records identical at identical offsets, %d batches byte-identical\n", matched, identical)
-	return nil
+	return fmt.Sprintf("%d records identical at identical offsets (offset, key, value, headers, timestamp), %d batches with byte-identical records sections", matched, identical), nil
 }
 
 func human(b int64) string {
