@@ -3,6 +3,7 @@ package replicator
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -625,5 +627,67 @@ func TestMirrorTransactionalSourceAsPlainData(t *testing.T) {
 	}
 	if matched != 6*5+6*3 || fillers != 6 {
 		t.Fatalf("%d records matched, %d fillers (want 48 and one per marker: 6)", matched, fillers)
+	}
+}
+
+// Appends that fail (refused, or applied but answered with an error) and
+// connections that drop, on both sides, while records flow: the mirror
+// recovers from the destination's log end each time and stays exact.
+func TestMirrorSurvivesFaults(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 3, nil)
+	r, _ := runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"}))
+	cl := newClient(t, src, kgo.ProducerBatchCompression(kgo.GzipCompression()), kgo.ProducerLinger(time.Millisecond))
+	waitFor(t, 20*time.Second, "destination topic", func() bool { return len(endOffsets(t, dst, "t")) == 3 })
+
+	var drops atomic.Int32
+	var dropping atomic.Bool
+	dropping.Store(true)
+	dropEvery := func(c *kfake.Cluster, key kmsg.Key) {
+		c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			if dropping.Load() && drops.Add(1)%7 == 0 {
+				return nil, errors.New("injected connection drop"), true
+			}
+			return nil, nil, false
+		})
+	}
+	faults := []kfake.Fault{
+		{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.RequestTimedOut, Count: 4},              // applied, then answered with an error
+		{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.NotEnoughReplicasAfterAppend, Count: 2}, // applied too
+		{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.NotLeaderForPartition, Count: 4},        // refused
+		{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.OutOfOrderSequenceNumber, Count: 2},     // refused
+	}
+	for i := 0; i < 8; i++ {
+		for _, rec := range testRecords("t", 60, fmt.Sprint("round-", i)) {
+			rec.Partition = -1
+			cl.Produce(context.Background(), rec, nil)
+		}
+		switch i {
+		case 1:
+			dst.Fault(faults...)
+		case 3:
+			src.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: "t", Err: kerr.NotLeaderForPartition, Count: 3})
+			dropEvery(src, kmsg.Fetch)
+		case 5:
+			dropEvery(dst, kmsg.Produce)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := cl.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Let klink go through a few more drops, then stop them so that the
+	// check below reads undisturbed.
+	waitFor(t, 20*time.Second, "more dropped connections", func() bool { return drops.Load() >= 30 })
+	dropping.Store(false)
+	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"t", "t"})
+	s, d := readAll(t, src, "t"), readAll(t, dst, "t")
+	requireSameRecords(t, s, d)
+	if s.Count() != 480 || d.Count() != 480 {
+		t.Fatalf("source %d records, destination %d", s.Count(), d.Count())
+	}
+	if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
+		t.Fatalf("mirror %s: %s", m.State, m.Reason)
 	}
 }
