@@ -288,18 +288,10 @@ func verifyDemo(ctx context.Context, out io.Writer, src, dst []string) error {
 		}
 		identical := 0
 		for p := int32(0); p < 3; p++ {
-			sb, err := mirrorcheck.ReadBatches(ctx, src, t.name, p)
-			if err != nil {
-				return err
-			}
-			db, err := mirrorcheck.ReadBatches(ctx, dst, t.name, p)
-			if err != nil {
-				return err
-			}
-			n, _, err := mirrorcheck.CompareBatches(sb, db)
+			n, _, err := mirrorcheck.ComparePartitionBatches(ctx, src, dst, t.name, t.name, p)
 			if err != nil {
 				failed = true
-				fmt.Fprintf(out, "%-9s MISMATCH in partition %d: %v\n", t.name, p, err)
+				fmt.Fprintf(out, "%-9s MISMATCH: %v\n", t.name, err)
 			}
 			identical += n
 		}

@@ -397,3 +397,21 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 	}
 	return identical, rebuilt, nil
 }
+
+// ComparePartitionBatches reads one partition's batches on both sides and
+// compares them (see CompareBatches).
+func ComparePartitionBatches(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, dstTopic string, p int32) (identical, rebuilt int, err error) {
+	sb, err := ReadBatches(ctx, srcSeeds, srcTopic, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	db, err := ReadBatches(ctx, dstSeeds, dstTopic, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	identical, rebuilt, err = CompareBatches(sb, db)
+	if err != nil {
+		return identical, rebuilt, fmt.Errorf("%s[%d]: %w", dstTopic, p, err)
+	}
+	return identical, rebuilt, nil
+}
