@@ -159,12 +159,21 @@ func (f *fetchers) remove(c *cursor) {
 	c.leader = -1
 	f.buffered.Add(-c.buffered)
 	c.buffered = 0
-	if c.inbox != nil {
-		c.inbox.releaseFrom(0)
-		c.inbox = nil
-	}
+	f.dropInbox(c)
 	c.mu.Unlock()
 	f.mu.Unlock()
+}
+
+// dropInbox forgets an undelivered result: its buffer references and the
+// bytes it counted against the fetch limits. c.mu must be held.
+func (f *fetchers) dropInbox(c *cursor) {
+	if c.inbox == nil {
+		return
+	}
+	c.inbox.releaseFrom(0)
+	c.buffered -= c.inbox.bytes
+	f.buffered.Add(-c.inbox.bytes)
+	c.inbox = nil
 }
 
 func (f *fetchers) requestRefresh() {
@@ -288,6 +297,12 @@ func (f *fetchers) assignLeaders() {
 	}
 }
 
+// tp names a topic partition.
+type tp struct {
+	topic string
+	p     int32
+}
+
 // fetchPart is a cursor as it was when a fetch was built.
 type fetchPart struct {
 	c      *cursor
@@ -302,13 +317,19 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) 
 	linkFull := f.buffered.Load() >= maxLinkBuffered
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// Two mirrors of one source topic have a cursor each on the same
+	// source partition; a fetch names a partition once, so that each
+	// answer belongs to exactly one cursor.
+	seen := map[tp]bool{}
 	for c := range f.byBroker[b.id] {
 		c.mu.Lock()
+		key := tp{c.topic, c.partition}
 		switch {
 		case !c.active || now.Before(c.notUntil):
-		case c.inbox != nil || c.buffered >= maxPartitionBuffered || linkFull:
+		case c.inbox != nil || c.buffered >= maxPartitionBuffered || linkFull || seen[key]:
 			leftOut = true
 		default:
+			seen[key] = true
 			parts = append(parts, fetchPart{c: c, offset: c.offset, gen: c.gen})
 		}
 		c.mu.Unlock()
@@ -433,14 +454,10 @@ func (f *fetchers) closeConns() {
 
 // handleFetch hands each partition its part of a fetch response.
 func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
-	type key struct {
-		topic string
-		p     int32
-	}
-	byKey := make(map[key]fetchPart, len(parts))
+	byKey := make(map[tp]fetchPart, len(parts))
 	byID := make(map[[16]byte]string)
 	for _, fp := range parts {
-		byKey[key{fp.c.topic, fp.c.partition}] = fp
+		byKey[tp{fp.c.topic, fp.c.partition}] = fp
 		byID[fp.c.topicID] = fp.c.topic
 	}
 	refresh := false
@@ -450,7 +467,7 @@ func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
 			topic = byID[t.TopicID]
 		}
 		for _, rp := range t.Partitions {
-			fp, ok := byKey[key{topic, rp.Partition}]
+			fp, ok := byKey[tp{topic, rp.Partition}]
 			if !ok {
 				continue
 			}
@@ -523,7 +540,10 @@ func (f *fetchers) copyOut(records []byte) ([]batch.Batch, *kconn.Buffer, error)
 func (f *fetchers) deliver(fp fetchPart, res *fetchResult) {
 	c := fp.c
 	c.mu.Lock()
-	if c.gen != fp.gen || !c.active {
+	// A reset since the fetch was built makes the result stale; a full
+	// inbox means another broker's fetch (the cursor moved leaders while
+	// a long poll was open) answered first.
+	if c.gen != fp.gen || !c.active || c.inbox != nil {
 		c.mu.Unlock()
 		res.releaseFrom(0)
 		return
@@ -583,18 +603,16 @@ func (f *fetchers) release(c *cursor, n int64) {
 }
 
 // reset points the cursor at offset and drops anything fetched before; the
-// partition calls it on start and whenever it must re-read the source.
-// Bytes still held are the partition's to release.
-func (f *fetchers) reset(c *cursor, offset int64, active bool) {
+// partition calls it on start and whenever it must re-read the source. The
+// next fetch waits delay (a backoff after an error). Bytes the partition
+// still holds are its to release.
+func (f *fetchers) reset(c *cursor, offset int64, active bool, delay time.Duration) {
 	c.mu.Lock()
 	c.gen++
 	c.offset = offset
-	if c.inbox != nil {
-		c.inbox.releaseFrom(0)
-		c.inbox = nil
-	}
+	f.dropInbox(c)
 	c.active = active
-	c.notUntil = time.Time{}
+	c.notUntil = time.Now().Add(delay)
 	c.mu.Unlock()
 	if active {
 		f.wakeCursor(c)
@@ -602,13 +620,13 @@ func (f *fetchers) reset(c *cursor, offset int64, active bool) {
 }
 
 // isLeaderError reports fetch errors that mean "ask someone else", cured by
-// fresh metadata.
+// fresh metadata. UNKNOWN_TOPIC_ID and INCONSISTENT_TOPIC_ID are not: the
+// topic was deleted or recreated, which the partition must decide about.
 func isLeaderError(err error) bool {
 	for _, e := range []error{
 		kerr.NotLeaderForPartition, kerr.LeaderNotAvailable, kerr.UnknownLeaderEpoch,
-		kerr.FencedLeaderEpoch, kerr.UnknownTopicOrPartition, kerr.UnknownTopicID,
-		kerr.InconsistentTopicID, kerr.KafkaStorageError, kerr.ReplicaNotAvailable,
-		kerr.OffsetNotAvailable, kerr.NotCoordinator,
+		kerr.FencedLeaderEpoch, kerr.UnknownTopicOrPartition, kerr.KafkaStorageError,
+		kerr.ReplicaNotAvailable, kerr.OffsetNotAvailable, kerr.NotCoordinator,
 	} {
 		if errors.Is(err, e) {
 			return true

@@ -266,6 +266,24 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 	return rec, nil
 }
 
+// checkSourceIdentity looks at the source topic after a fetch said its ID
+// is unknown or inconsistent: deleted (an error to retry on), recreated (the
+// mirror fails: the new topic's offsets are not the ones mirrored), or the
+// same topic (a passing metadata lag).
+func (m *mirror) checkSourceIdentity(ctx context.Context) error {
+	sm, err := m.link.src.topic(ctx, m.sourceTopic)
+	if errors.Is(err, errTopicNotFound) {
+		return fmt.Errorf("source topic %s no longer exists", m.sourceTopic)
+	}
+	if err != nil {
+		return err
+	}
+	if sm.id != m.sourceTopicID && m.sourceTopicID != ([16]byte{}) {
+		return fatalf("source topic %s was deleted and recreated (topic ID %s, mirrored from %s): its offsets are not the ones mirrored", m.sourceTopic, topicIDString(sm.id), topicIDString(m.sourceTopicID))
+	}
+	return nil
+}
+
 // checkOwnership refuses to write into a destination topic klink did not
 // create.
 func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm topicMeta, srcPartitions int) error {

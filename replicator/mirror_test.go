@@ -690,4 +690,85 @@ func TestMirrorSurvivesFaults(t *testing.T) {
 	if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
 		t.Fatalf("mirror %s: %s", m.State, m.Reason)
 	}
+	// Caught up and idle: nothing fetched is still counted against the
+	// fetch limits (dropped results and failed appends gave theirs back).
+	f := r.links[0].fetchers
+	waitFor(t, 5*time.Second, "fetch accounting back to zero", func() bool { return f.buffered.Load() == 0 })
+}
+
+// Two mirrors of one source topic in one link each get every record, at the
+// source offsets, and no fillers.
+func TestMirrorTwoMirrorsOfOneSourceTopic(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 1, nil)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 300, 10, "1")
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "a", SourceTopicName: "t"})
+	_, stop := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "a"})
+	stop()
+	// The second mirror starts from 0 while the first one is at 300: the
+	// two cursors on one source partition fetch different offsets.
+	cfg.Links[0].MirrorTopics = append(cfg.Links[0].MirrorTopics, config.MirrorTopic{Name: "b", SourceTopicName: "t"})
+	runReplicator(t, cfg)
+	for i := 0; i < 10; i++ {
+		produceRounds(t, cl, "t", 0, 30, 10, fmt.Sprint("2-", i))
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"t", "a"}, [2]string{"t", "b"})
+	s := readAll(t, src, "t")
+	for _, name := range []string{"a", "b"} {
+		matched, fillers, err := mirrorcheck.Compare(s, readAll(t, dst, name))
+		if err != nil || fillers != 0 || matched != 600 {
+			t.Fatalf("mirror %s: %d matched, %d fillers: %v", name, matched, fillers, err)
+		}
+	}
+}
+
+// The source log start moves inside a batch beyond the mirror's end while
+// klink is down (DeleteRecords, as Kafka Streams does on repartition
+// topics): the offsets before the batch are filled and the batch is copied
+// whole.
+func TestMirrorSourceLogStartInsideBatchWhileBehind(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 1, nil)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 100, 10, "1")
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"})
+	_, stop := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	stop()
+	produceRounds(t, cl, "t", 0, 100, 10, "2")
+	deleteRecords(t, src, "t", map[int32]int64{0: 155}) // inside batch 150..159
+	r, _ := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	requireSameRecords(t, readAll(t, src, "t"), trimBelow(readAll(t, dst, "t"), map[int32]int64{0: 155}))
+	if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" || m.Partitions[0].FilledOffsets != 50 {
+		t.Fatalf("mirror %s (%s), filled %d offsets (want 100..149)", m.State, m.Reason, m.Partitions[0].FilledOffsets)
+	}
+}
+
+// A source topic deleted and recreated under the same name has other
+// offsets: the mirror fails instead of mixing them in.
+func TestMirrorSourceTopicRecreatedFails(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "t", 1, nil)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceRounds(t, cl, "t", 0, 100, 10, "1")
+	r, _ := runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "t"}))
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"t", "t"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(newClient(t, src)).DeleteTopics(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	createTopic(t, src, "t", 1, nil)
+	produceRounds(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "t", 0, 300, 10, "2")
+	waitFor(t, 30*time.Second, "mirror FAILED", func() bool {
+		m := r.Status().Links[0].Mirrors[0]
+		return m.State == "FAILED" && strings.Contains(m.Reason, "recreated")
+	})
+	if e := endOffsets(t, dst, "t")[0]; e != 100 {
+		t.Fatalf("destination end %d: records of the new topic were mixed in", e)
+	}
 }

@@ -31,14 +31,16 @@ type partition struct {
 	sp  *sinkPart
 
 	// Owned by the goroutine.
-	producer    batch.Producer
-	hasProducer bool
-	next        int64        // destination offset the next append lands on
-	acked       int64        // everything below is confirmed in the destination
-	pending     []*appendReq // queued or in flight, in order
-	held        int64        // fetched bytes held by pending appends and not yet released
-	logStartDue int64        // DeleteRecords target once acked reaches it; -1 none
-	startOffset int64
+	producer     batch.Producer
+	hasProducer  bool
+	next         int64        // destination offset the next append lands on
+	acked        int64        // everything below is confirmed in the destination
+	pending      []*appendReq // queued or in flight, in order
+	held         int64        // fetched bytes held by pending appends and not yet released
+	logStartDue  int64        // DeleteRecords target once acked reaches it; -1 none
+	startOffset  int64
+	retry        *backoff // between restarts; reset once appends succeed again
+	lastFetchErr string   // the last fetch error logged, so repeats are not
 
 	// Read by status.
 	destStart     atomic.Int64
@@ -95,7 +97,7 @@ func (p *partition) lastError() string {
 func (p *partition) run(ctx context.Context, started func()) {
 	defer p.m.link.fetchers.remove(p.cur)
 	defer p.sp.detach()
-	retry := newBackoff(200*time.Millisecond, 30*time.Second)
+	p.retry = newBackoff(200*time.Millisecond, 30*time.Second)
 	first := true
 	for ctx.Err() == nil {
 		err := p.start(ctx)
@@ -115,13 +117,11 @@ func (p *partition) run(ctx context.Context, started func()) {
 			return
 		case err != nil:
 			p.setErr(err)
-			d := retry.next()
+			d := p.retry.next()
 			p.log.Info("partition restarting", zap.Error(err), zap.Duration("backoff", d))
 			if !sleepCtx(ctx, d) {
 				return
 			}
-		default:
-			retry.reset()
 		}
 	}
 }
@@ -130,6 +130,11 @@ func (p *partition) run(ctx context.Context, started func()) {
 // agrees with the source, prepares the producer, and aligns a new partition
 // with its start offset.
 func (p *partition) start(ctx context.Context) error {
+	// The source must still be the topic the mirror was set up from:
+	// comparing against a recreated one would blame the destination.
+	if err := p.m.checkSourceIdentity(ctx); err != nil {
+		return err
+	}
 	dst := p.m.link.dst
 	topic := p.m.name
 	leader, err := dst.leader(ctx, topic, p.id)
@@ -172,7 +177,7 @@ func (p *partition) start(ctx context.Context) error {
 	if p.next < p.startOffset {
 		// Bring the destination up to the start offset with fillers, so
 		// that the first mirrored record lands on its source offset.
-		target, err := p.alignmentTarget(ctx)
+		target, err := p.batchStart(ctx, p.startOffset)
 		if err != nil {
 			return err
 		}
@@ -180,7 +185,7 @@ func (p *partition) start(ctx context.Context) error {
 			return err
 		}
 	}
-	p.m.link.fetchers.reset(p.cur, fetchFrom, true)
+	p.m.link.fetchers.reset(p.cur, fetchFrom, true, 0)
 	p.m.link.fetchers.add(p.cur)
 	if p.logStartDue >= 0 && p.acked >= p.logStartDue {
 		p.moveLogStart(ctx)
@@ -189,21 +194,22 @@ func (p *partition) start(ctx context.Context) error {
 	return nil
 }
 
-// alignmentTarget is where fillers must stop for a new partition: the start
-// offset, or the base of the source batch that holds it (a log start set by
-// DeleteRecords can fall inside a batch, and batches are copied whole).
-func (p *partition) alignmentTarget(ctx context.Context) (int64, error) {
-	f, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, p.startOffset, 1, 0)
+// batchStart is where fillers must stop to bring the destination up to
+// offset: offset itself, or the base of the source batch that holds it (a
+// log start set by DeleteRecords can fall inside a batch, and batches are
+// copied whole), but never below p.next.
+func (p *partition) batchStart(ctx context.Context, offset int64) (int64, error) {
+	f, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, offset, 1, 0)
 	if errors.Is(err, kerr.OffsetOutOfRange) {
-		return p.startOffset, nil // retention passed it; the gap is filled when fetching
+		return offset, nil // retention passed it; the gap is filled when fetching
 	}
 	if err != nil {
 		return 0, err
 	}
-	if len(f.batches) > 0 && f.batches[0].BaseOffset() < p.startOffset {
+	if len(f.batches) > 0 && f.batches[0].BaseOffset() < offset {
 		return max(f.batches[0].BaseOffset(), p.next), nil
 	}
-	return p.startOffset, nil
+	return offset, nil
 }
 
 // newProducerEpoch gives the partition a fresh producer epoch, so that any
@@ -241,13 +247,13 @@ func (p *partition) loop(ctx context.Context) error {
 				continue
 			}
 			if err := p.handleFetch(ctx, res); err != nil {
-				p.drain(produceTimeout)
+				p.drain(drainLimit)
 				return err
 			}
 		case r := <-p.sp.results:
 			p.sp.taken()
 			if err := p.handleResult(ctx, r); err != nil {
-				p.drain(produceTimeout)
+				p.drain(drainLimit)
 				return err
 			}
 		}
@@ -255,13 +261,27 @@ func (p *partition) loop(ctx context.Context) error {
 }
 
 // shutdownGrace bounds how long appends in flight may take to finish when
-// klink stops.
-const shutdownGrace = 10 * time.Second
+// klink stops; drainLimit, how long a partition waits for them after an
+// error (longer than a produce request may take, so it never gives up on an
+// append that can still land).
+const (
+	shutdownGrace = 10 * time.Second
+	drainLimit    = produceRequestTimeout + 5*time.Second
+)
 
 // handleFetch turns fetched batches into appends.
 func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 	if res.err != nil {
 		return p.handleFetchError(ctx, res)
+	}
+	if res.fetchOffset != p.next && len(res.batches) > 0 && res.batches[0].BaseOffset() > p.next {
+		// Only a fetch from p.next shows that the offsets before its
+		// first batch are empty at the source; anything else is stale.
+		p.log.Warn("dropping a fetch result that does not start at the destination end", zap.Int64("fetchOffset", res.fetchOffset), zap.Int64("next", p.next))
+		p.release(res.bytes)
+		res.releaseFrom(0)
+		p.m.link.fetchers.reset(p.cur, p.next, true, 0)
+		return nil
 	}
 	var appends []*appendReq
 	// fail queues what was prepared before the bad batch (drain takes it
@@ -432,27 +452,50 @@ func (p *partition) release(n int64) {
 
 // handleResult checks one append's answer.
 func (p *partition) handleResult(ctx context.Context, r appendResult) error {
-	if len(p.pending) == 0 || p.pending[0] != r.a {
-		return fmt.Errorf("internal: produce answer out of order for %s[%d]", p.m.name, p.id)
+	if !p.takePending(r.a) {
+		return fmt.Errorf("internal: produce answer for an append not pending on %s[%d]", p.m.name, p.id)
 	}
-	p.pending = p.pending[1:]
-	p.settle(r.a)
 	if r.err != nil {
 		return p.appendError(r)
+	}
+	if first := len(p.pending) > 0 && p.pending[0].base < r.a.base; first {
+		// Errors can overtake the answers of earlier appends (a dead
+		// connection fails them in whichever order); a success never
+		// overtakes anything.
+		return fmt.Errorf("internal: produce answer out of order on %s[%d]", p.m.name, p.id)
 	}
 	if r.base != r.a.base {
 		return fatalf("destination %s[%d] put the batch for source offset %d at offset %d: something else writes into the mirror topic, or the destination lost data; klink stopped writing", p.m.name, p.id, r.a.base, r.base)
 	}
-	p.acked = r.a.next
-	p.destEnd.Store(p.acked)
-	if !r.a.filler {
-		p.records.Add(r.a.records)
-		p.bytes.Add(int64(len(r.a.b)))
-	}
+	p.ack(r.a)
+	p.retry.reset()
 	if p.logStartDue >= 0 && p.acked >= p.logStartDue {
 		p.moveLogStart(ctx)
 	}
 	return nil
+}
+
+// takePending removes an answered append from pending (usually its head)
+// and settles it; false if it is not pending.
+func (p *partition) takePending(a *appendReq) bool {
+	for i, x := range p.pending {
+		if x == a {
+			p.pending = append(p.pending[:i], p.pending[i+1:]...)
+			p.settle(a)
+			return true
+		}
+	}
+	return false
+}
+
+// ack records an append the destination confirmed at its source offset.
+func (p *partition) ack(a *appendReq) {
+	p.acked = a.next
+	p.destEnd.Store(p.acked)
+	if !a.filler {
+		p.records.Add(a.records)
+		p.bytes.Add(int64(len(a.b)))
+	}
 }
 
 // appendError decides what a refused or failed append means.
@@ -470,7 +513,8 @@ func (p *partition) appendError(r appendResult) error {
 
 // drain stops sending and waits (bounded) for the answers of appends in
 // flight, so that the next start sees a quiet destination partition. Good
-// answers still count.
+// answers still count, in order; after the first failure nothing later is
+// counted as acknowledged (the next start re-reads the destination).
 func (p *partition) drain(limit time.Duration) {
 	for _, a := range p.sp.stop() {
 		p.pending = p.pending[:len(p.pending)-1]
@@ -478,36 +522,32 @@ func (p *partition) drain(limit time.Duration) {
 	}
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
+	failed := false
 	for len(p.pending) > 0 {
 		select {
 		case r := <-p.sp.results:
 			p.sp.taken()
-			if r.a != p.pending[0] {
-				p.log.Error("produce answer out of order while draining")
-				return
+			inOrder := p.pending[0] == r.a
+			if !p.takePending(r.a) {
+				continue
 			}
-			p.pending = p.pending[1:]
-			p.settle(r.a)
-			if r.err == nil && r.base == r.a.base {
-				p.acked = r.a.next
-				p.destEnd.Store(p.acked)
-				if !r.a.filler {
-					p.records.Add(r.a.records)
-					p.bytes.Add(int64(len(r.a.b)))
-				}
+			if r.err != nil || r.base != r.a.base || !inOrder {
+				failed = true
+			}
+			if !failed {
+				p.ack(r.a)
 			}
 		case <-deadline.C:
 			// Their buffers stay referenced: the sink may still be
 			// writing them.
 			p.log.Warn("appends still unanswered after drain limit", zap.Int("appends", len(p.pending)))
 			p.pending = nil
-			return
 		}
 	}
 	// Anything fetched but never appended is fetched again from acked.
 	p.release(p.held)
 	p.held = 0
-	p.m.link.fetchers.reset(p.cur, p.acked, false)
+	p.m.link.fetchers.reset(p.cur, p.acked, false, 0)
 }
 
 // moveLogStart makes the destination's log start the source's start offset
@@ -534,14 +574,27 @@ func (p *partition) moveLogStart(ctx context.Context) {
 
 // handleFetchError acts on a partition-level fetch error.
 func (p *partition) handleFetchError(ctx context.Context, res *fetchResult) error {
-	if !errors.Is(res.err, kerr.OffsetOutOfRange) {
-		p.log.Warn("fetch error", zap.Int64("offset", res.fetchOffset), zap.Error(res.err))
-		if errors.Is(res.err, batch.ErrOldFormat) {
-			return fatalf("source %s[%d]: %v; klink mirrors v2 record batches (Kafka 0.11+) only", p.m.sourceTopic, p.id, res.err)
+	switch {
+	case errors.Is(res.err, batch.ErrOldFormat):
+		return fatalf("source %s[%d]: %v; klink mirrors v2 record batches (Kafka 0.11+) only", p.m.sourceTopic, p.id, res.err)
+	case errors.Is(res.err, kerr.UnknownTopicID), errors.Is(res.err, kerr.InconsistentTopicID):
+		if err := p.m.checkSourceIdentity(ctx); err != nil {
+			return err
 		}
-		p.m.link.fetchers.reset(p.cur, p.next, true)
-		return nil
+	case errors.Is(res.err, kerr.OffsetOutOfRange):
+		return p.outOfRange(ctx, res.fetchOffset)
 	}
+	if msg := res.err.Error(); msg != p.lastFetchErr {
+		p.lastFetchErr = msg // logged once, not on every retry
+		p.log.Warn("fetch error; retrying", zap.Int64("offset", res.fetchOffset), zap.Error(res.err))
+	}
+	p.m.link.fetchers.reset(p.cur, p.next, true, time.Second)
+	return nil
+}
+
+// outOfRange handles a fetch below the source log start (retention passed
+// klink: fill the gap) or above its end (the source lost data: fail).
+func (p *partition) outOfRange(ctx context.Context, offset int64) error {
 	src := p.m.link.src
 	start, err := src.listOffset(ctx, p.m.sourceTopic, p.id, offsetEarliest)
 	if err != nil {
@@ -552,17 +605,22 @@ func (p *partition) handleFetchError(ctx context.Context, res *fetchResult) erro
 		return err
 	}
 	switch {
-	case res.fetchOffset < start:
+	case offset < start:
 		// Retention removed records before klink copied them: they are
-		// gone at the source too. Fill their offsets and go on.
-		if err := p.fill(start, "source retention passed klink", time.Now().UnixMilli()); err != nil {
+		// gone at the source too. Fill their offsets, up to the batch
+		// that holds the new log start, and go on from there.
+		target, err := p.batchStart(ctx, start)
+		if err != nil {
 			return err
 		}
-		p.m.link.fetchers.reset(p.cur, start, true)
-	case res.fetchOffset > end:
+		if err := p.fill(target, "source retention passed klink", time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		p.m.link.fetchers.reset(p.cur, start, true, 0)
+	case offset > end:
 		return fatalf("destination %s[%d] has offsets up to %d but source %s[%d] ends at %d: the source partition was truncated or recreated", p.m.name, p.id, p.next-1, p.m.sourceTopic, p.id, end)
 	default:
-		p.m.link.fetchers.reset(p.cur, res.fetchOffset, true)
+		p.m.link.fetchers.reset(p.cur, offset, true, 0)
 	}
 	return nil
 }

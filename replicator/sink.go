@@ -26,7 +26,10 @@ const (
 	maxRequestsInFlight  = 5
 	maxRequestBytes      = 16 << 20
 	produceTimeout       = 30 * time.Second
-	maxProduceVersion    = kconn.MaxProduceVersion
+	// produceRequestTimeout is how long klink waits for a Produce answer:
+	// the broker's own timeout plus the way there and back.
+	produceRequestTimeout = produceTimeout + 10*time.Second
+	maxProduceVersion     = kconn.MaxProduceVersion
 )
 
 // appendReq is one batch to append to a destination partition.
@@ -209,6 +212,9 @@ func (k *sink) loop() {
 		case <-k.wake:
 		}
 		for {
+			if k.waitingOnDeadConn() {
+				break // its answers come first; answer() wakes us
+			}
 			conn, err := k.connection()
 			version := int16(maxProduceVersion)
 			if conn != nil {
@@ -228,11 +234,20 @@ func (k *sink) loop() {
 				break
 			}
 			retry.reset()
-			conn.SendProduce(req, produceTimeout+10*time.Second, func(resp *kmsg.ProduceResponse, err error) {
+			conn.SendProduce(req, produceRequestTimeout, func(resp *kmsg.ProduceResponse, err error) {
 				k.answer(sent, resp, err)
 			})
 		}
 	}
+}
+
+// waitingOnDeadConn reports a dead connection with requests still to be
+// answered: a new connection (or a dial error) must not answer later
+// appends before those.
+func (k *sink) waitingOnDeadConn() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.conn != nil && k.conn.Err() != nil && k.inflight > 0
 }
 
 // connection returns a live connection to the broker, dialing if needed.

@@ -256,3 +256,82 @@ func TestVerifyCoversHeaderAndRecords(t *testing.T) {
 		}
 	}
 }
+
+// holey builds a batch whose records sit at the given offset deltas (what
+// the log cleaner leaves), keeping the original lastOffsetDelta.
+func holey(t *testing.T, codec int, deltas []int32, lastDelta int32) (Batch, []rec) {
+	t.Helper()
+	recs := sampleRecords(len(deltas))
+	var raw []byte
+	for i, r := range recs {
+		var hs []RecordHeader
+		for _, h := range r.headers {
+			hs = append(hs, RecordHeader{Key: h.Key, Value: h.Value})
+		}
+		raw = AppendRecord(raw, Record{TimestampDelta: r.tsDelta, OffsetDelta: deltas[i], Key: r.key, Value: r.value, Headers: hs})
+	}
+	b, err := Build(codec, AttrTransactional, lastDelta, 9000, 9999, int32(len(deltas)), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetBaseOffset(100)
+	copy(b[offProducerID:], []byte{0, 0, 0, 0, 0, 0, 0, 42})
+	return b, recs
+}
+
+func TestSplitRuns(t *testing.T) {
+	for _, codec := range []int{CodecNone, CodecGzip, CodecSnappy, CodecLz4, CodecZstd} {
+		deltas := []int32{0, 1, 4, 5, 6, 9}
+		b, recs := holey(t, codec, deltas, 11)
+		if !b.HasHoles() {
+			t.Fatal("HasHoles = false")
+		}
+		runs, err := b.SplitRuns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := [][2]int64{{100, 101}, {104, 106}, {109, 109}}
+		if len(runs) != len(want) {
+			t.Fatalf("codec %d: %d runs", codec, len(runs))
+		}
+		i := 0
+		for ri, r := range runs {
+			if r.BaseOffset() != want[ri][0] || r.LastOffset() != want[ri][1] || r.HasHoles() || r.Codec() != codec || !r.IsTransactional() || r.ProducerID() != 42 {
+				t.Fatalf("codec %d run %d: %d..%d holes=%v codec=%d txn=%v", codec, ri, r.BaseOffset(), r.LastOffset(), r.HasHoles(), r.Codec(), r.IsTransactional())
+			}
+			if _, err := r.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			for j, rr := range readRecords(t, r) {
+				src := recs[i]
+				if int64(rr.OffsetDelta) != int64(j) || rr.TimestampDelta64 != src.tsDelta || !bytes.Equal(rr.Value, src.value) || !bytes.Equal(rr.Key, src.key) || (rr.Key == nil) != (src.key == nil) || len(rr.Headers) != len(src.headers) {
+					t.Fatalf("codec %d run %d record %d = %+v", codec, ri, j, rr)
+				}
+				if r.BaseOffset()+int64(rr.OffsetDelta) != 100+int64(deltas[i]) {
+					t.Fatalf("record %d moved", i)
+				}
+				i++
+			}
+			if r.BaseTimestamp() != 9000 {
+				t.Fatalf("base timestamp %d", r.BaseTimestamp())
+			}
+		}
+	}
+}
+
+func TestControlType(t *testing.T) {
+	for _, typ := range []int16{ControlAbort, ControlCommit} {
+		raw := AppendRecord(nil, Record{Key: []byte{0, 0, 0, byte(typ)}, Value: []byte{0, 0, 0, 0, 0, 0}})
+		b, err := Build(CodecNone, AttrTransactional|AttrControl, 0, 1, 1, 1, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.ControlType()
+		if err != nil || got != typ {
+			t.Fatalf("ControlType = %d, %v; want %d", got, err, typ)
+		}
+	}
+	if _, err := makeBatch(t, CodecNone, 0, 1, sampleRecords(1)).ControlType(); err == nil {
+		t.Fatal("data batch read as a marker")
+	}
+}

@@ -34,25 +34,25 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// maxQueued bounds requests written but not yet answered; Send blocks when
-// it is reached.
-const maxQueued = 1024
-
 // ErrClosed is returned for requests on a connection that has died.
 var ErrClosed = errors.New("connection closed")
 
 // Conn is a pipelined connection. Send may be called from many goroutines;
-// requests are written, and answered, in the order Send was called.
+// requests are written, and answered, in the order Send was called, also
+// when the connection fails (every call then gets the error, in order).
 type Conn struct {
 	addr     string
 	nc       net.Conn
 	opts     Options
 	versions map[int16]int16 // api key -> max version the broker supports
 
-	wmu      sync.Mutex // serialises writes, correlation ids and queue order
+	// mu serialises writes and correlation ids, and guards queue and
+	// drained, so that queue order is write order.
+	mu       sync.Mutex
 	corr     int32
-	queue    chan *call // written, awaiting a response, in write order
-	drained  bool       // guarded by wmu: the reader no longer takes calls
+	queue    []*call       // written, awaiting a response, in write order
+	queued   chan struct{} // capacity 1: tells the reader the queue grew
+	drained  bool          // the connection died and every queued call was answered
 	dead     chan struct{}
 	deadOnce sync.Once
 	err      error // set before dead is closed
@@ -93,11 +93,11 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	c := &Conn{
-		addr:  addr,
-		nc:    nc,
-		opts:  opts,
-		queue: make(chan *call, maxQueued),
-		dead:  make(chan struct{}),
+		addr:   addr,
+		nc:     nc,
+		opts:   opts,
+		queued: make(chan struct{}, 1),
+		dead:   make(chan struct{}),
 	}
 	go c.readLoop()
 	if err := c.loadVersions(ctx); err != nil {
@@ -195,27 +195,35 @@ func (c *Conn) sendCall(cl *call, timeout time.Duration, encode func(corr int32)
 	if timeout <= 0 {
 		timeout = c.opts.Timeout
 	}
-	c.wmu.Lock()
+	c.mu.Lock()
 	if c.drained {
-		c.wmu.Unlock()
-		cl.finish(nil, nil, c.err)
+		// Every earlier call has been answered: answering now keeps
+		// the order.
+		err := c.err
+		c.mu.Unlock()
+		cl.finish(nil, nil, err)
 		return
 	}
 	c.corr++
 	cl.corr = c.corr
 	cl.deadline = time.Now().Add(timeout)
-	bufs := encode(cl.corr)
-	// Queue before the write, so that the reader expects the response.
+	// Queue before the write, so that the reader expects the response;
+	// on a dead connection the reader's drain answers it, after the
+	// calls before it.
+	c.queue = append(c.queue, cl)
 	select {
-	case c.queue <- cl:
-	case <-c.dead:
-		c.wmu.Unlock()
-		cl.finish(nil, nil, c.err)
-		return
+	case c.queued <- struct{}{}:
+	default:
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.opts.Timeout))
-	_, err := bufs.WriteTo(c.nc)
-	c.wmu.Unlock()
+	var err error
+	select {
+	case <-c.dead:
+	default:
+		bufs := encode(cl.corr)
+		c.nc.SetWriteDeadline(time.Now().Add(c.opts.Timeout))
+		_, err = bufs.WriteTo(c.nc)
+	}
+	c.mu.Unlock()
 	if err != nil {
 		c.fail(fmt.Errorf("write to %s: %w", c.addr, err))
 	}
@@ -241,12 +249,20 @@ func (c *Conn) Do(ctx context.Context, req kmsg.Request) (kmsg.Response, error) 
 func (c *Conn) readLoop() {
 	var size [4]byte
 	for {
+		c.mu.Lock()
 		var cl *call
-		select {
-		case cl = <-c.queue:
-		case <-c.dead:
-			c.drain()
-			return
+		if len(c.queue) > 0 {
+			cl = c.queue[0]
+		}
+		c.mu.Unlock()
+		if cl == nil {
+			select {
+			case <-c.queued:
+				continue
+			case <-c.dead:
+				c.drain()
+				return
+			}
 		}
 		c.nc.SetReadDeadline(cl.deadline)
 		resp, buf, err := c.readResponse(cl, size[:])
@@ -255,10 +271,12 @@ func (c *Conn) readLoop() {
 				buf.Release()
 			}
 			c.fail(fmt.Errorf("read from %s: %w", c.addr, err))
-			cl.finish(nil, nil, c.err)
 			c.drain()
 			return
 		}
+		c.mu.Lock()
+		c.queue = c.queue[1:]
+		c.mu.Unlock()
 		cl.finish(resp, buf, nil)
 	}
 }
@@ -293,6 +311,12 @@ func (c *Conn) decode(cl *call, body []byte) (kmsg.Response, error) {
 	body = body[4:]
 	resp := cl.req.ResponseKind()
 	resp.SetVersion(cl.req.GetVersion())
+	// A broker that does not know the ApiVersions version asked answers
+	// in v0 form with UNSUPPORTED_VERSION: decode it as v0 so that the
+	// caller can ask again with v0.
+	if resp.Key() == int16(kmsg.ApiVersions) && len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) == kerr.UnsupportedVersion.Code {
+		resp.SetVersion(0)
+	}
 	// Flexible responses carry a tag section in their header, except
 	// ApiVersions, whose header is always v0.
 	if resp.IsFlexible() && resp.Key() != int16(kmsg.ApiVersions) {
@@ -307,19 +331,17 @@ func (c *Conn) decode(cl *call, body []byte) (kmsg.Response, error) {
 	return resp, nil
 }
 
-// drain fails every call still queued once the connection is dead.
+// drain fails every call still queued once the connection is dead, in
+// order. It holds mu while answering (answers must not block) so that no
+// later call can be answered before an earlier one.
 func (c *Conn) drain() {
-	c.wmu.Lock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.drained = true
-	c.wmu.Unlock()
-	for {
-		select {
-		case cl := <-c.queue:
-			cl.finish(nil, nil, c.err)
-		default:
-			return
-		}
+	for _, cl := range c.queue {
+		cl.finish(nil, nil, c.err)
 	}
+	c.queue = nil
 }
 
 func skipTags(b []byte) ([]byte, error) {

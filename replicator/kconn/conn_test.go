@@ -93,7 +93,7 @@ func TestPipelinedProduceKeepsOrder(t *testing.T) {
 }
 
 // When the connection dies, every request in flight and every later one
-// gets an error exactly once; none hangs.
+// gets an answer exactly once, in the order sent; none hangs.
 func TestDeadConnectionFailsEveryCall(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
 	if err != nil {
@@ -115,6 +115,7 @@ func TestDeadConnectionFailsEveryCall(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	calls := map[int]int{}
+	var order []int
 	for i := 0; i < 20; i++ {
 		wg.Add(1)
 		i := i
@@ -123,6 +124,7 @@ func TestDeadConnectionFailsEveryCall(t *testing.T) {
 		conn.Send(req, 0, func(_ kmsg.Response, err error) {
 			mu.Lock()
 			calls[i]++
+			order = append(order, i)
 			mu.Unlock()
 			wg.Done()
 		})
@@ -140,6 +142,9 @@ func TestDeadConnectionFailsEveryCall(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		if calls[i] != 1 {
 			t.Fatalf("call %d completed %d times", i, calls[i])
+		}
+		if order[i] != i {
+			t.Fatalf("answers out of order: %v", order)
 		}
 	}
 	if !errors.Is(conn.Err(), ErrClosed) {
