@@ -399,7 +399,10 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 		}
 		b.conn = conn
 	}
-	req := newFetchRequest(0, wait, fetchMaxBytes)
+	// read_committed: only batches whose transaction outcome is decided
+	// (below the last stable offset), so that a replayed destination
+	// transaction is open only as long as its replay takes.
+	req := newFetchRequest(1, wait, fetchMaxBytes)
 	version := min(b.conn.MaxVersion(int16(kmsg.Fetch)), req.MaxVersion())
 	b.rotate++
 	byTopic := map[string]int{}

@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/config"
@@ -62,7 +65,7 @@ func (l *Link) Run(ctx context.Context) {
 		return
 	}
 	defer l.src.close()
-	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, l.log); err != nil {
+	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
 		l.setFailed(err)
 		return
 	}
@@ -94,6 +97,17 @@ func (l *Link) Run(ctx context.Context) {
 	l.fetchers.closeConns()
 	l.sinks.stop()
 	l.log.Info("link stopped")
+}
+
+// destinationVersions caps the transactional requests klink replays source
+// transactions with at the versions where the client adds partitions
+// explicitly and a transaction keeps its producer epoch (EndTxn v5 and
+// AddPartitionsToTxn v4 belong to KIP-890's other protocol).
+func destinationVersions() *kversion.Versions {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(int16(kmsg.EndTxn), 4)
+	v.SetMaxKeyVersion(int16(kmsg.AddPartitionsToTxn), 3)
+	return v
 }
 
 // bind checks that the link talks to the clusters it was bound to (and the

@@ -31,13 +31,14 @@ type partition struct {
 	sp  *sinkPart
 
 	// Owned by the goroutine.
-	producer     batch.Producer
-	hasProducer  bool
-	next         int64        // destination offset the next append lands on
-	acked        int64        // everything below is confirmed in the destination
-	pending      []*appendReq // queued or in flight, in order
-	held         int64        // fetched bytes held by pending appends and not yet released
-	logStartDue  int64        // DeleteRecords target once acked reaches it; -1 none
+	idem         *slot           // the idempotent producer, for data outside source transactions
+	slots        []*slot         // transactional producers (see txn.go)
+	bySrc        map[int64]*slot // source producer id -> slot replaying its open transaction
+	next         int64           // destination offset the next append lands on
+	acked        int64           // everything below is confirmed in the destination
+	pending      []*appendReq    // queued or in flight, in order
+	held         int64           // fetched bytes held by pending appends and not yet released
+	logStartDue  int64           // DeleteRecords target once acked reaches it; -1 none
 	startOffset  int64
 	retry        *backoff // between restarts; reset once appends succeed again
 	lastFetchErr string   // the last fetch error logged, so repeats are not
@@ -49,6 +50,8 @@ type partition struct {
 	bytes         atomic.Int64
 	filledRanges  atomic.Int64
 	filledOffsets atomic.Int64
+	rebuilt       atomic.Int64 // source batches decompressed and rebuilt
+	rebuiltBytes  atomic.Int64
 	errMu         sync.Mutex
 	lastErr       string
 }
@@ -152,10 +155,14 @@ func (p *partition) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Transactions klink left open go on where they were.
+	if err := p.recoverTxns(ctx); err != nil {
+		return err
+	}
 	// Everything klink itself wrote below the start offset is filler; above
 	// it, the destination's tail must equal the source at the same offsets.
 	from := end - 1
-	if p.hasProducer && p.acked < end {
+	if p.idem != nil && p.acked < end {
 		from = p.acked // a restart after errors: check all that landed unanswered
 	}
 	if end > 0 && end > p.startOffset {
@@ -181,7 +188,7 @@ func (p *partition) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := p.fill(target, "start alignment", time.Now().UnixMilli()); err != nil {
+		if err := p.fill(ctx, target, "start alignment"); err != nil {
 			return err
 		}
 	}
@@ -212,12 +219,12 @@ func (p *partition) batchStart(ctx context.Context, offset int64) (int64, error)
 	return offset, nil
 }
 
-// newProducerEpoch gives the partition a fresh producer epoch, so that any
+// newProducerEpoch gives the idempotent producer a fresh epoch, so that any
 // append of an earlier epoch still on its way is refused by the broker.
 func (p *partition) newProducerEpoch(ctx context.Context) error {
-	if p.hasProducer && p.producer.Epoch < math.MaxInt16 {
-		p.producer.Epoch++
-		p.producer.Sequence = 0
+	if p.idem != nil && p.idem.producer.Epoch < math.MaxInt16 {
+		p.idem.producer.Epoch++
+		p.idem.producer.Sequence = 0
 		return nil
 	}
 	req := kmsg.NewPtrInitProducerIDRequest()
@@ -229,8 +236,7 @@ func (p *partition) newProducerEpoch(ctx context.Context) error {
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 		return fmt.Errorf("destination InitProducerId: %w", err)
 	}
-	p.producer = batch.Producer{ID: resp.ProducerID, Epoch: resp.ProducerEpoch}
-	p.hasProducer = true
+	p.idem = &slot{producer: batch.Producer{ID: resp.ProducerID, Epoch: resp.ProducerEpoch}, ready: true}
 	return nil
 }
 
@@ -283,46 +289,11 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 		p.m.link.fetchers.reset(p.cur, p.next, true, 0)
 		return nil
 	}
-	var appends []*appendReq
-	// fail queues what was prepared before the bad batch (drain takes it
-	// back) and releases the bytes of the batches not turned into appends.
-	fail := func(i int, err error) error {
-		p.submit(appends)
-		p.release(sumBytes(res.batches[i:]))
-		res.releaseFrom(i)
+	steps, err := p.plan(res)
+	if err != nil {
 		return err
 	}
-	for i, b := range res.batches {
-		// Bytes of the response are released when the append holding
-		// them is acknowledged; batches dropped here release at once.
-		size := int64(len(b))
-		if b.NextOffset() <= p.next {
-			p.release(size)
-			releaseBuf(res.buf)
-			continue // already in the destination
-		}
-		if b.BaseOffset() < p.next {
-			return fail(i, fatalf("source batch at offsets %d..%d of %s[%d] straddles the destination end offset %d: the source log no longer matches what was mirrored", b.BaseOffset(), b.LastOffset(), p.m.sourceTopic, p.id, p.next))
-		}
-		recordsCRC, err := b.Verify()
-		if err != nil {
-			return fail(i, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err))
-		}
-		if b.BaseOffset() > p.next {
-			fs, err := p.fillers(b.BaseOffset(), "source offsets skipped", b.MaxTimestamp())
-			if err != nil {
-				return fail(i, err)
-			}
-			appends = append(appends, fs...)
-		}
-		a, err := p.toAppend(b, size, res.buf, recordsCRC)
-		if err != nil {
-			return fail(i, err)
-		}
-		appends = append(appends, a...)
-	}
-	p.submit(appends)
-	return nil
+	return p.replay(ctx, steps)
 }
 
 func sumBytes(bs []batch.Batch) int64 {
@@ -331,45 +302,6 @@ func sumBytes(bs []batch.Batch) int64 {
 		n += int64(len(b))
 	}
 	return n
-}
-
-// toAppend prepares one source batch (advancing p.next past it). It takes
-// over the batch's reference on buf.
-func (p *partition) toAppend(b batch.Batch, size int64, buf *kconn.Buffer, recordsCRC uint32) ([]*appendReq, error) {
-	base, next := b.BaseOffset(), b.NextOffset()
-	switch {
-	case b.IsControl() || b.NumRecords() == 0:
-		// Transaction markers cannot be produced, nor can the empty
-		// batches compaction leaves: their offsets become fillers.
-		reason := "empty batch"
-		if b.IsControl() {
-			reason = "transaction marker"
-		}
-		fs, err := p.fillers(next, reason, b.MaxTimestamp())
-		if err == nil {
-			p.release(size)
-			releaseBuf(buf)
-		}
-		return fs, err
-	case int64(b.NumRecords()) != b.OffsetSpan():
-		return nil, fatalf("source batch at offsets %d..%d of %s[%d] holds %d records with gaps between them (a compacted batch); mirroring compacted batches is not built yet", base, b.LastOffset(), p.m.sourceTopic, p.id, b.NumRecords())
-	}
-	out := b
-	if b.IsLogAppendTime() {
-		nb, err := b.ClearLogAppendTime()
-		if err != nil {
-			return nil, fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err)
-		}
-		out = nb
-		recordsCRC = nb.RecordsCRC()
-		releaseBuf(buf) // the rebuilt batch is a copy
-		buf = nil
-	}
-	// Until exact transaction mirroring lands, transactional data goes
-	// through as plain data (its markers become fillers above).
-	out.Rewrite(p.takeSequence(int64(out.NumRecords())), batch.AttrTransactional|batch.AttrDeleteHorizon, recordsCRC)
-	p.next = next
-	return []*appendReq{{b: out, base: base, next: next, srcBytes: size, records: int64(b.NumRecords()), buf: buf}}, nil
 }
 
 func releaseBuf(b *kconn.Buffer) {
@@ -386,53 +318,6 @@ func (p *partition) settle(a *appendReq) {
 	p.release(a.srcBytes)
 	releaseBuf(a.buf)
 	a.buf = nil
-}
-
-// takeSequence returns the producer for a batch of n records and advances
-// the sequence.
-func (p *partition) takeSequence(n int64) batch.Producer {
-	pr := p.producer
-	p.producer.Sequence = nextSequence(p.producer.Sequence, n)
-	return pr
-}
-
-// fillers prepares filler batches from p.next up to (not including) to.
-func (p *partition) fillers(to int64, reason string, ts int64) ([]*appendReq, error) {
-	from := p.next
-	bs, err := batch.Fillers(to-from, ts, p.m.maxMessageBytes)
-	if err != nil {
-		return nil, fmt.Errorf("building fillers for %s[%d] %d..%d: %w", p.m.name, p.id, from, to-1, err)
-	}
-	out := make([]*appendReq, 0, len(bs))
-	for _, b := range bs {
-		n := b.OffsetSpan()
-		b.Rewrite(p.takeSequence(n), 0, b.RecordsCRC())
-		out = append(out, &appendReq{b: b, base: p.next, next: p.next + n, filler: true})
-		p.next += n
-	}
-	p.filledRanges.Add(1)
-	p.filledOffsets.Add(to - from)
-	p.m.noteFill(p.id, to-from)
-	fields := []zap.Field{zap.Int64("from", from), zap.Int64("to", to-1), zap.Int64("offsets", to-from), zap.String("reason", reason)}
-	if reason == "transaction marker" {
-		p.log.Debug("filled offsets", fields...)
-	} else {
-		p.log.Info("filled offsets", fields...)
-	}
-	return out, nil
-}
-
-// fill queues fillers up to target at once (start alignment).
-func (p *partition) fill(target int64, reason string, ts int64) error {
-	if target <= p.next {
-		return nil
-	}
-	as, err := p.fillers(target, reason, ts)
-	if err != nil {
-		return err
-	}
-	p.submit(as)
-	return nil
 }
 
 func (p *partition) submit(as []*appendReq) {
@@ -613,7 +498,7 @@ func (p *partition) outOfRange(ctx context.Context, offset int64) error {
 		if err != nil {
 			return err
 		}
-		if err := p.fill(target, "source retention passed klink", time.Now().UnixMilli()); err != nil {
+		if err := p.fill(ctx, target, "source retention passed klink"); err != nil {
 			return err
 		}
 		p.m.link.fetchers.reset(p.cur, start, true, 0)

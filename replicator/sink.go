@@ -44,6 +44,9 @@ type appendReq struct {
 	// buf holds b when b lies in a fetch response; its reference is
 	// released when the append is answered or dropped.
 	buf *kconn.Buffer
+	// txnID is the transactional producer's id (nil: the idempotent
+	// producer). A Produce request carries one producer's batches.
+	txnID *string
 }
 
 // appendResult is the destination's answer for one append.
@@ -308,6 +311,13 @@ func (k *sink) build(version int16) (*kconn.Produce, []sentAppend) {
 		if size > 0 && size+len(a.b) > maxRequestBytes {
 			break
 		}
+		// The first append chooses the request's producer; only batches
+		// of the same producer may join it.
+		if len(sent) == 0 {
+			req.TransactionalID = a.txnID
+		} else if !sameTxnID(a.txnID, req.TransactionalID) {
+			continue
+		}
 		sp.queue = sp.queue[1:]
 		sp.inflight.Add(1)
 		size += len(a.b)
@@ -326,6 +336,10 @@ func (k *sink) build(version int16) (*kconn.Produce, []sentAppend) {
 	}
 	k.inflight++
 	return req, sent
+}
+
+func sameTxnID(a, b *string) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
 }
 
 // answer hands each partition its result. It runs on the connection's

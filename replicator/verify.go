@@ -80,25 +80,72 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 			break
 		}
 	}
-	if s != nil && sameBatch(s, d) {
+	if s != nil && s.HasHoles() && !d.IsControl() {
+		// klink rebuilt the runs of this batch: compare with the run.
+		runs, err := s.SplitRuns()
+		if err != nil {
+			return fatalf("source %s[%d] batch at offset %d is unreadable: %v", p.m.sourceTopic, p.id, s.BaseOffset(), err)
+		}
+		for _, r := range runs {
+			if r.BaseOffset() == d.BaseOffset() && sameBatch(r, d) {
+				return nil
+			}
+		}
+	} else if s != nil && sameBatch(s, d) {
 		return nil
+	}
+	if d.IsControl() {
+		typ, err := d.ControlType()
+		if err != nil {
+			return fatalf("destination %s[%d] marker at offset %d is unreadable: %v", p.m.name, p.id, d.BaseOffset(), err)
+		}
+		if s != nil && s.IsControl() && s.BaseOffset() == d.BaseOffset() {
+			if st, err := s.ControlType(); err == nil && st == typ {
+				return nil // the source's marker, reproduced
+			}
+		}
+		if typ == batch.ControlAbort && !sourceHasData(s, d.BaseOffset(), d.LastOffset()) {
+			return nil // the end of a filler transaction
+		}
+		return fatalf("destination %s[%d] has a transaction marker at offset %d that the source does not have there: something else writes into the mirror topic", p.m.name, p.id, d.BaseOffset())
 	}
 	filler, err := d.IsFillerBatch()
 	if err != nil {
 		return fatalf("destination %s[%d] batch at offset %d is unreadable: %v", p.m.name, p.id, d.BaseOffset(), err)
 	}
 	if filler {
-		// Fillers stand where the source has no data: nothing, a
-		// transaction marker or an empty batch.
-		if s == nil || s.BaseOffset() > d.LastOffset() || s.IsControl() || s.NumRecords() == 0 {
+		// Fillers stand where the source has no data: nothing, an
+		// empty batch, or records the cleaner removed.
+		if !sourceHasData(s, d.BaseOffset(), d.LastOffset()) {
 			return nil
 		}
-		return fatalf("destination %s[%d] has filler records at offsets %d..%d but the source has data at offset %d", p.m.name, p.id, d.BaseOffset(), d.LastOffset(), s.BaseOffset())
+		return fatalf("destination %s[%d] has filler records at offsets %d..%d but the source has data or a marker there (batch at offset %d)", p.m.name, p.id, d.BaseOffset(), d.LastOffset(), s.BaseOffset())
 	}
 	if s == nil {
 		return fatalf("destination %s[%d] batch at offsets %d..%d has no counterpart in the source: something else writes into the mirror topic", p.m.name, p.id, d.BaseOffset(), d.LastOffset())
 	}
 	return fatalf("destination %s[%d] batch at offsets %d..%d (%d records, records CRC %08x) does not match the source batch at offsets %d..%d (%d records, records CRC %08x): something else wrote into the mirror topic", p.m.name, p.id, d.BaseOffset(), d.LastOffset(), d.NumRecords(), d.RecordsCRC(), s.BaseOffset(), s.LastOffset(), s.NumRecords(), s.RecordsCRC())
+}
+
+// sourceHasData reports whether source batch s (the first one ending after
+// from) holds a record or a marker in [from, to].
+func sourceHasData(s batch.Batch, from, to int64) bool {
+	switch {
+	case s == nil || s.BaseOffset() > to || s.NumRecords() == 0:
+		return false
+	case s.HasHoles():
+		runs, err := s.SplitRuns()
+		if err != nil {
+			return true
+		}
+		for _, r := range runs {
+			if r.BaseOffset() <= to && r.LastOffset() >= from {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // sameBatch reports whether d is klink's copy of source batch s.

@@ -362,29 +362,54 @@ func readBatches(ctx context.Context, seeds []string, topic string, p int32, sta
 	return out, nil
 }
 
-// CompareBatches checks that every source data batch of a partition has a
-// destination copy at the same offsets whose records section is
-// byte-identical (nothing was decompressed or recompressed), carrying
-// klink's producer id rather than the source's. Batches with the
-// LogAppendTime flag are rebuilt by design and only counted in rebuilt.
+// CompareBatches checks, batch by batch, that the destination holds what
+// the source holds at the same offsets:
+//   - a data batch has a copy whose records section is byte-identical
+//     (nothing was decompressed or recompressed), with the transactional
+//     flag kept and klink's producer id instead of the source's;
+//   - a transaction marker has a marker with the same outcome;
+//   - a batch with holes left by the log cleaner has, for each run of
+//     consecutive records, a batch holding exactly those records.
+//
+// LogAppendTime batches and batches with holes are rebuilt by design; they
+// are counted in rebuilt, the others in identical.
 func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) {
 	byBase := make(map[int64]batch.Batch, len(dst))
 	for _, d := range dst {
 		byBase[d.BaseOffset()] = d
 	}
 	for _, s := range src {
-		if s.IsControl() || s.NumRecords() == 0 {
+		if s.NumRecords() == 0 {
 			continue
 		}
 		d, ok := byBase[s.BaseOffset()]
 		if !ok {
 			return identical, rebuilt, fmt.Errorf("no destination batch at source batch offset %d", s.BaseOffset())
 		}
-		if d.LastOffsetDelta() != s.LastOffsetDelta() || d.NumRecords() != s.NumRecords() || d.Codec() != s.Codec() {
-			return identical, rebuilt, fmt.Errorf("batch at offset %d: shape differs (records %d/%d, span %d/%d, codec %d/%d)", s.BaseOffset(), s.NumRecords(), d.NumRecords(), s.OffsetSpan(), d.OffsetSpan(), s.Codec(), d.Codec())
+		if s.IsControl() {
+			st, err1 := s.ControlType()
+			dt, err2 := d.ControlType()
+			if err := errors.Join(err1, err2); err != nil || st != dt {
+				return identical, rebuilt, fmt.Errorf("marker at offset %d: source type %d, destination type %d (%v)", s.BaseOffset(), st, dt, err)
+			}
+			identical++
+			continue
+		}
+		if s.IsTransactional() != d.IsTransactional() {
+			return identical, rebuilt, fmt.Errorf("batch at offset %d: transactional %v on the source, %v on the destination", s.BaseOffset(), s.IsTransactional(), d.IsTransactional())
 		}
 		if s.ProducerID() >= 0 && d.ProducerID() == s.ProducerID() {
 			return identical, rebuilt, fmt.Errorf("batch at offset %d carries the source producer id %d", s.BaseOffset(), s.ProducerID())
+		}
+		if s.HasHoles() {
+			if err := compareRuns(s, byBase); err != nil {
+				return identical, rebuilt, err
+			}
+			rebuilt++
+			continue
+		}
+		if d.LastOffsetDelta() != s.LastOffsetDelta() || d.NumRecords() != s.NumRecords() || d.Codec() != s.Codec() {
+			return identical, rebuilt, fmt.Errorf("batch at offset %d: shape differs (records %d/%d, span %d/%d, codec %d/%d)", s.BaseOffset(), s.NumRecords(), d.NumRecords(), s.OffsetSpan(), d.OffsetSpan(), s.Codec(), d.Codec())
 		}
 		if s.IsLogAppendTime() {
 			rebuilt++
@@ -396,6 +421,43 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 		identical++
 	}
 	return identical, rebuilt, nil
+}
+
+// compareRuns checks the destination batches standing for a source batch
+// with holes: one per run of consecutive records, holding the same records.
+func compareRuns(s batch.Batch, byBase map[int64]batch.Batch) error {
+	srcRecs, err := s.Decode()
+	if err != nil {
+		return err
+	}
+	i := 0
+	for i < len(srcRecs) {
+		at := s.BaseOffset() + int64(srcRecs[i].OffsetDelta)
+		d, ok := byBase[at]
+		if !ok {
+			return fmt.Errorf("batch at offset %d (with holes): no destination batch at its record offset %d", s.BaseOffset(), at)
+		}
+		if d.Codec() != s.Codec() {
+			return fmt.Errorf("batch at offset %d: run at %d has codec %d, the source %d", s.BaseOffset(), at, d.Codec(), s.Codec())
+		}
+		dstRecs, err := d.Decode()
+		if err != nil {
+			return err
+		}
+		for j, dr := range dstRecs {
+			if i >= len(srcRecs) {
+				return fmt.Errorf("batch at offset %d: the destination batch at %d holds more records than the source", s.BaseOffset(), at)
+			}
+			sr := srcRecs[i]
+			off := s.BaseOffset() + int64(sr.OffsetDelta)
+			if d.BaseOffset()+int64(dr.OffsetDelta) != off || d.BaseTimestamp()+dr.TimestampDelta != s.BaseTimestamp()+sr.TimestampDelta ||
+				!bytes.Equal(dr.Key, sr.Key) || (dr.Key == nil) != (sr.Key == nil) || !bytes.Equal(dr.Value, sr.Value) || (dr.Value == nil) != (sr.Value == nil) || len(dr.Headers) != len(sr.Headers) {
+				return fmt.Errorf("batch at offset %d: record at offset %d differs on the destination (run at %d, record %d)", s.BaseOffset(), off, at, j)
+			}
+			i++
+		}
+	}
+	return nil
 }
 
 // ComparePartitionBatches reads one partition's batches on both sides and

@@ -1,0 +1,362 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/replicator/batch"
+)
+
+// Source transactions are replayed on the destination with klink's own
+// transactional producers, so that every data batch and every marker lands
+// at its source offset with the source's outcome: a committed source
+// transaction commits, an aborted one aborts.
+//
+// A source partition can have several transactions open at once (several
+// producers, interleaved), and a producer can have only one open, so each
+// partition has a small pool of transactional producers ("slots"), each
+// bound to one source producer id while that producer's transaction is
+// being replayed. One more transaction, never committed, carries filler
+// records: offsets the source skips are filled inside it and its abort
+// marker takes the last skipped offset, so read_committed consumers never
+// see a filler.
+//
+// Transactional ids are klink-<link id>-<topic>-<partition>-<slot>: stable
+// across restarts, so InitProducerId fences an older klink. After a crash,
+// the destination itself says which transactions are still open
+// (DescribeProducers, ListTransactions), so nothing about them needs to be
+// kept elsewhere.
+
+// fillerPID marks the slot replaying no source producer: it carries fillers.
+const fillerPID = -2
+
+// txnTimeout is the transaction timeout klink asks for: long enough to
+// restart klink in the middle of replaying a transaction and finish it (the
+// destination aborts it after this long). Brokers cap it at
+// transaction.max.timeout.ms (15 minutes by default); a broker that refuses
+// it gets txnTimeoutFallback.
+const (
+	txnTimeout         = 15 * time.Minute
+	txnTimeoutFallback = time.Minute
+)
+
+// slot is one of klink's destination producers for a partition: the
+// idempotent producer (txnID nil), or a transactional one.
+type slot struct {
+	txnID    *string
+	producer batch.Producer // id, epoch and next sequence on this partition
+	ready    bool           // producer id and epoch are known
+	inTxn    bool           // a destination transaction is open
+	srcPID   int64          // source producer id replayed, or fillerPID
+}
+
+// take returns the producer fields for a batch of n records and advances
+// the sequence.
+func (s *slot) take(n int64) batch.Producer {
+	pr := s.producer
+	s.producer.Sequence = nextSequence(s.producer.Sequence, n)
+	return pr
+}
+
+func (p *partition) txnIDFor(index int) string {
+	return fmt.Sprintf("klink-%s-%s-%d-%d", p.m.link.identity.ID, p.m.name, p.id, index)
+}
+
+func (p *partition) txnIDPrefix() string {
+	return fmt.Sprintf("klink-%s-%s-%d-", p.m.link.identity.ID, p.m.name, p.id)
+}
+
+// slotFor returns the slot replaying srcPID's open transaction, opening
+// one (and adding the partition to its transaction) if there is none.
+func (p *partition) slotFor(ctx context.Context, srcPID int64) (*slot, error) {
+	if s := p.bySrc[srcPID]; s != nil {
+		return s, nil
+	}
+	var s *slot
+	for _, c := range p.slots {
+		if !c.inTxn {
+			s = c
+			break
+		}
+	}
+	if s == nil {
+		id := p.txnIDFor(len(p.slots))
+		s = &slot{txnID: &id}
+		p.slots = append(p.slots, s)
+	}
+	if !s.ready {
+		if err := p.initTxnProducer(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.addPartitionToTxn(ctx, s); err != nil {
+		return nil, err
+	}
+	s.inTxn = true
+	s.srcPID = srcPID
+	p.bySrc[srcPID] = s
+	return s, nil
+}
+
+// initTxnProducer gets the slot's producer id and a new epoch, fencing any
+// older klink using the same transactional id.
+func (p *partition) initTxnProducer(ctx context.Context, s *slot) error {
+	for _, timeout := range []time.Duration{txnTimeout, txnTimeoutFallback} {
+		req := kmsg.NewPtrInitProducerIDRequest()
+		req.TransactionalID = s.txnID
+		req.TransactionTimeoutMillis = int32(timeout / time.Millisecond)
+		err := retryTxn(ctx, func() (int16, error) {
+			r, err := req.RequestWith(ctx, p.m.link.dst.cl)
+			if err != nil {
+				return 0, err
+			}
+			s.producer = batch.Producer{ID: r.ProducerID, Epoch: r.ProducerEpoch}
+			return r.ErrorCode, nil
+		})
+		if errors.Is(err, kerr.InvalidTransactionTimeout) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("destination InitProducerId for %s: %w", *s.txnID, err)
+		}
+		s.ready = true
+		return nil
+	}
+	return fmt.Errorf("destination InitProducerId for %s: the destination refuses transaction timeouts of %s and %s", *s.txnID, txnTimeout, txnTimeoutFallback)
+}
+
+func (p *partition) addPartitionToTxn(ctx context.Context, s *slot) error {
+	req := kmsg.NewPtrAddPartitionsToTxnRequest()
+	req.TransactionalID = *s.txnID
+	req.ProducerID = s.producer.ID
+	req.ProducerEpoch = s.producer.Epoch
+	rt := kmsg.NewAddPartitionsToTxnRequestTopic()
+	rt.Topic = p.m.name
+	rt.Partitions = []int32{p.id}
+	req.Topics = append(req.Topics, rt)
+	err := retryTxn(ctx, func() (int16, error) {
+		resp, err := req.RequestWith(ctx, p.m.link.dst.cl)
+		if err != nil {
+			return 0, err
+		}
+		for _, t := range resp.Topics {
+			for _, pr := range t.Partitions {
+				if pr.ErrorCode != 0 {
+					return pr.ErrorCode, nil
+				}
+			}
+		}
+		return resp.ErrorCode, nil
+	})
+	if err != nil {
+		return p.txnError("AddPartitionsToTxn", s, err)
+	}
+	return nil
+}
+
+// endTxn commits or aborts the slot's transaction and waits until its
+// marker is at offset marker in the destination log.
+func (p *partition) endTxn(ctx context.Context, s *slot, commit bool, marker int64) error {
+	req := kmsg.NewPtrEndTxnRequest()
+	req.TransactionalID = *s.txnID
+	req.ProducerID = s.producer.ID
+	req.ProducerEpoch = s.producer.Epoch
+	req.Commit = commit
+	err := retryTxn(ctx, func() (int16, error) {
+		resp, err := req.RequestWith(ctx, p.m.link.dst.cl)
+		if err != nil {
+			return 0, err
+		}
+		return resp.ErrorCode, nil
+	})
+	if err != nil {
+		return p.txnError("EndTxn", s, err)
+	}
+	s.inTxn = false
+	delete(p.bySrc, s.srcPID)
+	return p.waitMarker(ctx, marker, commit, s.producer.ID)
+}
+
+// waitMarker waits until the destination log holds the marker at offset m
+// (the coordinator writes it after EndTxn returns, usually within 20 ms):
+// nothing may be appended before it is there, or it would land later.
+func (p *partition) waitMarker(ctx context.Context, m int64, commit bool, pid int64) error {
+	dst := p.m.link.dst
+	deadline := time.Now().Add(30 * time.Second)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		end, err := dst.listOffset(ctx, p.m.name, p.id, offsetLatest)
+		if err != nil {
+			return err
+		}
+		if end > m {
+			if end != m+1 {
+				return fatalf("destination %s[%d] end offset is %d after the transaction marker expected at %d: something else writes into the mirror topic", p.m.name, p.id, end, m)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("destination %s[%d]: transaction marker not at offset %d after 30s (end offset %d)", p.m.name, p.id, m, end)
+		}
+		if !sleepCtx(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+	f, err := dst.fetchOnce(ctx, p.m.name, p.id, m, 1, 0)
+	if err != nil {
+		return err
+	}
+	if len(f.batches) == 0 || f.batches[0].BaseOffset() != m || !f.batches[0].IsControl() || f.batches[0].ProducerID() != pid {
+		return fatalf("destination %s[%d] offset %d does not hold klink's transaction marker: something else writes into the mirror topic", p.m.name, p.id, m)
+	}
+	typ, err := f.batches[0].ControlType()
+	if err != nil || (typ == batch.ControlCommit) != commit {
+		return fatalf("destination %s[%d] marker at offset %d has the wrong outcome (%v)", p.m.name, p.id, m, err)
+	}
+	p.next, p.acked = m+1, m+1
+	p.destEnd.Store(p.acked)
+	return nil
+}
+
+// txnError turns a transactional error into what it means for the mirror.
+func (p *partition) txnError(op string, s *slot, err error) error {
+	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+		return fatalf("%s for %s: %v: another klink is writing this mirror partition with the same transactional id", op, *s.txnID, err)
+	}
+	return fmt.Errorf("%s for %s: %w", op, *s.txnID, err)
+}
+
+// retryTxn runs a transactional request until it succeeds, fails for good,
+// or 30 s pass: CONCURRENT_TRANSACTIONS (the previous transaction of the id
+// is still being completed), coordinator moves and loads are waited out.
+func retryTxn(ctx context.Context, do func() (int16, error)) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		code, err := do()
+		if err == nil {
+			err = kerr.ErrorForCode(code)
+		}
+		if err == nil {
+			return nil
+		}
+		switch {
+		case errors.Is(err, kerr.ConcurrentTransactions), errors.Is(err, kerr.CoordinatorLoadInProgress),
+			errors.Is(err, kerr.NotCoordinator), errors.Is(err, kerr.CoordinatorNotAvailable):
+		default:
+			return err
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		if !sleepCtx(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}
+
+// recoverTxns learns, from the destination, which of klink's transactions
+// are open on this partition (klink stopped in the middle of replaying
+// them) and which source producer each one replays, so that replay goes on
+// with them instead of aborting them (InitProducerId would): their source
+// outcome may be a commit.
+func (p *partition) recoverTxns(ctx context.Context) error {
+	p.slots = nil
+	p.bySrc = map[int64]*slot{}
+	adm := p.m.link.dst.adm
+	var ts kadm.TopicsSet
+	ts.Add(p.m.name, p.id)
+	dps, err := adm.DescribeProducers(ctx, ts)
+	if err != nil {
+		return fmt.Errorf("destination DescribeProducers %s[%d]: %w", p.m.name, p.id, err)
+	}
+	dp, ok := dps[p.m.name].Partitions[p.id]
+	if !ok {
+		return fmt.Errorf("destination DescribeProducers %s[%d]: partition missing from the answer", p.m.name, p.id)
+	}
+	if dp.Err != nil {
+		return fmt.Errorf("destination DescribeProducers %s[%d]: %w", p.m.name, p.id, dp.Err)
+	}
+	var open []kadm.DescribedProducer
+	for _, pr := range dp.ActiveProducers {
+		if pr.CurrentTxnStartOffset >= 0 {
+			open = append(open, pr)
+		}
+	}
+	if len(open) == 0 {
+		return nil
+	}
+	pids := make([]int64, len(open))
+	for i, pr := range open {
+		pids[i] = pr.ProducerID
+	}
+	listed, err := adm.ListTransactions(ctx, pids, nil)
+	if err != nil {
+		return fmt.Errorf("destination ListTransactions: %w", err)
+	}
+	txnIDs := map[int64]string{}
+	for _, lt := range listed {
+		txnIDs[lt.ProducerID] = lt.TxnID
+	}
+	prefix := p.txnIDPrefix()
+	for _, pr := range open {
+		id, ok := txnIDs[pr.ProducerID]
+		if !ok || !strings.HasPrefix(id, prefix) {
+			return fatalf("destination %s[%d] has a transaction open since offset %d that klink did not start (producer id %d, transactional id %q): something else writes into the mirror topic", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID, id)
+		}
+		index, err := strconv.Atoi(strings.TrimPrefix(id, prefix))
+		if err != nil || index < 0 || index > math.MaxInt16 {
+			return fatalf("destination %s[%d]: transactional id %q is not one of klink's", p.m.name, p.id, id)
+		}
+		for len(p.slots) <= index {
+			tid := p.txnIDFor(len(p.slots))
+			p.slots = append(p.slots, &slot{txnID: &tid})
+		}
+		s := p.slots[index]
+		s.producer = batch.Producer{ID: pr.ProducerID, Epoch: pr.ProducerEpoch, Sequence: nextSequence(pr.LastSequence, 1)}
+		s.ready, s.inTxn = true, true
+		if s.srcPID, err = p.replayedProducer(ctx, pr.CurrentTxnStartOffset); err != nil {
+			return err
+		}
+		p.bySrc[s.srcPID] = s
+		p.log.Info("resuming a destination transaction left open", zap.String("transactionalID", id), zap.Int64("since", pr.CurrentTxnStartOffset), zap.Int64("sourceProducerID", s.srcPID))
+	}
+	return nil
+}
+
+// replayedProducer says which source producer the destination transaction
+// starting at offset replays: the source batch at that offset tells, unless
+// the destination batch there holds fillers.
+func (p *partition) replayedProducer(ctx context.Context, offset int64) (int64, error) {
+	df, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, offset, 1, 0)
+	if err != nil {
+		return 0, err
+	}
+	if len(df.batches) == 0 || df.batches[0].BaseOffset() != offset {
+		return 0, fmt.Errorf("destination %s[%d]: no batch at the open transaction's first offset %d", p.m.name, p.id, offset)
+	}
+	if filler, err := df.batches[0].IsFillerBatch(); err != nil || filler {
+		return fillerPID, err
+	}
+	sf, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, offset, 1, 0)
+	if err != nil {
+		return 0, err
+	}
+	for _, b := range sf.batches {
+		if b.NextOffset() > offset {
+			if !b.IsTransactional() || b.IsControl() {
+				return 0, fatalf("destination %s[%d] has a transaction open at offset %d where the source has no transactional data", p.m.name, p.id, offset)
+			}
+			return b.ProducerID(), nil
+		}
+	}
+	return 0, fmt.Errorf("source %s[%d]: no batch at offset %d", p.m.sourceTopic, p.id, offset)
+}
