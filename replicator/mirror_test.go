@@ -600,7 +600,6 @@ func TestLinkRefusesOtherSourceCluster(t *testing.T) {
 	})
 }
 
-
 // Appends that fail (refused, or applied but answered with an error) and
 // connections that drop, on both sides, while records flow: the mirror
 // recovers from the destination's log end each time and stays exact.
