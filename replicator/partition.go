@@ -147,16 +147,17 @@ func (p *partition) start(ctx context.Context) error {
 	p.sp.detach()
 	p.m.link.sinks.get(leader).attach(p.sp)
 
+	// Transactions klink left open go on where they were (and ones it was
+	// ending are waited for, before the log end is read).
+	if err := p.recoverTxns(ctx); err != nil {
+		return err
+	}
 	end, err := dst.listOffset(ctx, topic, p.id, offsetLatest)
 	if err != nil {
 		return err
 	}
 	logStart, err := dst.listOffset(ctx, topic, p.id, offsetEarliest)
 	if err != nil {
-		return err
-	}
-	// Transactions klink left open go on where they were.
-	if err := p.recoverTxns(ctx); err != nil {
 		return err
 	}
 	// Everything klink itself wrote below the start offset is filler; above

@@ -185,6 +185,11 @@ func (p *partition) appendData(ctx context.Context, s step) error {
 		}
 		clear = batch.AttrDeleteHorizon
 	}
+	if err := p.useProducer(ctx, sl); err != nil {
+		releaseBuf(s.buf)
+		p.release(s.srcBytes)
+		return err
+	}
 	b := s.b
 	base, next := b.BaseOffset(), b.NextOffset()
 	b.Rewrite(sl.take(int64(b.NumRecords())), clear, s.crc)
@@ -203,6 +208,9 @@ func (p *partition) fillHole(ctx context.Context, from, to int64, close bool, wh
 	}
 	f, err := p.slotFor(ctx, fillerPID)
 	if err != nil {
+		return err
+	}
+	if err := p.useProducer(ctx, f); err != nil {
 		return err
 	}
 	end := to
@@ -267,6 +275,18 @@ func (p *partition) reproduceMarker(ctx context.Context, m, srcPID int64, commit
 		return err
 	}
 	return p.endTxn(ctx, s, commit, m)
+}
+
+// useProducer waits until the appends of other producers are answered
+// before sl's are queued. Appends of one producer are safe to pipeline: if
+// one fails, the broker refuses the later ones (their sequence no longer
+// follows). Another producer's append would not be refused: it would land
+// at the failed one's offset.
+func (p *partition) useProducer(ctx context.Context, sl *slot) error {
+	if len(p.pending) == 0 || p.pending[len(p.pending)-1].txnID == sl.txnID {
+		return nil
+	}
+	return p.flush(ctx)
 }
 
 // flush waits until every append queued so far is answered.

@@ -82,6 +82,13 @@ func (p *partition) slotFor(ctx context.Context, srcPID int64) (*slot, error) {
 	if s := p.bySrc[srcPID]; s != nil {
 		return s, nil
 	}
+	for _, c := range p.slots {
+		if c.inTxn && c.srcPID == orphanPID {
+			c.srcPID = srcPID // opened for this step before klink stopped
+			p.bySrc[srcPID] = c
+			return c, nil
+		}
+	}
 	var s *slot
 	for _, c := range p.slots {
 		if !c.inTxn {
@@ -263,15 +270,52 @@ func retryTxn(ctx context.Context, do func() (int16, error)) error {
 	}
 }
 
+// orphanPID marks a recovered destination transaction that holds the
+// partition but no data yet: klink stopped between AddPartitionsToTxn and
+// its first append (or the marker that was to end it). It is used for the
+// next step that needs a transaction, which is the one it was opened for:
+// replay starts again at the same place.
+const orphanPID = -3
+
 // recoverTxns learns, from the destination, which of klink's transactions
-// are open on this partition (klink stopped in the middle of replaying
-// them) and which source producer each one replays, so that replay goes on
-// with them instead of aborting them (InitProducerId would): their source
-// outcome may be a commit.
+// hold this partition (klink stopped in the middle of replaying them), and
+// what each one replays, so that replay goes on with them: aborting them
+// (InitProducerId would, and so would the coordinator after the timeout)
+// writes a marker klink did not plan, and their source outcome may be a
+// commit. A transaction klink just ended is waited for until its marker is
+// written.
 func (p *partition) recoverTxns(ctx context.Context) error {
 	p.slots = nil
 	p.bySrc = map[int64]*slot{}
 	adm := p.m.link.dst.adm
+	prefix := p.txnIDPrefix()
+	var ours []string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		listed, err := adm.ListTransactions(ctx, nil, []string{"Ongoing", "PrepareCommit", "PrepareAbort"})
+		if err != nil {
+			return fmt.Errorf("destination ListTransactions: %w", err)
+		}
+		ours = ours[:0]
+		settling := false
+		for id, lt := range listed {
+			if strings.HasPrefix(id, prefix) {
+				if lt.State == "Ongoing" {
+					ours = append(ours, id)
+				} else {
+					settling = true
+				}
+			}
+		}
+		if !settling {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("destination %s[%d]: klink's transactions are still being completed after 30s", p.m.name, p.id)
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
 	var ts kadm.TopicsSet
 	ts.Add(p.m.name, p.id)
 	dps, err := adm.DescribeProducers(ctx, ts)
@@ -285,32 +329,29 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 	if dp.Err != nil {
 		return fmt.Errorf("destination DescribeProducers %s[%d]: %w", p.m.name, p.id, dp.Err)
 	}
-	var open []kadm.DescribedProducer
+	// Sequences go on across the transactions of one producer epoch, so a
+	// transaction resumed without data still needs the producer's last
+	// sequence on this partition.
+	active := map[int64]kadm.DescribedProducer{}
+	withData := map[int64]kadm.DescribedProducer{}
 	for _, pr := range dp.ActiveProducers {
+		active[pr.ProducerID] = pr
 		if pr.CurrentTxnStartOffset >= 0 {
-			open = append(open, pr)
+			withData[pr.ProducerID] = pr
 		}
 	}
-	if len(open) == 0 {
-		return nil
+	var described kadm.DescribedTransactions
+	if len(ours) > 0 {
+		if described, err = adm.DescribeTransactions(ctx, ours...); err != nil {
+			return fmt.Errorf("destination DescribeTransactions: %w", err)
+		}
 	}
-	pids := make([]int64, len(open))
-	for i, pr := range open {
-		pids[i] = pr.ProducerID
-	}
-	listed, err := adm.ListTransactions(ctx, pids, nil)
-	if err != nil {
-		return fmt.Errorf("destination ListTransactions: %w", err)
-	}
-	txnIDs := map[int64]string{}
-	for _, lt := range listed {
-		txnIDs[lt.ProducerID] = lt.TxnID
-	}
-	prefix := p.txnIDPrefix()
-	for _, pr := range open {
-		id, ok := txnIDs[pr.ProducerID]
-		if !ok || !strings.HasPrefix(id, prefix) {
-			return fatalf("destination %s[%d] has a transaction open since offset %d that klink did not start (producer id %d, transactional id %q): something else writes into the mirror topic", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID, id)
+	for id, dt := range described {
+		if dt.Err != nil {
+			return fmt.Errorf("destination DescribeTransactions %s: %w", id, dt.Err)
+		}
+		if dt.State != "Ongoing" || !dt.Topics.Lookup(p.m.name, p.id) {
+			continue
 		}
 		index, err := strconv.Atoi(strings.TrimPrefix(id, prefix))
 		if err != nil || index < 0 || index > math.MaxInt16 {
@@ -321,13 +362,25 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 			p.slots = append(p.slots, &slot{txnID: &tid})
 		}
 		s := p.slots[index]
-		s.producer = batch.Producer{ID: pr.ProducerID, Epoch: pr.ProducerEpoch, Sequence: nextSequence(pr.LastSequence, 1)}
+		s.producer = batch.Producer{ID: dt.ProducerID, Epoch: dt.ProducerEpoch}
 		s.ready, s.inTxn = true, true
-		if s.srcPID, err = p.replayedProducer(ctx, pr.CurrentTxnStartOffset); err != nil {
-			return err
+		s.srcPID = orphanPID
+		if pr, ok := active[dt.ProducerID]; ok && pr.ProducerEpoch == dt.ProducerEpoch && pr.LastSequence >= 0 {
+			s.producer.Sequence = nextSequence(pr.LastSequence, 1)
 		}
-		p.bySrc[s.srcPID] = s
-		p.log.Info("resuming a destination transaction left open", zap.String("transactionalID", id), zap.Int64("since", pr.CurrentTxnStartOffset), zap.Int64("sourceProducerID", s.srcPID))
+		since := int64(-1)
+		if pr, ok := withData[dt.ProducerID]; ok {
+			delete(withData, dt.ProducerID)
+			since = pr.CurrentTxnStartOffset
+			if s.srcPID, err = p.replayedProducer(ctx, since); err != nil {
+				return err
+			}
+			p.bySrc[s.srcPID] = s
+		}
+		p.log.Info("resuming a destination transaction left open", zap.String("transactionalID", id), zap.Int64("since", since), zap.Int64("sourceProducerID", s.srcPID))
+	}
+	for _, pr := range withData {
+		return fatalf("destination %s[%d] has a transaction open since offset %d that klink did not start (producer id %d): something else writes into the mirror topic", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -260,4 +261,139 @@ func dstOffsets(ctx context.Context, dst *kfake.Cluster, topic string) (kadm.Lis
 		err = l.Error()
 	}
 	return l, err
+}
+
+// Test 2 of the Exact-offsets issue: a Kafka Streams-like pattern (many
+// small transactions a second on 8 partitions, a few aborted) for 30 s,
+// with klink killed with SIGKILL twice: read_committed and
+// read_uncommitted readers agree on both sides, every marker at its offset.
+func TestKillNineDuringTransactions(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("txn-src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("txn-dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	const topic, partitions = "streams-out", 8
+	if _, err := adm.CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+
+	prodCtx, stopProducing := context.WithTimeout(ctx, 30*time.Second)
+	defer stopProducing()
+	var wg sync.WaitGroup
+	var txns, aborted atomic.Int64
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.TransactionalID(fmt.Sprint("streams-task-", i)),
+				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(time.Millisecond))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer cl.Close()
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			for n := 0; prodCtx.Err() == nil; n++ {
+				if err := cl.BeginTransaction(); err != nil {
+					t.Error(err)
+					return
+				}
+				for j, k := 0, 1+r.IntN(4); j < k; j++ {
+					cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.Int32N(partitions), Key: fmt.Appendf(nil, "task-%d-key-%d", i, r.IntN(100)), Value: fmt.Appendf(nil, "task %d txn %d record %d", i, n, j)}, nil)
+				}
+				if err := cl.Flush(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				commit := r.IntN(10) != 0
+				if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+					t.Error(err)
+					return
+				}
+				txns.Add(1)
+				if !commit {
+					aborted.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+
+	cfgPath := writeConfig(t, src, dst, t.TempDir(), topic)
+	var logs syncBuffer
+	defer func() {
+		if t.Failed() {
+			t.Logf("klink log:\n%s", logs.String())
+		}
+	}()
+	cmd := startKlink(t, cfgPath, &logs)
+	for _, at := range []time.Duration{8 * time.Second, 10 * time.Second} {
+		time.Sleep(at + time.Duration(rand.IntN(1000))*time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		cmd = startKlink(t, cfgPath, &logs)
+	}
+	wg.Wait()
+	if txns.Load() < 100 || aborted.Load() == 0 {
+		t.Fatalf("%d transactions, %d aborted: not the pattern under test", txns.Load(), aborted.Load())
+	}
+	waitDestinationCaughtUp(t, ctx, adm, dst, cmd, topic)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("klink exited with %v after SIGTERM", err)
+	}
+	e, err := mirrorcheck.CompareExact(ctx, src.ListenAddrs(), dst.ListenAddrs(), topic, topic, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Committed == 0 || e.Uncommitted <= e.Committed {
+		t.Fatalf("%+v: the comparison saw no aborted data", e)
+	}
+	t.Logf("%d transactions (%d aborted) across 2 SIGKILLs: %+v", txns.Load(), aborted.Load(), e)
+}
+
+// waitDestinationCaughtUp waits until every partition of topic has the
+// same end offset on the destination as on the source.
+func waitDestinationCaughtUp(t *testing.T, ctx context.Context, srcAdm *kadm.Client, dst *kfake.Cluster, cmd *exec.Cmd, topic string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		se, err := srcAdm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		de, err := dstOffsets(ctx, dst, topic)
+		caught := err == nil
+		se.Each(func(o kadm.ListedOffset) {
+			if d, ok := de.Lookup(topic, o.Partition); !ok || d.Offset != o.Offset {
+				caught = false
+			}
+		})
+		if caught {
+			return
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("destination did not catch up within 90s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -382,6 +382,13 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 		if s.NumRecords() == 0 {
 			continue
 		}
+		if s.HasHoles() {
+			if err := compareRuns(s, byBase); err != nil {
+				return identical, rebuilt, err
+			}
+			rebuilt++
+			continue
+		}
 		d, ok := byBase[s.BaseOffset()]
 		if !ok {
 			return identical, rebuilt, fmt.Errorf("no destination batch at source batch offset %d", s.BaseOffset())
@@ -400,13 +407,6 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 		}
 		if s.ProducerID() >= 0 && d.ProducerID() == s.ProducerID() {
 			return identical, rebuilt, fmt.Errorf("batch at offset %d carries the source producer id %d", s.BaseOffset(), s.ProducerID())
-		}
-		if s.HasHoles() {
-			if err := compareRuns(s, byBase); err != nil {
-				return identical, rebuilt, err
-			}
-			rebuilt++
-			continue
 		}
 		if d.LastOffsetDelta() != s.LastOffsetDelta() || d.NumRecords() != s.NumRecords() || d.Codec() != s.Codec() {
 			return identical, rebuilt, fmt.Errorf("batch at offset %d: shape differs (records %d/%d, span %d/%d, codec %d/%d)", s.BaseOffset(), s.NumRecords(), d.NumRecords(), s.OffsetSpan(), d.OffsetSpan(), s.Codec(), d.Codec())
@@ -437,8 +437,8 @@ func compareRuns(s batch.Batch, byBase map[int64]batch.Batch) error {
 		if !ok {
 			return fmt.Errorf("batch at offset %d (with holes): no destination batch at its record offset %d", s.BaseOffset(), at)
 		}
-		if d.Codec() != s.Codec() {
-			return fmt.Errorf("batch at offset %d: run at %d has codec %d, the source %d", s.BaseOffset(), at, d.Codec(), s.Codec())
+		if d.Codec() != s.Codec() || d.IsTransactional() != s.IsTransactional() {
+			return fmt.Errorf("batch at offset %d: run at %d has codec %d and transactional %v, the source %d and %v", s.BaseOffset(), at, d.Codec(), d.IsTransactional(), s.Codec(), s.IsTransactional())
 		}
 		dstRecs, err := d.Decode()
 		if err != nil {
@@ -476,4 +476,54 @@ func ComparePartitionBatches(ctx context.Context, srcSeeds, dstSeeds []string, s
 		return identical, rebuilt, fmt.Errorf("%s[%d]: %w", dstTopic, p, err)
 	}
 	return identical, rebuilt, nil
+}
+
+// Exactness is what CompareExact found.
+type Exactness struct {
+	Committed   int // records a read_committed reader sees, identical on both sides
+	Uncommitted int // records a read_uncommitted reader sees on the source, identical on the destination
+	Fillers     int // filler records a read_uncommitted reader sees on the destination
+	Batches     int // source batches and markers found at their offsets on the destination
+}
+
+// CompareExact checks a mirror topic against its source the way klink
+// promises it: a read_committed reader sees exactly the same records (no
+// fillers), a read_uncommitted reader the same plus at most fillers, and
+// every batch and marker is at its source offset (see CompareBatches).
+func CompareExact(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, dstTopic string, partitions int32) (Exactness, error) {
+	var e Exactness
+	sc, err := ReadAll(ctx, srcSeeds, srcTopic, ReadCommitted)
+	if err != nil {
+		return e, err
+	}
+	dc, err := ReadAll(ctx, dstSeeds, dstTopic, ReadCommitted)
+	if err != nil {
+		return e, err
+	}
+	var f int
+	if e.Committed, f, err = Compare(sc, dc); err != nil {
+		return e, fmt.Errorf("read_committed: %w", err)
+	}
+	if f != 0 {
+		return e, fmt.Errorf("read_committed: a reader sees %d filler records", f)
+	}
+	su, err := ReadAll(ctx, srcSeeds, srcTopic, ReadUncommitted)
+	if err != nil {
+		return e, err
+	}
+	du, err := ReadAll(ctx, dstSeeds, dstTopic, ReadUncommitted)
+	if err != nil {
+		return e, err
+	}
+	if e.Uncommitted, e.Fillers, err = Compare(su, du); err != nil {
+		return e, fmt.Errorf("read_uncommitted: %w", err)
+	}
+	for p := int32(0); p < partitions; p++ {
+		identical, rebuilt, err := ComparePartitionBatches(ctx, srcSeeds, dstSeeds, srcTopic, dstTopic, p)
+		if err != nil {
+			return e, err
+		}
+		e.Batches += identical + rebuilt
+	}
+	return e, nil
 }
