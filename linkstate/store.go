@@ -183,6 +183,70 @@ type Partition struct {
 	// they came in, over the mirror's life.
 	FilledRanges  int64 `json:"filledRanges,omitempty"`
 	FilledOffsets int64 `json:"filledOffsets,omitempty"`
+	// Shifts is the partition's exact gap map: where the destination
+	// could not keep a source range at its offsets, in the order they
+	// happened. Empty for a partition mirrored exactly.
+	Shifts []OffsetShift `json:"shifts,omitempty"`
+}
+
+// OffsetShift records that from source offset SourceOffset on, the
+// partition's records sit on the destination at DestOffset-SourceOffset
+// further than on the source (until the next shift). It happens when the
+// destination ends one of klink's transactions on its own (the transaction
+// timeout passed while klink was stopped or waiting for the source): its
+// abort marker takes an offset the source has something else at.
+type OffsetShift struct {
+	SourceOffset int64 `json:"sourceOffset"`
+	DestOffset   int64 `json:"destinationOffset"`
+	// AffectedFrom..SourceOffset-1 are the source offsets whose records
+	// were in the aborted transaction. When the source committed them,
+	// Copies holds where klink appended them again (committed), so that
+	// read_committed consumers still see them, once.
+	AffectedFrom int64      `json:"affectedFrom"`
+	Copies       *CopyRange `json:"copies,omitempty"`
+	Reason       string     `json:"reason"`
+	At           time.Time  `json:"at"`
+}
+
+// CopyRange is where records of an aborted destination transaction were
+// appended again: destination offsets From..To-1, the last one the copies'
+// commit marker. Pending is set until the copies are committed.
+type CopyRange struct {
+	From    int64 `json:"from"`
+	To      int64 `json:"to"`
+	Pending bool  `json:"pending,omitempty"`
+	// Producer is the destination producer id of the aborted transaction,
+	// whose batches at destination offsets OriginalsFrom..OriginalsTo-1
+	// are the originals.
+	Producer      int64 `json:"producer"`
+	OriginalsFrom int64 `json:"originalsFrom"`
+	OriginalsTo   int64 `json:"originalsTo"`
+}
+
+// Translate maps a source offset to the destination offset that holds the
+// same position in the log: the offset itself on an exact partition, and
+// shifted past every recorded gap. A source offset inside an aborted and
+// re-appended range maps to itself: a consumer resuming there reads the
+// re-appended copies again (at least once, never lost).
+func (p *Partition) Translate(sourceOffset int64) int64 {
+	if p == nil {
+		return sourceOffset
+	}
+	for i := len(p.Shifts) - 1; i >= 0; i-- {
+		if sh := p.Shifts[i]; sh.SourceOffset <= sourceOffset {
+			return sourceOffset + sh.DestOffset - sh.SourceOffset
+		}
+	}
+	return sourceOffset
+}
+
+// Delta is the current distance between destination and source offsets.
+func (p *Partition) Delta() int64 {
+	if p == nil || len(p.Shifts) == 0 {
+		return 0
+	}
+	sh := p.Shifts[len(p.Shifts)-1]
+	return sh.DestOffset - sh.SourceOffset
 }
 
 // GetMirror returns one mirror, or ErrNotFound.

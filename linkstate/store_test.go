@@ -145,3 +145,25 @@ func TestSecondOpenIsRefusedWhileLocked(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 }
+
+func TestTranslate(t *testing.T) {
+	var exact *Partition
+	if got := exact.Translate(42); got != 42 {
+		t.Fatalf("no record: 42 -> %d", got)
+	}
+	// An abort marker took destination offset 5 (source 5 moves to 6);
+	// then copies of source 0..4 and their commit marker took 7..12 while
+	// the source was at 6.
+	p := &Partition{Shifts: []OffsetShift{
+		{SourceOffset: 5, DestOffset: 6, AffectedFrom: 0},
+		{SourceOffset: 6, DestOffset: 13, AffectedFrom: 6},
+	}}
+	for src, want := range map[int64]int64{0: 0, 4: 4, 5: 6, 6: 13, 7: 14, 1000: 1007} {
+		if got := p.Translate(src); got != want {
+			t.Errorf("Translate(%d) = %d, want %d", src, got, want)
+		}
+	}
+	if d := p.Delta(); d != 7 {
+		t.Errorf("Delta() = %d, want 7", d)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/klink-io/klink/linkstate"
 	"github.com/klink-io/klink/replicator/batch"
 	"github.com/klink-io/klink/replicator/kconn"
 )
@@ -34,11 +35,14 @@ type partition struct {
 	idem         *slot           // the idempotent producer, for data outside source transactions
 	slots        []*slot         // transactional producers (see txn.go)
 	bySrc        map[int64]*slot // source producer id -> slot replaying its open transaction
+	ourPIDs      map[int64]bool  // destination producer ids of klink's transactional ids for this partition
 	next         int64           // destination offset the next append lands on
 	acked        int64           // everything below is confirmed in the destination
-	pending      []*appendReq    // queued or in flight, in order
-	held         int64           // fetched bytes held by pending appends and not yet released
-	logStartDue  int64           // DeleteRecords target once acked reaches it; -1 none
+	delta        int64           // destination minus source offset (see gapmap.go); 0 on an exact partition
+	shifts       []linkstate.OffsetShift
+	pending      []*appendReq // queued or in flight, in order
+	held         int64        // fetched bytes held by pending appends and not yet released
+	logStartDue  int64        // DeleteRecords target once acked reaches it; -1 none
 	startOffset  int64
 	retry        *backoff // between restarts; reset once appends succeed again
 	lastFetchErr string   // the last fetch error logged, so repeats are not
@@ -52,6 +56,7 @@ type partition struct {
 	filledOffsets atomic.Int64
 	rebuilt       atomic.Int64 // source batches decompressed and rebuilt
 	rebuiltBytes  atomic.Int64
+	shiftsSeen    atomic.Pointer[[]linkstate.OffsetShift] // a copy of shifts for status
 	errMu         sync.Mutex
 	lastErr       string
 }
@@ -64,6 +69,9 @@ func (e fatalError) Error() string { return e.reason }
 func fatalf(format string, args ...any) error {
 	return fatalError{fmt.Sprintf(format, args...)}
 }
+
+// srcNext is the source offset the next append replays.
+func (p *partition) srcNext() int64 { return p.next - p.delta }
 
 // maxSequence: idempotent sequences wrap from MaxInt32 to 0.
 func nextSequence(seq int32, n int64) int32 {
@@ -147,6 +155,9 @@ func (p *partition) start(ctx context.Context) error {
 	p.sp.detach()
 	p.m.link.sinks.get(leader).attach(p.sp)
 
+	if err := p.loadShifts(); err != nil {
+		return err
+	}
 	// Transactions klink left open go on where they were (and ones it was
 	// ending are waited for, before the log end is read).
 	if err := p.recoverTxns(ctx); err != nil {
@@ -167,22 +178,28 @@ func (p *partition) start(ctx context.Context) error {
 		from = p.acked // a restart after errors: check all that landed unanswered
 	}
 	if end > 0 && end > p.startOffset {
-		if err := p.verifyTail(ctx, max(from, p.startOffset), end); err != nil {
+		if err := p.checkTail(ctx, max(from, p.startOffset), end); err != nil {
 			return err
 		}
+	}
+	if err := p.bindRecovered(ctx); err != nil {
+		return err
 	}
 	if err := p.newProducerEpoch(ctx); err != nil {
 		return err
 	}
 	p.next, p.acked = end, end
 	p.destEnd.Store(end)
+	if err := p.finishCopies(ctx); err != nil {
+		return err
+	}
 	p.destStart.Store(logStart)
 	p.logStartDue = -1
 	if logStart < p.startOffset {
 		p.logStartDue = p.startOffset
 	}
-	fetchFrom := max(p.next, p.startOffset)
-	if p.next < p.startOffset {
+	fetchFrom := max(p.srcNext(), p.startOffset)
+	if p.srcNext() < p.startOffset {
 		// Bring the destination up to the start offset with fillers, so
 		// that the first mirrored record lands on its source offset.
 		target, err := p.batchStart(ctx, p.startOffset)
@@ -205,7 +222,7 @@ func (p *partition) start(ctx context.Context) error {
 // batchStart is where fillers must stop to bring the destination up to
 // offset: offset itself, or the base of the source batch that holds it (a
 // log start set by DeleteRecords can fall inside a batch, and batches are
-// copied whole), but never below p.next.
+// copied whole), but never below where the destination is.
 func (p *partition) batchStart(ctx context.Context, offset int64) (int64, error) {
 	f, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, offset, 1, 0)
 	if errors.Is(err, kerr.OffsetOutOfRange) {
@@ -215,7 +232,7 @@ func (p *partition) batchStart(ctx context.Context, offset int64) (int64, error)
 		return 0, err
 	}
 	if len(f.batches) > 0 && f.batches[0].BaseOffset() < offset {
-		return max(f.batches[0].BaseOffset(), p.next), nil
+		return max(f.batches[0].BaseOffset(), p.srcNext()), nil
 	}
 	return offset, nil
 }
@@ -281,13 +298,14 @@ func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
 	if res.err != nil {
 		return p.handleFetchError(ctx, res)
 	}
-	if res.fetchOffset != p.next && len(res.batches) > 0 && res.batches[0].BaseOffset() > p.next {
-		// Only a fetch from p.next shows that the offsets before its
-		// first batch are empty at the source; anything else is stale.
-		p.log.Warn("dropping a fetch result that does not start at the destination end", zap.Int64("fetchOffset", res.fetchOffset), zap.Int64("next", p.next))
+	if next := p.srcNext(); res.fetchOffset != next && len(res.batches) > 0 && res.batches[0].BaseOffset() > next {
+		// Only a fetch from the next source offset shows that the
+		// offsets before its first batch are empty at the source;
+		// anything else is stale.
+		p.log.Warn("dropping a fetch result that does not start at the destination end", zap.Int64("fetchOffset", res.fetchOffset), zap.Int64("next", next))
 		p.release(res.bytes)
 		res.releaseFrom(0)
-		p.m.link.fetchers.reset(p.cur, p.next, true, 0)
+		p.m.link.fetchers.reset(p.cur, p.srcNext(), true, 0)
 		return nil
 	}
 	steps, err := p.plan(res)
@@ -349,6 +367,9 @@ func (p *partition) handleResult(ctx context.Context, r appendResult) error {
 		// connection fails them in whichever order); a success never
 		// overtakes anything.
 		return fmt.Errorf("internal: produce answer out of order on %s[%d]", p.m.name, p.id)
+	}
+	if r.base > r.a.base && p.landedAfterOwnMarker(ctx, r.a.base) {
+		return errShiftedAppend // start checks the tail from p.acked and absorbs the marker
 	}
 	if r.base != r.a.base {
 		return fatalf("destination %s[%d] put the batch for source offset %d at offset %d: something else writes into the mirror topic, or the destination lost data; klink stopped writing", p.m.name, p.id, r.a.base, r.base)
@@ -433,7 +454,7 @@ func (p *partition) drain(limit time.Duration) {
 	// Anything fetched but never appended is fetched again from acked.
 	p.release(p.held)
 	p.held = 0
-	p.m.link.fetchers.reset(p.cur, p.acked, false, 0)
+	p.m.link.fetchers.reset(p.cur, p.acked-p.delta, false, 0)
 }
 
 // moveLogStart makes the destination's log start the source's start offset
@@ -474,7 +495,7 @@ func (p *partition) handleFetchError(ctx context.Context, res *fetchResult) erro
 		p.lastFetchErr = msg // logged once, not on every retry
 		p.log.Warn("fetch error; retrying", zap.Int64("offset", res.fetchOffset), zap.Error(res.err))
 	}
-	p.m.link.fetchers.reset(p.cur, p.next, true, time.Second)
+	p.m.link.fetchers.reset(p.cur, p.srcNext(), true, time.Second)
 	return nil
 }
 

@@ -43,14 +43,15 @@ type step struct {
 	records  int64
 }
 
-// plan turns fetched batches into steps, starting at p.next. Batches
+// plan turns fetched batches into steps, starting at p.srcNext(). Steps
+// are in source offsets. Batches
 // already in the destination are dropped. A batch that cannot be mirrored
 // as it is (a transaction marker, an empty batch, a batch with holes, a
 // LogAppendTime batch) becomes the steps that reproduce it. On error, the
 // references and bytes of batches not yet turned into steps are given back.
 func (p *partition) plan(res *fetchResult) ([]step, error) {
 	var steps []step
-	next := p.next
+	next := p.srcNext()
 	for i, b := range res.batches {
 		size := int64(len(b))
 		if b.NextOffset() <= next {
@@ -191,7 +192,7 @@ func (p *partition) appendData(ctx context.Context, s step) error {
 		return err
 	}
 	b := s.b
-	base, next := b.BaseOffset(), b.NextOffset()
+	base, next := b.BaseOffset()+p.delta, b.NextOffset()+p.delta
 	b.Rewrite(sl.take(int64(b.NumRecords())), clear, s.crc)
 	p.submit([]*appendReq{{b: b, base: base, next: next, txnID: sl.txnID, srcBytes: s.srcBytes, records: s.records, buf: s.buf}})
 	p.next = next
@@ -203,8 +204,8 @@ func (p *partition) appendData(ctx context.Context, s step) error {
 // close is set: the hole's last offset is left for the transaction's abort
 // marker.
 func (p *partition) fillHole(ctx context.Context, from, to int64, close bool, why string, ts int64) error {
-	if from != p.next {
-		return fmt.Errorf("internal: hole at %d but the destination end is %d on %s[%d]", from, p.next, p.m.name, p.id)
+	if from != p.srcNext() {
+		return fmt.Errorf("internal: hole at source offset %d but the destination end is at source offset %d on %s[%d]", from, p.srcNext(), p.m.name, p.id)
 	}
 	f, err := p.slotFor(ctx, fillerPID)
 	if err != nil {
@@ -247,16 +248,16 @@ func (p *partition) fillHole(ctx context.Context, from, to int64, close bool, wh
 	if err := p.flush(ctx); err != nil {
 		return err
 	}
-	return p.endTxn(ctx, f, false, to-1)
+	return p.endTxn(ctx, f, false, to-1+p.delta)
 }
 
 // fill fills up to target outside any fetch (start alignment, retention):
 // one closed hole.
 func (p *partition) fill(ctx context.Context, target int64, why string) error {
-	if target <= p.next {
+	if target <= p.srcNext() {
 		return nil
 	}
-	return p.fillHole(ctx, p.next, target, true, why, time.Now().UnixMilli())
+	return p.fillHole(ctx, p.srcNext(), target, true, why, time.Now().UnixMilli())
 }
 
 // reproduceMarker writes the source's transaction marker at offset m: the
@@ -267,14 +268,14 @@ func (p *partition) reproduceMarker(ctx context.Context, m, srcPID int64, commit
 	if err := p.flush(ctx); err != nil {
 		return err
 	}
-	if m != p.next {
-		return fmt.Errorf("internal: marker at %d but the destination end is %d on %s[%d]", m, p.next, p.m.name, p.id)
+	if m != p.srcNext() {
+		return fmt.Errorf("internal: marker at source offset %d but the destination end is at source offset %d on %s[%d]", m, p.srcNext(), p.m.name, p.id)
 	}
 	s, err := p.slotFor(ctx, srcPID)
 	if err != nil {
 		return err
 	}
-	return p.endTxn(ctx, s, commit, m)
+	return p.endTxn(ctx, s, commit, m+p.delta)
 }
 
 // useProducer waits until the appends of other producers are answered

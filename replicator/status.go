@@ -1,8 +1,11 @@
 package replicator
 
 import (
+	"fmt"
 	"sort"
 	"time"
+
+	"github.com/klink-io/klink/linkstate"
 )
 
 // LinkStatus is what GET /status shows for a link.
@@ -37,11 +40,19 @@ type PartitionStatus struct {
 	DestEndOffset     int64 `json:"destinationEndOffset"`
 	Lag               int64 `json:"lag"`
 	// Counters since klink started.
-	RecordsMirrored int64  `json:"recordsMirrored"`
-	BytesMirrored   int64  `json:"bytesMirrored"`
-	FilledRanges    int64  `json:"filledRanges"`
-	FilledOffsets   int64  `json:"filledOffsets"`
-	Error           string `json:"error,omitempty"`
+	RecordsMirrored int64 `json:"recordsMirrored"`
+	BytesMirrored   int64 `json:"bytesMirrored"`
+	FilledRanges    int64 `json:"filledRanges"`
+	FilledOffsets   int64 `json:"filledOffsets"`
+	// RebuiltBatches are source batches klink had to decompress and
+	// rebuild (the log cleaner left holes in them, or LogAppendTime);
+	// every other batch is copied as it is.
+	RebuiltBatches int64 `json:"rebuiltBatches"`
+	RebuiltBytes   int64 `json:"rebuiltBytes"`
+	// OffsetShifts is the exact gap map: source ranges the destination
+	// could not keep at their offsets. Empty on an exact partition.
+	OffsetShifts []linkstate.OffsetShift `json:"offsetShifts,omitempty"`
+	Error        string                  `json:"error,omitempty"`
 }
 
 // Status reports the link, its mirrors and their partitions.
@@ -88,10 +99,31 @@ func (p *partition) status() PartitionStatus {
 		BytesMirrored:     p.bytes.Load(),
 		FilledRanges:      p.filledRanges.Load(),
 		FilledOffsets:     p.filledOffsets.Load(),
+		RebuiltBatches:    p.rebuilt.Load(),
+		RebuiltBytes:      p.rebuiltBytes.Load(),
 		Error:             p.lastError(),
+	}
+	if sh := p.shiftsSeen.Load(); sh != nil {
+		ps.OffsetShifts = *sh
 	}
 	if lag := ps.SourceEndOffset - ps.DestEndOffset; lag > 0 {
 		ps.Lag = lag
 	}
 	return ps
+}
+
+// TranslateOffset maps a source offset of a mirror topic's partition to the
+// destination offset at the same place in the log, using the partition's
+// exact gap map: the offset itself unless the destination had to shift the
+// partition (see gapmap.go). It is what consumer-offset sync uses.
+func (r *Replicator) TranslateOffset(link, mirror string, partition int32, sourceOffset int64) (int64, error) {
+	m, err := r.store.GetMirror(link, mirror)
+	if err != nil {
+		return 0, fmt.Errorf("mirror %s of link %s: %w", mirror, link, err)
+	}
+	pr, ok := m.Partitions[partition]
+	if !ok {
+		return 0, fmt.Errorf("mirror %s of link %s has no partition %d", mirror, link, partition)
+	}
+	return pr.Translate(sourceOffset), nil
 }

@@ -45,7 +45,10 @@ const fillerPID = -2
 // destination aborts it after this long). Brokers cap it at
 // transaction.max.timeout.ms (15 minutes by default); a broker that refuses
 // it gets txnTimeoutFallback.
-const (
+//
+// Variables, not constants, so that tests can make the destination abort a
+// transaction within seconds.
+var (
 	txnTimeout         = 15 * time.Minute
 	txnTimeoutFallback = time.Minute
 )
@@ -58,6 +61,7 @@ type slot struct {
 	ready    bool           // producer id and epoch are known
 	inTxn    bool           // a destination transaction is open
 	srcPID   int64          // source producer id replayed, or fillerPID
+	since    int64          // recovered: the destination offset its transaction's data starts at
 }
 
 // take returns the producer fields for a batch of n records and advances
@@ -128,6 +132,9 @@ func (p *partition) initTxnProducer(ctx context.Context, s *slot) error {
 				return 0, err
 			}
 			s.producer = batch.Producer{ID: r.ProducerID, Epoch: r.ProducerEpoch}
+			if r.ErrorCode == 0 {
+				p.ourPIDs[r.ProducerID] = true
+			}
 			return r.ErrorCode, nil
 		})
 		if errors.Is(err, kerr.InvalidTransactionTimeout) {
@@ -237,7 +244,10 @@ func (p *partition) waitMarker(ctx context.Context, m int64, commit bool, pid in
 // txnError turns a transactional error into what it means for the mirror.
 func (p *partition) txnError(op string, s *slot, err error) error {
 	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
-		return fatalf("%s for %s: %v: another klink is writing this mirror partition with the same transactional id", op, *s.txnID, err)
+		// The destination aborted the transaction on its own (timeout)
+		// and bumped the epoch, or another klink took over the id: the
+		// next start reads the destination and tells which.
+		return fmt.Errorf("%s for %s: %w: the destination ended this transaction (transaction timeout), or another klink uses the same transactional id", op, *s.txnID, err)
 	}
 	return fmt.Errorf("%s for %s: %w", op, *s.txnID, err)
 }
@@ -287,11 +297,12 @@ const orphanPID = -3
 func (p *partition) recoverTxns(ctx context.Context) error {
 	p.slots = nil
 	p.bySrc = map[int64]*slot{}
+	p.ourPIDs = map[int64]bool{}
 	adm := p.m.link.dst.adm
 	prefix := p.txnIDPrefix()
 	var ours []string
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		listed, err := adm.ListTransactions(ctx, nil, []string{"Ongoing", "PrepareCommit", "PrepareAbort"})
+		listed, err := adm.ListTransactions(ctx, nil, nil)
 		if err != nil {
 			return fmt.Errorf("destination ListTransactions: %w", err)
 		}
@@ -299,9 +310,13 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 		settling := false
 		for id, lt := range listed {
 			if strings.HasPrefix(id, prefix) {
-				if lt.State == "Ongoing" {
+				// Every producer id klink's ids have: their markers
+				// are klink's (see verifyTail).
+				p.ourPIDs[lt.ProducerID] = true
+				switch lt.State {
+				case "Ongoing":
 					ours = append(ours, id)
-				} else {
+				case "PrepareCommit", "PrepareAbort":
 					settling = true
 				}
 			}
@@ -368,16 +383,14 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 		if pr, ok := active[dt.ProducerID]; ok && pr.ProducerEpoch == dt.ProducerEpoch && pr.LastSequence >= 0 {
 			s.producer.Sequence = nextSequence(pr.LastSequence, 1)
 		}
-		since := int64(-1)
+		s.since = -1
 		if pr, ok := withData[dt.ProducerID]; ok {
 			delete(withData, dt.ProducerID)
-			since = pr.CurrentTxnStartOffset
-			if s.srcPID, err = p.replayedProducer(ctx, since); err != nil {
-				return err
-			}
-			p.bySrc[s.srcPID] = s
+			s.since = pr.CurrentTxnStartOffset
+			s.srcPID = unboundPID // bindRecovered, once the tail is checked
+		} else {
+			p.log.Info("resuming a destination transaction left open", zap.String("transactionalID", id), zap.String("holds", "no data yet"))
 		}
-		p.log.Info("resuming a destination transaction left open", zap.String("transactionalID", id), zap.Int64("since", since), zap.Int64("sourceProducerID", s.srcPID))
 	}
 	for _, pr := range withData {
 		return fatalf("destination %s[%d] has a transaction open since offset %d that klink did not start (producer id %d): something else writes into the mirror topic", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID)
@@ -385,9 +398,47 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 	return nil
 }
 
+// unboundPID marks a recovered transaction with data whose source producer
+// is not known yet.
+const unboundPID = -5
+
+// bindRecovered binds each recovered transaction with data to the source
+// producer it replays. It runs after the tail check, which may have found
+// the partition shifted (see gapmap.go).
+func (p *partition) bindRecovered(ctx context.Context) error {
+	for _, s := range p.slots {
+		if !s.inTxn || s.srcPID != unboundPID {
+			continue
+		}
+		if p.copyingSince(s.since) {
+			s.srcPID = copiesPID // finishCopies aborts it and copies again
+		} else {
+			pid, err := p.replayedProducer(ctx, s.since)
+			if err != nil {
+				return err
+			}
+			s.srcPID = pid
+		}
+		p.bySrc[s.srcPID] = s
+		p.log.Info("resuming a destination transaction left open", zap.String("transactionalID", *s.txnID), zap.Int64("since", s.since), zap.Int64("sourceProducerID", s.srcPID))
+	}
+	return nil
+}
+
+// copyingSince reports whether a destination transaction starting at
+// offset holds copies of aborted records still being appended.
+func (p *partition) copyingSince(offset int64) bool {
+	for _, sh := range p.shifts {
+		if c := sh.Copies; c != nil && c.Pending && c.From > 0 && offset >= c.From {
+			return true
+		}
+	}
+	return false
+}
+
 // replayedProducer says which source producer the destination transaction
-// starting at offset replays: the source batch at that offset tells, unless
-// the destination batch there holds fillers.
+// starting at destination offset replays: the source batch at that offset
+// (less p.delta) tells, unless the destination batch there holds fillers.
 func (p *partition) replayedProducer(ctx context.Context, offset int64) (int64, error) {
 	df, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, offset, 1, 0)
 	if err != nil {
@@ -399,17 +450,18 @@ func (p *partition) replayedProducer(ctx context.Context, offset int64) (int64, 
 	if filler, err := df.batches[0].IsFillerBatch(); err != nil || filler {
 		return fillerPID, err
 	}
-	sf, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, offset, 1, 0)
+	at := p.sourceOffsetOf(offset)
+	sf, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, at, 1, 0)
 	if err != nil {
 		return 0, err
 	}
 	for _, b := range sf.batches {
-		if b.NextOffset() > offset {
+		if b.NextOffset() > at {
 			if !b.IsTransactional() || b.IsControl() {
 				return 0, fatalf("destination %s[%d] has a transaction open at offset %d where the source has no transactional data", p.m.name, p.id, offset)
 			}
 			return b.ProducerID(), nil
 		}
 	}
-	return 0, fmt.Errorf("source %s[%d]: no batch at offset %d", p.m.sourceTopic, p.id, offset)
+	return 0, fmt.Errorf("source %s[%d]: no batch at offset %d", p.m.sourceTopic, p.id, at)
 }

@@ -16,8 +16,14 @@ import (
 // records, byte for byte) or fillers where the source has no data. It runs
 // when a partition starts (the last batch, after a restart or crash) and
 // after append errors (every batch that landed without an answer).
+//
+// An abort marker of klink's own that the source does not have there is
+// the destination ending one of klink's transactions on its own (the
+// transaction timeout): it is absorbed into the gap map (see gapmap.go) and
+// the batches after it are checked one offset further on.
 func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 	dst := p.m.link.dst
+	from = max(from, p.shiftedUpTo())
 	for off := from; off < end; {
 		f, err := dst.fetchOnce(ctx, p.m.name, p.id, off, maxPartitionBuffered, 0)
 		if errors.Is(err, kerr.OffsetOutOfRange) {
@@ -42,7 +48,11 @@ func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 			if d.BaseOffset() >= end {
 				return nil
 			}
-			if err := p.compareWithSource(ctx, d); err != nil {
+			err := p.compareWithSource(ctx, d)
+			if errors.Is(err, errUnplannedAbort) {
+				err = p.absorbAbort(ctx, d)
+			}
+			if err != nil {
 				return err
 			}
 			off = d.NextOffset()
@@ -55,16 +65,91 @@ func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 	return nil
 }
 
-// compareWithSource checks one destination batch against the source.
+// errUnplannedAbort: compareWithSource found an abort marker of klink's
+// own where the source has no such marker.
+var errUnplannedAbort = errors.New("klink's transaction aborted by the destination")
+
+// checkTail runs verifyTail on the destination tail [from, end). Trailing
+// markers are checked with the batch before them (several of klink's
+// transactions can have been aborted by the destination in a row). If the
+// tail does not match the source, and an abort marker of klink's lies
+// shortly before it (appends already in flight landed one offset further
+// on), the check runs again from that marker.
+func (p *partition) checkTail(ctx context.Context, from, end int64) error {
+	dst := p.m.link.dst
+	lo := p.shiftedUpTo()
+	for from > lo {
+		f, err := dst.fetchOnce(ctx, p.m.name, p.id, from-1, 1, 0)
+		if err != nil {
+			return err
+		}
+		if len(f.batches) == 0 || !f.batches[0].IsControl() || f.batches[0].BaseOffset() != from-1 {
+			break
+		}
+		from--
+	}
+	err := p.verifyTail(ctx, from, end)
+	var fatal fatalError
+	if !errors.As(err, &fatal) || len(p.ourPIDs) == 0 {
+		return err
+	}
+	at, ok, ferr := p.findOwnAbort(ctx, max(lo, end-maxShiftSearch), from)
+	if ferr != nil || !ok {
+		return err
+	}
+	p.log.Info("destination tail differs from the source after an abort marker of klink's; checking from the marker", zap.Int64("marker", at))
+	return p.verifyTail(ctx, at, end)
+}
+
+// maxShiftSearch bounds how far back checkTail looks for an abort marker
+// of klink's: further than the appends that can be in flight at once.
+const maxShiftSearch = 1 << 20
+
+// findOwnAbort returns the offset of the last abort marker of klink's in
+// the destination range [from, to).
+func (p *partition) findOwnAbort(ctx context.Context, from, to int64) (int64, bool, error) {
+	found, at := false, int64(0)
+	for off := from; off < to; {
+		f, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, off, maxPartitionBuffered, 0)
+		if err != nil {
+			return 0, false, err
+		}
+		progressed := false
+		for _, b := range f.batches {
+			if b.NextOffset() <= off || b.BaseOffset() >= to {
+				continue
+			}
+			off, progressed = b.NextOffset(), true
+			if typ, err := b.ControlType(); b.IsControl() && err == nil && typ == batch.ControlAbort && p.ourPIDs[b.ProducerID()] {
+				found, at = true, b.BaseOffset()
+			}
+		}
+		if !progressed {
+			break
+		}
+	}
+	return at, found, nil
+}
+
+// compareWithSource checks one destination batch against the source, at
+// the source offset the batch stands for (its offset less p.delta).
 func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error {
 	src := p.m.link.src
-	f, err := src.fetchOnce(ctx, p.m.sourceTopic, p.id, d.BaseOffset(), 1, 0)
+	at := d.BaseOffset() - p.delta
+	unplanned := func() bool {
+		typ, err := d.ControlType()
+		return d.IsControl() && err == nil && typ == batch.ControlAbort && p.ourPIDs[d.ProducerID()]
+	}
+	f, err := src.fetchOnce(ctx, p.m.sourceTopic, p.id, at, 1, 0)
 	if errors.Is(err, kerr.OffsetOutOfRange) {
 		end, lerr := src.listOffset(ctx, p.m.sourceTopic, p.id, offsetLatest)
 		if lerr != nil {
 			return lerr
 		}
-		if d.BaseOffset() >= end {
+		if at >= end && unplanned() {
+			return errUnplannedAbort
+		}
+		if at >= end {
 			return fatalf("destination %s[%d] holds offsets %d..%d but source %s[%d] ends at %d: the source partition was truncated or recreated, or something else writes into the mirror topic", p.m.name, p.id, d.BaseOffset(), d.LastOffset(), p.m.sourceTopic, p.id, end)
 		}
 		p.log.Info("cannot verify destination batch: the source no longer has its offsets (retention)", zap.Int64("offset", d.BaseOffset()))
@@ -75,10 +160,14 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 	}
 	var s batch.Batch
 	for _, b := range f.batches {
-		if b.NextOffset() > d.BaseOffset() {
+		if b.NextOffset() > at {
 			s = b
 			break
 		}
+	}
+	if s == nil && unplanned() {
+		// Beyond the source end: klink never plans a marker there.
+		return errUnplannedAbort
 	}
 	if s != nil && s.HasHoles() && !d.IsControl() {
 		// klink rebuilt the runs of this batch: compare with the run.
@@ -87,11 +176,11 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 			return fatalf("source %s[%d] batch at offset %d is unreadable: %v", p.m.sourceTopic, p.id, s.BaseOffset(), err)
 		}
 		for _, r := range runs {
-			if r.BaseOffset() == d.BaseOffset() && sameBatch(r, d) {
+			if r.BaseOffset() == at && sameBatch(r, d, p.delta) {
 				return nil
 			}
 		}
-	} else if s != nil && sameBatch(s, d) {
+	} else if s != nil && sameBatch(s, d, p.delta) {
 		return nil
 	}
 	if d.IsControl() {
@@ -99,13 +188,16 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 		if err != nil {
 			return fatalf("destination %s[%d] marker at offset %d is unreadable: %v", p.m.name, p.id, d.BaseOffset(), err)
 		}
-		if s != nil && s.IsControl() && s.BaseOffset() == d.BaseOffset() {
+		if s != nil && s.IsControl() && s.BaseOffset() == at {
 			if st, err := s.ControlType(); err == nil && st == typ {
 				return nil // the source's marker, reproduced
 			}
 		}
-		if typ == batch.ControlAbort && !sourceHasData(s, d.BaseOffset(), d.LastOffset()) {
+		if typ == batch.ControlAbort && !sourceHasData(s, at, at) {
 			return nil // the end of a filler transaction
+		}
+		if unplanned() {
+			return errUnplannedAbort
 		}
 		return fatalf("destination %s[%d] has a transaction marker at offset %d that the source does not have there: something else writes into the mirror topic", p.m.name, p.id, d.BaseOffset())
 	}
@@ -116,7 +208,7 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 	if filler {
 		// Fillers stand where the source has no data: nothing, an
 		// empty batch, or records the cleaner removed.
-		if !sourceHasData(s, d.BaseOffset(), d.LastOffset()) {
+		if !sourceHasData(s, at, d.LastOffset()-p.delta) {
 			return nil
 		}
 		return fatalf("destination %s[%d] has filler records at offsets %d..%d but the source has data or a marker there (batch at offset %d)", p.m.name, p.id, d.BaseOffset(), d.LastOffset(), s.BaseOffset())
@@ -148,9 +240,10 @@ func sourceHasData(s batch.Batch, from, to int64) bool {
 	return true
 }
 
-// sameBatch reports whether d is klink's copy of source batch s.
-func sameBatch(s, d batch.Batch) bool {
-	if s.BaseOffset() != d.BaseOffset() || s.LastOffsetDelta() != d.LastOffsetDelta() || s.NumRecords() != d.NumRecords() {
+// sameBatch reports whether d is klink's copy of source batch s, delta
+// offsets further on.
+func sameBatch(s, d batch.Batch, delta int64) bool {
+	if s.BaseOffset()+delta != d.BaseOffset() || s.LastOffsetDelta() != d.LastOffsetDelta() || s.NumRecords() != d.NumRecords() {
 		return false
 	}
 	if s.IsLogAppendTime() {

@@ -1,0 +1,389 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/batch"
+)
+
+// The exact gap map.
+//
+// klink keeps every source offset at the same destination offset, with one
+// exception it cannot prevent: the destination ending one of klink's
+// transactions on its own. A transaction that stays open longer than its
+// timeout (klink stopped for longer than transaction.max.timeout.ms, or a
+// long source transaction holding back the marker klink waits for) is
+// aborted by the destination's coordinator, and its abort marker takes the
+// destination's next offset, where klink meant to put something else.
+//
+// From that offset on the partition is mirrored one offset further on, and
+// the shift is recorded in the state file (linkstate.OffsetShift), so that
+// offsets translate exactly (linkstate.Partition.Translate). If the source
+// committed the aborted records, klink appends them again in a transaction
+// of their own and commits it, so read_committed consumers still see them:
+// the shift grows by their offsets and their commit marker. Their originals
+// stay in the log, aborted.
+
+// copiesPID marks the slot appending the copies of an aborted transaction.
+const copiesPID = -4
+
+// loadShifts reads the partition's gap map from the state file.
+func (p *partition) loadShifts() error {
+	rec, err := p.m.link.store.GetMirror(p.m.link.cfg.Name, p.m.name)
+	if err != nil {
+		return fmt.Errorf("reading mirror %s from the state file: %w", p.m.name, err)
+	}
+	pr := rec.Partitions[p.id]
+	if pr == nil {
+		p.shifts, p.delta = nil, 0
+		return nil
+	}
+	p.shifts = slices.Clone(pr.Shifts)
+	p.delta = pr.Delta()
+	p.publishShifts()
+	return nil
+}
+
+// saveShifts writes the partition's gap map to the state file.
+func (p *partition) saveShifts() error {
+	_, err := p.m.link.store.UpdateMirror(p.m.link.cfg.Name, p.m.name, func(r *linkstate.Mirror) error {
+		pr := r.Partitions[p.id]
+		if pr == nil {
+			return fmt.Errorf("mirror %s has no partition %d in the state file", p.m.name, p.id)
+		}
+		pr.Shifts = slices.Clone(p.shifts)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording the gap map of %s[%d]: %w", p.m.name, p.id, err)
+	}
+	p.publishShifts()
+	return nil
+}
+
+// publishShifts gives status a copy of the gap map (Copies deep-copied:
+// the partition goroutine changes them).
+func (p *partition) publishShifts() {
+	cp := slices.Clone(p.shifts)
+	for i := range cp {
+		if c := cp[i].Copies; c != nil {
+			cc := *c
+			cp[i].Copies = &cc
+		}
+	}
+	p.shiftsSeen.Store(&cp)
+}
+
+// shiftedUpTo is the destination offset from which offsets translate by
+// p.delta: below it lie shifted ranges, markers and copies that cannot be
+// compared with the source offset for offset.
+func (p *partition) shiftedUpTo() int64 {
+	var at int64
+	for _, sh := range p.shifts {
+		at = max(at, sh.DestOffset)
+		if sh.Copies != nil {
+			at = max(at, sh.Copies.To, sh.Copies.From)
+		}
+	}
+	return at
+}
+
+// sourceOffsetOf is the source offset a destination offset stands for
+// (outside markers and copies the gap map added).
+func (p *partition) sourceOffsetOf(dest int64) int64 {
+	for i := len(p.shifts) - 1; i >= 0; i-- {
+		if sh := p.shifts[i]; sh.DestOffset <= dest {
+			return dest - (sh.DestOffset - sh.SourceOffset)
+		}
+	}
+	return dest
+}
+
+// absorbAbort takes in an abort marker of klink's that the source does not
+// have at that offset (see verifyTail): it finds the transaction it ended,
+// records the shift, and, if the source committed that transaction's
+// records, schedules their copies (made by finishCopies).
+func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
+	x := d.BaseOffset()
+	srcX := x - p.delta
+	originals, err := p.txnData(ctx, d.ProducerID(), p.shiftedUpTo(), x)
+	if err != nil {
+		return err
+	}
+	sourceHas, err := p.sourceHasDataAt(ctx, srcX)
+	if err != nil {
+		return err
+	}
+	if len(originals) == 0 && !sourceHas {
+		return nil // a filler transaction's end, or an empty one in a hole
+	}
+	sh := linkstate.OffsetShift{SourceOffset: srcX, DestOffset: x, AffectedFrom: srcX, At: time.Now().UTC(),
+		Reason: fmt.Sprintf("the destination aborted klink's transaction (producer id %d) on its own at offset %d: transaction timeout", d.ProducerID(), x)}
+	if sourceHas {
+		sh.DestOffset = x + 1 // the marker took srcX's place
+	}
+	var commit bool
+	if len(originals) > 0 {
+		first := originals[0].BaseOffset()
+		sh.AffectedFrom = first - p.delta
+		srcPID, err := p.replayedProducer(ctx, first)
+		if err != nil {
+			return err
+		}
+		if commit, err = p.sourceOutcome(ctx, srcPID, srcX); err != nil {
+			return err
+		}
+		if commit {
+			sh.Copies = &linkstate.CopyRange{Pending: true, Producer: d.ProducerID(), OriginalsFrom: first, OriginalsTo: x}
+			sh.Reason += fmt.Sprintf("; its records (source offsets %d..%d, committed on the source) are appended again", sh.AffectedFrom, srcX-1)
+		} else {
+			sh.Reason += fmt.Sprintf("; its records (source offsets %d..%d) are aborted on the source too", sh.AffectedFrom, srcX-1)
+		}
+	}
+	p.shifts = append(p.shifts, sh)
+	if err := p.saveShifts(); err != nil {
+		p.shifts = p.shifts[:len(p.shifts)-1]
+		return err
+	}
+	p.delta = sh.DestOffset - sh.SourceOffset
+	p.log.Warn("source offsets no longer at the same destination offsets", zap.Int64("sourceOffset", sh.SourceOffset),
+		zap.Int64("destinationOffset", sh.DestOffset), zap.String("reason", sh.Reason))
+	return nil
+}
+
+// txnData returns the data batches (not fillers) of the transaction of
+// destination producer pid that the marker at offset x ended: its batches
+// after the producer's previous marker. It reads back from x in growing
+// windows, never below lo or the log start.
+func (p *partition) txnData(ctx context.Context, pid, lo, x int64) ([]batch.Batch, error) {
+	dst := p.m.link.dst
+	logStart, err := dst.listOffset(ctx, p.m.name, p.id, offsetEarliest)
+	if err != nil {
+		return nil, err
+	}
+	lo = max(logStart, lo)
+	for window := int64(1024); ; window *= 4 {
+		from := max(lo, x-window)
+		var data []batch.Batch
+		ended := false // a marker of pid was seen: the transaction starts after it
+		for off := from; off < x; {
+			f, err := dst.fetchOnce(ctx, p.m.name, p.id, off, maxPartitionBuffered, 0)
+			if err != nil {
+				return nil, err
+			}
+			progressed := false
+			for _, b := range f.batches {
+				if b.NextOffset() <= off {
+					continue
+				}
+				if b.BaseOffset() >= x {
+					off = x
+					break
+				}
+				off, progressed = b.NextOffset(), true
+				if b.ProducerID() != pid {
+					continue
+				}
+				if b.IsControl() {
+					data, ended = data[:0], true
+					continue
+				}
+				if filler, err := b.IsFillerBatch(); err != nil || filler {
+					continue
+				}
+				data = append(data, b)
+			}
+			if !progressed && off < x {
+				return nil, fmt.Errorf("destination %s[%d]: fetch at offset %d returned no batch below %d", p.m.name, p.id, off, x)
+			}
+		}
+		if ended || from == lo {
+			return data, nil
+		}
+	}
+}
+
+// sourceHasDataAt reports whether the source has a record or a marker at
+// offset (not a hole left by the cleaner, and not beyond its end).
+func (p *partition) sourceHasDataAt(ctx context.Context, offset int64) (bool, error) {
+	f, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, offset, 1, 0)
+	if err != nil {
+		return false, err
+	}
+	for _, b := range f.batches {
+		if b.NextOffset() > offset {
+			return b.BaseOffset() <= offset && sourceHasData(b, offset, offset), nil
+		}
+	}
+	return false, nil
+}
+
+// sourceOutcome finds whether source producer pid's transaction, open at
+// offset from, committed: its marker is at or after from.
+func (p *partition) sourceOutcome(ctx context.Context, pid, from int64) (bool, error) {
+	src := p.m.link.src
+	for off := from; ; {
+		f, err := src.fetchOnce(ctx, p.m.sourceTopic, p.id, off, maxPartitionBuffered, 0)
+		if err != nil {
+			return false, err
+		}
+		progressed := false
+		for _, b := range f.batches {
+			if b.NextOffset() <= off {
+				continue
+			}
+			off, progressed = b.NextOffset(), true
+			if b.IsControl() && b.ProducerID() == pid {
+				typ, err := b.ControlType()
+				if err != nil {
+					return false, fatalf("source %s[%d] marker at offset %d is unreadable: %v", p.m.sourceTopic, p.id, b.BaseOffset(), err)
+				}
+				return typ == batch.ControlCommit, nil
+			}
+		}
+		if !progressed {
+			return false, fmt.Errorf("source %s[%d]: no marker for producer %d after offset %d yet", p.m.sourceTopic, p.id, pid, from)
+		}
+	}
+}
+
+// finishCopies appends again, in a transaction of their own that it
+// commits, the records of every aborted transaction the source committed
+// (see absorbAbort). A crash in the middle is picked up on the next start:
+// copies already committed are recognised by their marker; a partial copy
+// is aborted and made again.
+func (p *partition) finishCopies(ctx context.Context) error {
+	for i := range p.shifts {
+		c := p.shifts[i].Copies
+		if c == nil || !c.Pending {
+			continue
+		}
+		if c.From > 0 {
+			done, err := p.copiesCommitted(ctx, c)
+			if err != nil {
+				return err
+			}
+			if done {
+				if err := p.copiesDone(i); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := p.abortCopies(ctx); err != nil {
+				return err
+			}
+		}
+		c.From = p.next
+		if err := p.saveShifts(); err != nil {
+			return err
+		}
+		if err := p.appendCopies(ctx, c); err != nil {
+			return err
+		}
+		if err := p.copiesDone(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copiesCommitted reports whether the copies begun at c.From were
+// committed: nothing but them and their commit marker follows c.From.
+func (p *partition) copiesCommitted(ctx context.Context, c *linkstate.CopyRange) (bool, error) {
+	if p.next <= c.From {
+		return false, nil
+	}
+	f, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, p.next-1, 1, 0)
+	if err != nil {
+		return false, err
+	}
+	if len(f.batches) == 0 {
+		return false, nil
+	}
+	b := f.batches[0]
+	typ, err := b.ControlType()
+	return b.IsControl() && b.BaseOffset() == p.next-1 && err == nil && typ == batch.ControlCommit && p.ourPIDs[b.ProducerID()], nil
+}
+
+// abortCopies aborts a copies transaction left open by a crash: its marker
+// is planned (the copies start again after it).
+func (p *partition) abortCopies(ctx context.Context) error {
+	for _, s := range p.slots {
+		if s.inTxn && s.srcPID == copiesPID {
+			if err := p.endTxn(ctx, s, false, p.next); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// appendCopies appends the originals' data batches again at p.next, in a
+// new transaction, and commits it.
+func (p *partition) appendCopies(ctx context.Context, c *linkstate.CopyRange) error {
+	s, err := p.slotFor(ctx, copiesPID)
+	if err != nil {
+		return err
+	}
+	if err := p.useProducer(ctx, s); err != nil {
+		return err
+	}
+	originals, err := p.txnData(ctx, c.Producer, c.OriginalsFrom, c.OriginalsTo)
+	if err != nil {
+		return err
+	}
+	for _, o := range originals {
+		if o.BaseOffset() < c.OriginalsFrom {
+			continue
+		}
+		b := batch.Batch(slices.Clone(o))
+		n := b.OffsetSpan()
+		b.Rewrite(s.take(int64(b.NumRecords())), batch.AttrDeleteHorizon, b.RecordsCRC())
+		p.submit([]*appendReq{{b: b, base: p.next, next: p.next + n, txnID: s.txnID, records: int64(b.NumRecords())}})
+		p.next += n
+	}
+	if err := p.flush(ctx); err != nil {
+		return err
+	}
+	return p.endTxn(ctx, s, true, p.next)
+}
+
+// copiesDone records copies committed up to p.next: the shift grows by
+// their offsets from the source offset they were appended at.
+func (p *partition) copiesDone(i int) error {
+	c := p.shifts[i].Copies
+	c.To, c.Pending = p.next, false
+	srcAt := c.From - p.delta
+	p.shifts = append(p.shifts, linkstate.OffsetShift{SourceOffset: srcAt, DestOffset: p.next, AffectedFrom: srcAt, At: time.Now().UTC(),
+		Reason: fmt.Sprintf("copies of aborted records at destination offsets %d..%d", c.From, c.To-1)})
+	if err := p.saveShifts(); err != nil {
+		return err
+	}
+	p.delta = p.next - srcAt
+	p.log.Warn("records aborted by the destination appended again", zap.Int64("from", c.From), zap.Int64("to", c.To-1))
+	return nil
+}
+
+// errShiftedAppend: an append landed after an offset the destination
+// took for one of klink's markers.
+var errShiftedAppend = errors.New("the destination took an offset for a marker of klink's transaction (transaction timeout); reconciling")
+
+// landedAfterOwnMarker reports whether the destination holds an abort
+// marker of klink's at offset at: an append expected there landed later
+// because the destination aborted one of klink's transactions.
+func (p *partition) landedAfterOwnMarker(ctx context.Context, at int64) bool {
+	f, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, at, 1, 0)
+	if err != nil || len(f.batches) == 0 {
+		return false
+	}
+	b := f.batches[0]
+	typ, err := b.ControlType()
+	return b.BaseOffset() == at && b.IsControl() && err == nil && typ == batch.ControlAbort && p.ourPIDs[b.ProducerID()]
+}

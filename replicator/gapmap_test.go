@@ -1,0 +1,161 @@
+package replicator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/mirrorcheck"
+)
+
+// The one pattern klink cannot mirror at the same offsets: the destination
+// aborts klink's transaction on its own (its timeout passes while a long
+// source transaction holds back the marker klink waits for, or while klink
+// is stopped). The coordinator's abort marker takes an offset; klink
+// records the shift in the gap map, appends the aborted records again
+// (the source committed them), and goes on one shift further: nothing is
+// lost or seen twice by a read_committed reader, and every source offset
+// translates exactly to the destination offset of the same record.
+func TestDestinationAbortsKlinkTransaction(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart bool // klink is stopped while the destination aborts
+	}{{"while running", false}, {"while stopped", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := txnTimeout
+			txnTimeout = 2 * time.Second
+			t.Cleanup(func() { txnTimeout = old })
+
+			src, dst := testClusters(t)
+			createTopic(t, src, "gt", 1, nil)
+			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
+			r, stop := runReplicator(t, cfg)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			p := newClient(t, src, kgo.TransactionalID("app-p"), kgo.DefaultProduceTopic("gt"))
+			q := newClient(t, src, kgo.TransactionalID("app-q"), kgo.DefaultProduceTopic("gt"))
+			plain := newClient(t, src, kgo.DefaultProduceTopic("gt"))
+			begin := func(cl *kgo.Client) {
+				if err := cl.BeginTransaction(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			end := func(cl *kgo.Client, commit bool) {
+				if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := func(who string, i int) *kgo.Record {
+				return &kgo.Record{Key: fmt.Appendf(nil, "%s-%d", who, i), Value: fmt.Appendf(nil, "%s record %d", who, i), Headers: []kgo.RecordHeader{{Key: "from", Value: []byte(who)}}}
+			}
+			// Source: P's records at 0..4, Q's first record at 5, P's
+			// commit at 6 (held back from read_committed readers by Q's
+			// open transaction, and so from klink), ...
+			begin(p)
+			for i := 0; i < 5; i++ {
+				produceSync(t, p, rec("p", i))
+			}
+			begin(q)
+			produceSync(t, q, rec("q", 0))
+			end(p, true)
+			// klink replays P's records in a destination transaction
+			// and waits for the marker.
+			waitFor(t, 15*time.Second, "P's records on the destination", func() bool {
+				return endOffsets(t, dst, "gt")[0] >= 5
+			})
+			if tc.restart {
+				stop()
+			}
+			// The destination's coordinator aborts klink's transaction.
+			time.Sleep(txnTimeout + 2*time.Second)
+			for i := 0; i < 3; i++ {
+				produceSync(t, plain, rec("plain", i))
+			}
+			end(q, true)
+			if tc.restart {
+				r, _ = runReplicator(t, cfg)
+			}
+			srcEnd := endOffsets(t, src, "gt")[0]
+			var shifts []linkstate.OffsetShift
+			waitFor(t, 30*time.Second, "the destination to catch up with the shift", func() bool {
+				ms := r.Status().Links[0].Mirrors
+				if len(ms) == 0 || len(ms[0].Partitions) == 0 {
+					return false
+				}
+				shifts = ms[0].Partitions[0].OffsetShifts
+				if len(shifts) == 0 {
+					return false
+				}
+				want, err := r.TranslateOffset(cfg.Links[0].Name, "gt", 0, srcEnd)
+				return err == nil && endOffsets(t, dst, "gt")[0] == want
+			})
+			if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
+				t.Fatalf("mirror %s: %s", m.State, m.Reason)
+			}
+			t.Logf("gap map: %+v", shifts)
+
+			// Every source record past the aborted range is at its
+			// translated offset, and P's records, committed on the
+			// source, are seen once by a read_committed reader.
+			srcRecs := readAllAs(t, src, "gt", mirrorcheck.ReadCommitted)[0]
+			dstRecs := readAllAs(t, dst, "gt", mirrorcheck.ReadCommitted)[0]
+			byOffset := map[int64]*kgo.Record{}
+			for _, d := range dstRecs {
+				if mirrorcheck.IsFiller(d) {
+					t.Fatalf("read_committed reader sees a filler at %d", d.Offset)
+				}
+				byOffset[d.Offset] = d
+			}
+			if len(dstRecs) != len(srcRecs) {
+				t.Fatalf("read_committed: source has %d records, destination %d", len(srcRecs), len(dstRecs))
+			}
+			affected := shifts[0].AffectedFrom
+			for _, s := range srcRecs {
+				if s.Offset < shifts[0].SourceOffset && s.Offset >= affected {
+					found := 0
+					for _, d := range dstRecs {
+						if bytes.Equal(d.Key, s.Key) {
+							found++
+							if err := sameButOffset(s, d); err != nil {
+								t.Fatalf("copy of source offset %d at %d: %v", s.Offset, d.Offset, err)
+							}
+						}
+					}
+					if found != 1 {
+						t.Fatalf("record of source offset %d (%s) seen %d times by a read_committed reader", s.Offset, s.Key, found)
+					}
+					continue
+				}
+				at, err := r.TranslateOffset(cfg.Links[0].Name, "gt", 0, s.Offset)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, ok := byOffset[at]
+				if !ok {
+					t.Fatalf("source offset %d translates to %d, which holds no record", s.Offset, at)
+				}
+				if err := sameButOffset(s, d); err != nil {
+					t.Fatalf("source offset %d, destination %d: %v", s.Offset, at, err)
+				}
+			}
+			if shifts[0].Copies == nil || shifts[0].Copies.Pending {
+				t.Fatalf("the aborted records were not copied: %+v", shifts[0])
+			}
+		})
+	}
+}
+
+// sameButOffset compares two records as mirrorcheck.Same does, except for
+// their offsets.
+func sameButOffset(s, d *kgo.Record) error {
+	c := *d
+	c.Offset = s.Offset
+	return mirrorcheck.Same(s, &c)
+}
