@@ -221,6 +221,9 @@ type CopyRange struct {
 	Producer      int64 `json:"producer"`
 	OriginalsFrom int64 `json:"originalsFrom"`
 	OriginalsTo   int64 `json:"originalsTo"`
+	// SourceAt is the source offset the copies went in before (set with
+	// the first From; a copy made again after a crash keeps it).
+	SourceAt int64 `json:"sourceAt"`
 }
 
 // Translate maps a source offset to the destination offset that holds the

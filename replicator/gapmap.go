@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/linkstate"
@@ -106,23 +107,41 @@ func (p *partition) sourceOffsetOf(dest int64) int64 {
 	return dest
 }
 
-// absorbAbort takes in an abort marker of klink's that the source does not
-// have at that offset (see verifyTail): it finds the transaction it ended,
-// records the shift, and, if the source committed that transaction's
-// records, schedules their copies (made by finishCopies).
+// absorbAbort looks at an abort marker of klink's (see verifyTail). It is
+// planned when it ends a filler transaction (no data, where the source has
+// nothing), or reproduces the source's abort marker at that offset for the
+// source producer whose data the transaction holds (or no data: a marker
+// klink reproduced alone). Otherwise the destination aborted the
+// transaction on its own: absorbAbort records the shift (unless the marker
+// took an offset the source has nothing at) and, if the source committed
+// the transaction's records, schedules their copies (finishCopies).
 func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
 	x := d.BaseOffset()
 	srcX := x - p.delta
-	originals, err := p.txnData(ctx, d.ProducerID(), p.shiftedUpTo(), x)
+	originals, err := p.txnData(ctx, d.ProducerID(), 0, x)
 	if err != nil {
 		return err
 	}
-	sourceHas, err := p.sourceHasDataAt(ctx, srcX)
+	srcMarker, sourceHas, err := p.sourceAt(ctx, srcX)
 	if err != nil {
 		return err
 	}
 	if len(originals) == 0 && !sourceHas {
 		return nil // a filler transaction's end, or an empty one in a hole
+	}
+	if srcMarker != nil {
+		if typ, err := srcMarker.ControlType(); err == nil && typ == batch.ControlAbort {
+			if len(originals) == 0 {
+				return nil // the source's marker, reproduced alone
+			}
+			pid, err := p.replayedProducer(ctx, originals[0].BaseOffset())
+			if err != nil {
+				return err
+			}
+			if pid == srcMarker.ProducerID() {
+				return nil // the source's abort, reproduced
+			}
+		}
 	}
 	sh := linkstate.OffsetShift{SourceOffset: srcX, DestOffset: x, AffectedFrom: srcX, At: time.Now().UTC(),
 		Reason: fmt.Sprintf("the destination aborted klink's transaction (producer id %d) on its own at offset %d: transaction timeout", d.ProducerID(), x)}
@@ -133,6 +152,7 @@ func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
 	if len(originals) > 0 {
 		first := originals[0].BaseOffset()
 		sh.AffectedFrom = first - p.delta
+		last := originals[len(originals)-1].LastOffset() - p.delta
 		srcPID, err := p.replayedProducer(ctx, first)
 		if err != nil {
 			return err
@@ -142,9 +162,9 @@ func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
 		}
 		if commit {
 			sh.Copies = &linkstate.CopyRange{Pending: true, Producer: d.ProducerID(), OriginalsFrom: first, OriginalsTo: x}
-			sh.Reason += fmt.Sprintf("; its records (source offsets %d..%d, committed on the source) are appended again", sh.AffectedFrom, srcX-1)
+			sh.Reason += fmt.Sprintf("; its records (source producer %d, source offsets %d..%d, committed on the source) are appended again", srcPID, sh.AffectedFrom, last)
 		} else {
-			sh.Reason += fmt.Sprintf("; its records (source offsets %d..%d) are aborted on the source too", sh.AffectedFrom, srcX-1)
+			sh.Reason += fmt.Sprintf("; its records (source producer %d, source offsets %d..%d) are aborted on the source too", srcPID, sh.AffectedFrom, last)
 		}
 	}
 	p.shifts = append(p.shifts, sh)
@@ -158,10 +178,10 @@ func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
 	return nil
 }
 
-// txnData returns the data batches (not fillers) of the transaction of
-// destination producer pid that the marker at offset x ended: its batches
-// after the producer's previous marker. It reads back from x in growing
-// windows, never below lo or the log start.
+// txnData returns the data batches (not fillers, not copies) of the
+// transaction of destination producer pid that the marker at offset x
+// ended: its batches after the producer's previous marker. It reads back
+// from x in growing windows, never below lo or the log start.
 func (p *partition) txnData(ctx context.Context, pid, lo, x int64) ([]batch.Batch, error) {
 	dst := p.m.link.dst
 	logStart, err := dst.listOffset(ctx, p.m.name, p.id, offsetEarliest)
@@ -195,7 +215,7 @@ func (p *partition) txnData(ctx context.Context, pid, lo, x int64) ([]batch.Batc
 					data, ended = data[:0], true
 					continue
 				}
-				if filler, err := b.IsFillerBatch(); err != nil || filler {
+				if filler, err := b.IsFillerBatch(); err != nil || filler || p.inCopies(b.BaseOffset()) {
 					continue
 				}
 				data = append(data, b)
@@ -210,19 +230,54 @@ func (p *partition) txnData(ctx context.Context, pid, lo, x int64) ([]batch.Batc
 	}
 }
 
-// sourceHasDataAt reports whether the source has a record or a marker at
-// offset (not a hole left by the cleaner, and not beyond its end).
-func (p *partition) sourceHasDataAt(ctx context.Context, offset int64) (bool, error) {
+// sourceAt reports whether the source has a record or a marker at offset
+// (not a hole left by the cleaner), and the marker if it is one. An offset
+// beyond the source's end counts as taken: the source will write there.
+func (p *partition) sourceAt(ctx context.Context, offset int64) (marker batch.Batch, has bool, err error) {
 	f, err := p.m.link.src.fetchOnce(ctx, p.m.sourceTopic, p.id, offset, 1, 0)
+	if errors.Is(err, kerr.OffsetOutOfRange) {
+		end, lerr := p.m.link.src.listOffset(ctx, p.m.sourceTopic, p.id, offsetLatest)
+		if lerr != nil {
+			return nil, false, lerr
+		}
+		return nil, offset >= end, nil
+	}
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	for _, b := range f.batches {
 		if b.NextOffset() > offset {
-			return b.BaseOffset() <= offset && sourceHasData(b, offset, offset), nil
+			if b.BaseOffset() > offset || !sourceHasData(b, offset, offset) {
+				return nil, false, nil
+			}
+			if b.IsControl() {
+				return b, true, nil
+			}
+			return nil, true, nil
 		}
 	}
-	return false, nil
+	return nil, true, nil // beyond the end
+}
+
+// inCopies reports whether a destination offset lies in copies klink
+// appended (see finishCopies).
+func (p *partition) inCopies(offset int64) bool {
+	for _, sh := range p.shifts {
+		if c := sh.Copies; c != nil && c.From > 0 && offset >= c.From && (c.Pending || offset < c.To) {
+			return true
+		}
+	}
+	return false
+}
+
+// copying reports whether copies are pending (begun or not).
+func (p *partition) copying() bool {
+	for _, sh := range p.shifts {
+		if c := sh.Copies; c != nil && c.Pending {
+			return true
+		}
+	}
+	return false
 }
 
 // sourceOutcome finds whether source producer pid's transaction, open at
@@ -279,6 +334,9 @@ func (p *partition) finishCopies(ctx context.Context) error {
 			if err := p.abortCopies(ctx); err != nil {
 				return err
 			}
+		}
+		if c.From == 0 {
+			c.SourceAt = p.srcNext()
 		}
 		c.From = p.next
 		if err := p.saveShifts(); err != nil {
@@ -352,15 +410,24 @@ func (p *partition) appendCopies(ctx context.Context, c *linkstate.CopyRange) er
 	if err := p.flush(ctx); err != nil {
 		return err
 	}
+	if testHookBeforeCopiesCommit != nil {
+		if err := testHookBeforeCopiesCommit(); err != nil {
+			return err
+		}
+	}
 	return p.endTxn(ctx, s, true, p.next)
 }
+
+// testHookBeforeCopiesCommit lets a test fail the copies before their
+// commit (a crash in the middle).
+var testHookBeforeCopiesCommit func() error
 
 // copiesDone records copies committed up to p.next: the shift grows by
 // their offsets from the source offset they were appended at.
 func (p *partition) copiesDone(i int) error {
 	c := p.shifts[i].Copies
 	c.To, c.Pending = p.next, false
-	srcAt := c.From - p.delta
+	srcAt := c.SourceAt
 	p.shifts = append(p.shifts, linkstate.OffsetShift{SourceOffset: srcAt, DestOffset: p.next, AffectedFrom: srcAt, At: time.Now().UTC(),
 		Reason: fmt.Sprintf("copies of aborted records at destination offsets %d..%d", c.From, c.To-1)})
 	if err := p.saveShifts(); err != nil {
@@ -374,6 +441,18 @@ func (p *partition) copiesDone(i int) error {
 // errShiftedAppend: an append landed after an offset the destination
 // took for one of klink's markers.
 var errShiftedAppend = errors.New("the destination took an offset for a marker of klink's transaction (transaction timeout); reconciling")
+
+// ownAbortIn reports whether the destination range [from, to) holds an
+// abort marker of klink's: the destination aborted one of klink's
+// transactions there (or klink's own marker, when to is its end).
+func (p *partition) ownAbortIn(ctx context.Context, from, to int64) bool {
+	for off := from; off < to; off++ {
+		if p.landedAfterOwnMarker(ctx, off) {
+			return true
+		}
+	}
+	return false
+}
 
 // landedAfterOwnMarker reports whether the destination holds an abort
 // marker of klink's at offset at: an append expected there landed later

@@ -214,6 +214,9 @@ func (p *partition) waitMarker(ctx context.Context, m int64, commit bool, pid in
 		}
 		if end > m {
 			if end != m+1 {
+				if p.ownAbortIn(ctx, m, end) {
+					return errShiftedAppend
+				}
 				return fatalf("destination %s[%d] end offset is %d after the transaction marker expected at %d: something else writes into the mirror topic", p.m.name, p.id, end, m)
 			}
 			break
@@ -230,6 +233,9 @@ func (p *partition) waitMarker(ctx context.Context, m int64, commit bool, pid in
 		return err
 	}
 	if len(f.batches) == 0 || f.batches[0].BaseOffset() != m || !f.batches[0].IsControl() || f.batches[0].ProducerID() != pid {
+		if p.ownAbortIn(ctx, m, m+1) {
+			return errShiftedAppend
+		}
 		return fatalf("destination %s[%d] offset %d does not hold klink's transaction marker: something else writes into the mirror topic", p.m.name, p.id, m)
 	}
 	typ, err := f.batches[0].ControlType()
@@ -393,6 +399,11 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 		}
 	}
 	for _, pr := range withData {
+		if p.ourPIDs[pr.ProducerID] {
+			// One of klink's transactions moved on (the destination
+			// is aborting it) between the two reads: read again.
+			return fmt.Errorf("destination %s[%d]: klink's transaction of producer id %d changed state during recovery; retrying", p.m.name, p.id, pr.ProducerID)
+		}
 		return fatalf("destination %s[%d] has a transaction open since offset %d that klink did not start (producer id %d): something else writes into the mirror topic", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID)
 	}
 	return nil
@@ -457,6 +468,9 @@ func (p *partition) replayedProducer(ctx context.Context, offset int64) (int64, 
 	}
 	for _, b := range sf.batches {
 		if b.NextOffset() > at {
+			if b.BaseOffset() > at {
+				return 0, fatalf("destination %s[%d] offset %d: the source no longer has the batch at offset %d, so klink cannot tell which source transaction it replays", p.m.name, p.id, offset, at)
+			}
 			if !b.IsTransactional() || b.IsControl() {
 				return 0, fatalf("destination %s[%d] has a transaction open at offset %d where the source has no transactional data", p.m.name, p.id, offset)
 			}

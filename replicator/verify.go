@@ -66,7 +66,7 @@ func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 }
 
 // errUnplannedAbort: compareWithSource found an abort marker of klink's
-// own where the source has no such marker.
+// own; absorbAbort decides whether klink planned it.
 var errUnplannedAbort = errors.New("klink's transaction aborted by the destination")
 
 // checkTail runs verifyTail on the destination tail [from, end). Trailing
@@ -76,6 +76,9 @@ var errUnplannedAbort = errors.New("klink's transaction aborted by the destinati
 // shortly before it (appends already in flight landed one offset further
 // on), the check runs again from that marker.
 func (p *partition) checkTail(ctx context.Context, from, end int64) error {
+	if p.copying() {
+		return nil // the tail holds copies being made: finishCopies checks them
+	}
 	dst := p.m.link.dst
 	lo := p.shiftedUpTo()
 	for from > lo {
@@ -165,8 +168,10 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 			break
 		}
 	}
-	if s == nil && unplanned() {
-		// Beyond the source end: klink never plans a marker there.
+	if unplanned() {
+		// One of klink's abort markers: planned (a filler transaction's
+		// end, a source abort reproduced) or the destination's own;
+		// absorbAbort tells which from the transaction it ended.
 		return errUnplannedAbort
 	}
 	if s != nil && s.HasHoles() && !d.IsControl() {
@@ -194,10 +199,7 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 			}
 		}
 		if typ == batch.ControlAbort && !sourceHasData(s, at, at) {
-			return nil // the end of a filler transaction
-		}
-		if unplanned() {
-			return errUnplannedAbort
+			return nil // the end of a filler transaction (of an earlier producer id)
 		}
 		return fatalf("destination %s[%d] has a transaction marker at offset %d that the source does not have there: something else writes into the mirror topic", p.m.name, p.id, d.BaseOffset())
 	}
