@@ -68,6 +68,26 @@ type MirrorTopic struct {
 	// Configs override the destination topic configs copied from the
 	// source topic.
 	Configs Properties `koanf:"configs"`
+	// State is what the operator wants of the mirror: ACTIVE (default),
+	// PAUSE, PROMOTE (catch up, then stop: the topic becomes an ordinary
+	// topic) or FAILOVER (stop now, whatever the lag).
+	State string `koanf:"state"`
+}
+
+// Mirror states an operator can ask for (MirrorTopic.State).
+const (
+	StateActive   = "ACTIVE"
+	StatePause    = "PAUSE"
+	StatePromote  = "PROMOTE"
+	StateFailover = "FAILOVER"
+)
+
+// DesiredState is the mirror's state key, ACTIVE when left out.
+func (m MirrorTopic) DesiredState() string {
+	if m.State == "" {
+		return StateActive
+	}
+	return m.State
 }
 
 // Properties is a string map of Kafka-style config names to values. YAML

@@ -113,6 +113,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"two mirrors onto one destination topic across links", dst + link + "    mirrorTopics:\n      - {name: a}\n  - name: l2\n    source: {bootstrap: [\"s2:9092\"]}\n    mirrorTopics:\n      - {name: x, sourceTopicName: y}\n      - {name: a, sourceTopicName: other}\n", "links[1].mirrorTopics[1].name", "already mirrored by links[0].mirrorTopics[0]"},
 		{"invalid topic name", dst + link + "    mirrorTopics:\n      - {name: \"or/ders\"}\n", "links[0].mirrorTopics[0].name", "topic names"},
 		{"internal topic", dst + link + "    mirrorTopics:\n      - {name: a, sourceTopicName: __consumer_offsets}\n", "links[0].mirrorTopics[0].sourceTopicName", "internal topic"},
+		{"unknown mirror state", dst + link + "    mirrorTopics:\n      - {name: a, state: paused}\n", "links[0].mirrorTopics[0].state", "not a mirror state"},
 		{"replication factor out of range", dst + link + "    mirrorTopics:\n      - {name: a, replicationFactor: 40000}\n", "links[0].mirrorTopics[0].replicationFactor", "out of range"},
 		{"unknown link config", dst + link + "    configs: {consumer.offset.sync.mss: 5}\n", "links[0].configs.consumer.offset.sync.mss", "not a link config"},
 		{"bad start offset spec", dst + link + "    configs: {mirror.start.offset.spec: beginning}\n", "links[0].configs.mirror.start.offset.spec", "earliest or latest"},

@@ -70,6 +70,11 @@ func (c *Config) validate() []FieldError {
 			if rf := m.ReplicationFactor; rf != 0 && rf != -1 && (rf < 1 || rf > 32767) {
 				add(mp+".replicationFactor", "%d is out of range (1..32767, or leave it out for the broker default)", rf)
 			}
+			switch m.State {
+			case "", StateActive, StatePause, StatePromote, StateFailover:
+			default:
+				add(mp+".state", "%q is not a mirror state (ACTIVE, PAUSE, PROMOTE or FAILOVER)", m.State)
+			}
 			errs = append(errs, checkTopicConfigs(mp+".configs", m.Configs)...)
 		}
 	}

@@ -142,6 +142,23 @@ func (s *Store) GetLink(name string) (Link, error) {
 	return l, err
 }
 
+// Links returns every link recorded, including links no longer in the
+// config (their history stays).
+func (s *Store) Links() ([]Link, error) {
+	var ls []Link
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(linksBucket).ForEach(func(k, v []byte) error {
+			var l Link
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("state file %s: link %s: %w", s.path, k, err)
+			}
+			ls = append(ls, l)
+			return nil
+		})
+	})
+	return ls, err
+}
+
 // PutLink writes a link record.
 func (s *Store) PutLink(l Link) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -171,6 +188,17 @@ type Mirror struct {
 	CreatedAt   time.Time   `json:"createdAt"`
 	// Partitions holds per-partition bookkeeping, keyed by partition.
 	Partitions map[int32]*Partition `json:"partitions,omitempty"`
+	// Stop is set when the mirror became STOPPED, and kept forever.
+	Stop *StopRecord `json:"stop,omitempty"`
+}
+
+// StopRecord is how and when a mirror stopped, and where: the source offset
+// each partition had been mirrored up to (the destination holds every
+// source offset below it).
+type StopRecord struct {
+	At                time.Time       `json:"at"`
+	By                string          `json:"by"` // PROMOTE, FAILOVER or REMOVED
+	LastSourceOffsets map[int32]int64 `json:"lastSourceOffsets"`
 }
 
 // Partition is one mirrored partition's bookkeeping.

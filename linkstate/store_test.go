@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -78,19 +79,69 @@ func TestRefusedTransitionWritesNothing(t *testing.T) {
 	}
 }
 
+// The state machine, written out as a grid: row = from, column = to, in
+// the order of States (PENDING ACTIVE PAUSED PENDING_STOPPED STOPPED
+// SOURCE_UNAVAILABLE LINK_FAILED FAILED); x = allowed, . = refused.
 func TestTransitionTable(t *testing.T) {
-	all := []MirrorState{Pending, Active, Failed}
-	allowed := map[[2]MirrorState]bool{
-		{Pending, Active}: true, {Pending, Failed}: true, {Active, Failed}: true,
+	grid := map[MirrorState]string{
+		Pending:           "xxxxxxxx",
+		Active:            ".xxxxxxx",
+		Paused:            ".xxxx..x",
+		PendingStopped:    ".xxxx..x",
+		Stopped:           "....x...",
+		SourceUnavailable: ".xxxxxxx",
+		LinkFailed:        ".xxxxxxx",
+		Failed:            "....x..x",
 	}
-	for _, from := range all {
-		for _, to := range all {
+	for _, from := range States {
+		for i, to := range States {
 			err := Transition(from, to)
-			want := from == to || allowed[[2]MirrorState{from, to}]
+			want := grid[from][i] == 'x'
 			if (err == nil) != want {
 				t.Errorf("%s -> %s: err=%v, want allowed=%v", from, to, err, want)
 			}
 		}
+	}
+}
+
+// Every (current, desired) pair: the action taken, and for refusals, that
+// the error names the mirror and says what to do.
+func TestDecideTable(t *testing.T) {
+	// Columns: ACTIVE PAUSE PROMOTE FAILOVER REMOVED.
+	table := map[MirrorState][5]Action{
+		Pending:           {Keep, Pause, Promote, Failover, Failover},
+		Active:            {Keep, Pause, Promote, Failover, Failover},
+		Paused:            {Resume, Keep, Promote, Failover, Failover},
+		PendingStopped:    {Resume, Pause, Keep, Failover, Failover},
+		Stopped:           {Refuse, Refuse, Keep, Keep, Keep},
+		SourceUnavailable: {Keep, Pause, Promote, Failover, Failover},
+		LinkFailed:        {Keep, Pause, Promote, Failover, Failover},
+		Failed:            {Refuse, Refuse, Refuse, Failover, Failover},
+	}
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, cur := range States {
+		for i, want := range DesiredStates {
+			act, err := Decide("orders", cur, want, at)
+			if act != table[cur][i] {
+				t.Errorf("%s wanting %s: %s, want %s", cur, want, act, table[cur][i])
+			}
+			if (act == Refuse) != (err != nil) {
+				t.Errorf("%s wanting %s: action %s with error %v", cur, want, act, err)
+			}
+			if err != nil && (!strings.Contains(err.Error(), "mirror orders") || !strings.Contains(err.Error(), "remove")) {
+				t.Errorf("%s wanting %s: refusal does not name the mirror or the way out: %v", cur, want, err)
+			}
+			// Whatever is decided must be a transition the store allows.
+			to := map[Action]MirrorState{Pause: Paused, Resume: Active, Promote: PendingStopped, Failover: Stopped}[act]
+			if to != "" {
+				if err := Transition(cur, to); err != nil {
+					t.Errorf("%s wanting %s: action %s leads to a refused transition: %v", cur, want, act, err)
+				}
+			}
+		}
+	}
+	if _, err := Decide("orders", Stopped, WantActive, at); err == nil || !strings.Contains(err.Error(), "2026-03-04T05:06:07Z") {
+		t.Errorf("STOPPED refusal does not say when it stopped: %v", err)
 	}
 }
 

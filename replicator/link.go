@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,9 +33,11 @@ type Link struct {
 
 	mu       sync.Mutex
 	identity linkstate.Link
-	state    string // STARTING, RUNNING, FAILED
+	state    string // STARTING, RUNNING, FAILED, REMOVED
 	err      string
 	mirrors  []*mirror
+	ctx      context.Context // set once the link runs: mirrors run under it
+	wg       sync.WaitGroup  // running mirrors
 }
 
 // Link states shown in status.
@@ -41,6 +45,9 @@ const (
 	LinkStarting = "STARTING"
 	LinkRunning  = "RUNNING"
 	LinkFailed   = "FAILED"
+	// LinkRemoved: the link left the config; its mirrors were failed
+	// over and its history stays in status.
+	LinkRemoved = "REMOVED"
 )
 
 // NewLink prepares a link; Run starts it.
@@ -84,15 +91,15 @@ func (l *Link) Run(ctx context.Context) {
 
 	l.fetchers = newFetchers(ctx, l.src, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
 	l.sinks = newSinks(l.dst, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
-	var wg sync.WaitGroup
+	l.retireRemovedMirrors(ctx)
+	l.mu.Lock()
+	l.ctx = ctx
 	for _, m := range l.mirrors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.run(ctx)
-		}()
+		l.startMirror(m)
 	}
-	wg.Wait()
+	l.mu.Unlock()
+	<-ctx.Done()
+	l.wg.Wait()
 	l.fetchers.wait()
 	l.fetchers.closeConns()
 	l.sinks.stop()
@@ -174,4 +181,140 @@ func (l *Link) setError(err error) {
 	l.mu.Lock()
 	l.err = err.Error()
 	l.mu.Unlock()
+}
+
+// startMirror runs a mirror under the link (l.mu held, link running).
+func (l *Link) startMirror(m *mirror) {
+	ctx, cancel := context.WithCancel(l.ctx)
+	m.quit = cancel
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer cancel()
+		m.run(ctx)
+	}()
+}
+
+// sameLinkSettings reports whether two configs of a link differ at most in
+// their mirrors: then a reload changes mirrors, and the link keeps running.
+func sameLinkSettings(a, b config.Link) bool {
+	return a.Name == b.Name && slices.Equal(a.Source.Bootstrap, b.Source.Bootstrap) &&
+		a.Source.ClusterID == b.Source.ClusterID && maps.Equal(a.Configs, b.Configs)
+}
+
+// sameMirrorSettings reports whether two configs of a mirror differ at most
+// in the desired state.
+func sameMirrorSettings(a, b config.MirrorTopic) bool {
+	return a.Name == b.Name && a.SourceTopic() == b.SourceTopic() && a.ReplicationFactor == b.ReplicationFactor && maps.Equal(a.Configs, b.Configs)
+}
+
+// applyMirrors brings the link's mirrors in line with cfg (whose link
+// settings equal the running ones): new mirrors start, removed ones are
+// failed over (their topics stay), a changed desired state is handed to the
+// mirror, and a mirror whose other settings changed is restarted. Mirrors
+// that did not change are not touched.
+func (l *Link) applyMirrors(cfg config.Link) []string {
+	var done []string
+	l.mu.Lock()
+	byName := map[string]*mirror{}
+	for _, m := range l.mirrors {
+		byName[m.name] = m
+	}
+	var restart []*mirror
+	var added []config.MirrorTopic
+	keep := map[string]bool{}
+	for _, mc := range cfg.MirrorTopics {
+		keep[mc.Name] = true
+		m, ok := byName[mc.Name]
+		switch {
+		case !ok || m.removed:
+			added = append(added, mc)
+		case !sameMirrorSettings(m.cfg, mc):
+			restart = append(restart, m)
+			added = append(added, mc)
+		case m.cfg.DesiredState() != mc.DesiredState():
+			m.cfg.State = mc.State
+			m.setDesired(linkstate.Desired(mc.DesiredState()))
+			done = append(done, fmt.Sprintf("mirror %s: state %s", mc.Name, mc.DesiredState()))
+		}
+	}
+	for _, m := range l.mirrors {
+		if !keep[m.name] && !m.removed {
+			m.removed = true
+			m.setDesired(linkstate.Removed)
+			done = append(done, fmt.Sprintf("mirror %s: removed (failed over; the destination topic stays)", m.name))
+		}
+	}
+	l.mu.Unlock()
+
+	// Restarted mirrors stop first (their appends in flight finish).
+	for _, m := range restart {
+		if m.quit != nil {
+			m.quit()
+			<-m.done
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, mc := range added {
+		m := newMirror(l, mc)
+		replaced := false
+		for i, old := range l.mirrors {
+			if old.name == mc.Name {
+				l.mirrors[i], replaced = m, true
+			}
+		}
+		if !replaced {
+			l.mirrors = append(l.mirrors, m)
+		}
+		if l.ctx != nil {
+			l.startMirror(m)
+		}
+		if replaced {
+			done = append(done, fmt.Sprintf("mirror %s: restarted with new settings", mc.Name))
+		} else {
+			done = append(done, fmt.Sprintf("mirror %s: added", mc.Name))
+		}
+	}
+	return done
+}
+
+// retireRemovedMirrors fails over, at start, the mirrors of this link that
+// are in the state file but no longer in the config (removed while klink
+// was stopped): they become STOPPED, their topics stay.
+func (l *Link) retireRemovedMirrors(ctx context.Context) {
+	recs, err := l.store.Mirrors(l.cfg.Name)
+	if err != nil {
+		l.log.Error("reading the link's mirrors from the state file failed", zap.Error(err))
+		return
+	}
+	inConfig := map[string]bool{}
+	for _, mc := range l.cfg.MirrorTopics {
+		inConfig[mc.Name] = true
+	}
+	for _, rec := range recs {
+		if inConfig[rec.Name] || rec.State == linkstate.Stopped {
+			continue
+		}
+		m := newMirror(l, config.MirrorTopic{Name: rec.Name, SourceTopicName: rec.SourceTopic})
+		m.state = rec.State
+		m.removed = true
+		m.stopFor(ctx, string(linkstate.Removed))
+		close(m.done) // it never runs
+		l.mu.Lock()
+		l.mirrors = append(l.mirrors, m)
+		l.mu.Unlock()
+	}
+}
+
+// retire fails over, through the destination alone, the mirrors of a link
+// removed from the config while klink was stopped.
+func (l *Link) retire(ctx context.Context) {
+	var err error
+	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
+		l.log.Error("failing over the mirrors of a removed link: cannot reach the destination", zap.Error(err))
+		return
+	}
+	defer l.dst.close()
+	l.retireRemovedMirrors(ctx)
 }

@@ -31,14 +31,25 @@ type mirror struct {
 	maxMessageBytes int
 	sourceTopicID   [16]byte
 
-	mu     sync.Mutex
-	state  linkstate.MirrorState
-	reason string
-	since  time.Time
-	parts  []*partition
-	cancel context.CancelFunc // stops the partitions
-	fills  map[int32]int64    // filled offsets not yet written to the state file
-	ranges map[int32]int64
+	// wake tells run the desired state changed (see control.go).
+	wake chan struct{}
+	done chan struct{} // closed when run returns
+	// quit stops run (a mirror restarted with new settings); set by
+	// Link.startMirror. removed: the mirror left the config (l.mu).
+	quit    context.CancelFunc
+	removed bool
+
+	mu      sync.Mutex
+	state   linkstate.MirrorState
+	reason  string
+	since   time.Time
+	desired linkstate.Desired
+	refusal string // why the desired state cannot be reached, if it cannot
+	stop    *linkstate.StopRecord
+	parts   []*partition
+	cancel  context.CancelFunc // stops the partitions
+	fills   map[int32]int64    // filled offsets not yet written to the state file
+	ranges  map[int32]int64
 }
 
 func newMirror(l *Link, cfg config.MirrorTopic) *mirror {
@@ -50,6 +61,9 @@ func newMirror(l *Link, cfg config.MirrorTopic) *mirror {
 		log:         l.log.With(zap.String("mirror", cfg.Name)),
 		state:       linkstate.Pending,
 		since:       time.Now().UTC(),
+		desired:     linkstate.Desired(cfg.DesiredState()),
+		wake:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
 		fills:       map[int32]int64{},
 		ranges:      map[int32]int64{},
 	}
@@ -57,79 +71,6 @@ func newMirror(l *Link, cfg config.MirrorTopic) *mirror {
 
 // errMirrorFailed ends setup for a mirror that is (or just became) FAILED.
 var errMirrorFailed = errors.New("mirror failed")
-
-// run sets the mirror up (retrying while the source or destination is not
-// ready), then mirrors its partitions until ctx ends or it fails.
-func (m *mirror) run(ctx context.Context) {
-	retry := newBackoff(time.Second, 30*time.Second)
-	var rec linkstate.Mirror
-	for {
-		var err error
-		rec, err = m.setup(ctx)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, errMirrorFailed) || ctx.Err() != nil {
-			return
-		}
-		m.setReason(err.Error())
-		m.log.Warn("mirror setup incomplete; retrying", zap.Error(err))
-		if !sleepCtx(ctx, retry.next()) {
-			return
-		}
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	m.mu.Lock()
-	m.cancel = cancel
-	m.mu.Unlock()
-	defer cancel()
-
-	var wg sync.WaitGroup
-	var startedMu sync.Mutex
-	notStarted := map[int32]bool{}
-	startPartition := func(id int32, startOffset int64) {
-		p := m.newPartition(id, startOffset)
-		startedMu.Lock()
-		notStarted[id] = true
-		startedMu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.run(pctx, func() {
-				startedMu.Lock()
-				delete(notStarted, id)
-				all := len(notStarted) == 0
-				startedMu.Unlock()
-				if all {
-					m.setState(linkstate.Active, "")
-				}
-			})
-		}()
-	}
-	for _, id := range sortedPartitions(rec.Partitions) {
-		startPartition(id, rec.Partitions[id].StartOffset)
-	}
-
-	tick := time.NewTicker(metadataEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-pctx.Done():
-			wg.Wait()
-			m.flushFills()
-			return
-		case <-tick.C:
-			m.flushFills()
-			added, err := m.growPartitions(pctx, len(m.partitionsSnapshot()))
-			if err != nil {
-				m.log.Warn("checking the source partition count failed", zap.Error(err))
-			}
-			for _, a := range added {
-				startPartition(a, 0)
-			}
-		}
-	}
-}
 
 func sortedPartitions(ps map[int32]*linkstate.Partition) []int32 {
 	ids := make([]int32, 0, len(ps))
@@ -180,7 +121,7 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 		return rec, err
 	}
 	m.mu.Lock()
-	m.state, m.reason, m.since = rec.State, rec.Reason, rec.StateSince
+	m.state, m.reason, m.since, m.stop = rec.State, rec.Reason, rec.StateSince, rec.Stop
 	m.mu.Unlock()
 	if rec.State == linkstate.Failed {
 		m.log.Error("mirror is FAILED; not mirroring", zap.String("reason", rec.Reason))

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -21,12 +22,18 @@ type LinkStatus struct {
 
 // MirrorStatus is one mirror topic.
 type MirrorStatus struct {
-	Name        string            `json:"name"`
-	SourceTopic string            `json:"sourceTopic"`
-	State       string            `json:"state"`
-	Reason      string            `json:"reason,omitempty"`
-	StateSince  time.Time         `json:"stateSince"`
-	Partitions  []PartitionStatus `json:"partitions"`
+	Name        string    `json:"name"`
+	SourceTopic string    `json:"sourceTopic"`
+	State       string    `json:"state"`
+	Reason      string    `json:"reason,omitempty"`
+	StateSince  time.Time `json:"stateSince"`
+	// Desired is what the config asks (mirrorTopics[].state), or REMOVED.
+	Desired string `json:"desired"`
+	// Refused says why the desired state cannot be reached, if it cannot.
+	Refused string `json:"refused,omitempty"`
+	// Stop records when and where a STOPPED mirror stopped (kept forever).
+	Stop       *linkstate.StopRecord `json:"stop,omitempty"`
+	Partitions []PartitionStatus     `json:"partitions"`
 	// Lag sums the partitions' lag.
 	Lag int64 `json:"lag"`
 }
@@ -66,8 +73,9 @@ func (l *Link) Status() LinkStatus {
 		State:                l.state,
 		Error:                l.err,
 	}
-	mirrors := l.mirrors
+	mirrors := slices.Clone(l.mirrors)
 	l.mu.Unlock()
+	s.Mirrors = []MirrorStatus{}
 	for _, m := range mirrors {
 		s.Mirrors = append(s.Mirrors, m.status())
 	}
@@ -76,7 +84,8 @@ func (l *Link) Status() LinkStatus {
 
 func (m *mirror) status() MirrorStatus {
 	m.mu.Lock()
-	ms := MirrorStatus{Name: m.name, SourceTopic: m.sourceTopic, State: string(m.state), Reason: m.reason, StateSince: m.since}
+	ms := MirrorStatus{Name: m.name, SourceTopic: m.sourceTopic, State: string(m.state), Reason: m.reason, StateSince: m.since,
+		Desired: string(m.desired), Refused: m.refusal, Stop: m.stop, Partitions: []PartitionStatus{}}
 	parts := append([]*partition(nil), m.parts...)
 	m.mu.Unlock()
 	for _, p := range parts {
@@ -103,10 +112,12 @@ func (p *partition) status() PartitionStatus {
 		RebuiltBytes:      p.rebuiltBytes.Load(),
 		Error:             p.lastError(),
 	}
+	var delta int64
 	if sh := p.shiftsSeen.Load(); sh != nil {
 		ps.OffsetShifts = *sh
+		delta = (&linkstate.Partition{Shifts: *sh}).Delta()
 	}
-	if lag := ps.SourceEndOffset - ps.DestEndOffset; lag > 0 {
+	if lag := ps.SourceEndOffset - (ps.DestEndOffset - delta); lag > 0 {
 		ps.Lag = lag
 	}
 	return ps

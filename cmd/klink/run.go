@@ -45,11 +45,12 @@ func runCmd(args []string) error {
 		return err
 	}
 	defer log.Sync()
-	return runDaemon(cfg, log)
+	return runDaemon(cfg, *path, log)
 }
 
-// runDaemon runs the links of cfg until SIGTERM or SIGINT.
-func runDaemon(cfg *config.Config, log *zap.Logger) error {
+// runDaemon runs the links of cfg until SIGTERM or SIGINT; SIGHUP re-reads
+// the file at path and applies the difference (path "" : no reloads).
+func runDaemon(cfg *config.Config, path string, log *zap.Logger) error {
 	store, err := linkstate.Open(cfg.StateDir)
 	if err != nil {
 		return err
@@ -81,9 +82,7 @@ func runDaemon(cfg *config.Config, log *zap.Logger) error {
 			return errors.New("all links stopped")
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				// Reloading lands with link control; until then a
-				// SIGHUP must not kill the daemon (its default action).
-				log.Warn("SIGHUP received: config reload is not supported by this version; restart klink to apply config changes")
+				reload(r, path, log)
 				continue
 			}
 			log.Info("stopping: no more fetches; letting appends in flight finish", zap.String("signal", s.String()))
@@ -117,4 +116,31 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 	}
 	zc.DisableStacktrace = true
 	return zc.Build()
+}
+
+// reload re-reads and validates the whole config file and applies the
+// difference. An invalid file changes nothing: the running config stays,
+// and the error (naming the key path) is logged and shown in /status.
+func reload(r *replicator.Replicator, path string, log *zap.Logger) {
+	if path == "" {
+		log.Warn("SIGHUP received: this klink runs without a config file; nothing to reload")
+		return
+	}
+	log.Info("SIGHUP received: reloading the config", zap.String("config", path))
+	cfg, err := config.Load(path)
+	if err != nil {
+		r.NoteReloadError(err)
+		log.Error("config reload refused: the running config stays", zap.Error(err))
+		return
+	}
+	res := r.Reload(cfg)
+	if len(res.Applied) == 0 {
+		log.Info("config reloaded: nothing changed")
+	}
+	for _, a := range res.Applied {
+		log.Info("config reloaded", zap.String("applied", a))
+	}
+	for _, n := range res.NotApplied {
+		log.Warn("config reloaded; not applied until restart", zap.String("change", n))
+	}
 }

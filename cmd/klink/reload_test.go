@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/klink-io/klink/replicator"
+	"github.com/klink-io/klink/replicator/mirrorcheck"
+)
+
+// reloadConfig writes klink's file with an admin listener on a free port
+// and the given mirrors (name -> state line, "" for none).
+func reloadConfig(t *testing.T, path, stateDir string, src, dst *kfake.Cluster, extra string, mirrors ...[2]string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "stateDir: %s\nadmin: {listen: \"127.0.0.1:0\"}\nlog: {level: info, format: json}\n%s", stateDir, extra)
+	fmt.Fprintf(&b, "destination:\n  bootstrap: [%q]\n", dst.ListenAddrs()[0])
+	fmt.Fprintf(&b, "links:\n  - name: reload-test\n    source:\n      bootstrap: [%q]\n    mirrorTopics:\n", src.ListenAddrs()[0])
+	for _, m := range mirrors {
+		fmt.Fprintf(&b, "      - name: %s\n", m[0])
+		if m[1] != "" {
+			fmt.Fprintf(&b, "        state: %s\n", m[1])
+		}
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var adminAddr = regexp.MustCompile(`"msg":"admin listener","address":"([^"]+)"`)
+
+func klinkStatus(t *testing.T, addr string) replicator.Status {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s replicator.Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mirrorState(s replicator.Status, name string) string {
+	for _, l := range s.Links {
+		for _, m := range l.Mirrors {
+			if m.Name == name {
+				return m.State
+			}
+		}
+	}
+	return ""
+}
+
+// klink as a process, driven by editing its file and sending SIGHUP: pause,
+// an invalid file (refused, nothing changes, the error names the key path,
+// klink keeps running), resume and failover.
+func TestSighupReload(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopics(ctx, 1, 1, nil, "ra", "rb"); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(topic string, n int, tag string) {
+		for i := 0; i < n; i++ {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "%s-%d", tag, i), Value: fmt.Appendf(nil, "%s %d", tag, i)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce("ra", 20, "first")
+	produce("rb", 20, "first")
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "klink.yaml")
+	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", ""}, [2]string{"rb", ""})
+	var logs syncBuffer
+	defer func() {
+		if t.Failed() {
+			t.Logf("klink log:\n%s", logs.String())
+		}
+	}()
+	cmd := startKlink(t, path, &logs)
+	defer cmd.Process.Kill()
+	var addr string
+	waitUntil(t, 20*time.Second, "the admin listener", func() bool {
+		if m := adminAddr.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	waitUntil(t, 30*time.Second, "both mirrors ACTIVE", func() bool {
+		s := klinkStatus(t, addr)
+		return mirrorState(s, "ra") == "ACTIVE" && mirrorState(s, "rb") == "ACTIVE"
+	})
+	hup := func() {
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Pause ra.
+	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", "PAUSE"}, [2]string{"rb", ""})
+	hup()
+	waitUntil(t, 20*time.Second, "ra PAUSED", func() bool { return mirrorState(klinkStatus(t, addr), "ra") == "PAUSED" })
+	produce("ra", 20, "paused")
+
+	// An invalid file changes nothing.
+	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "bogusKey: 1\n", [2]string{"ra", ""}, [2]string{"rb", "FAILOVER"})
+	hup()
+	waitUntil(t, 20*time.Second, "the refused reload in status", func() bool {
+		lr := klinkStatus(t, addr).LastReload
+		return lr != nil && !lr.OK && strings.Contains(lr.Error, "bogusKey")
+	})
+	s := klinkStatus(t, addr)
+	if mirrorState(s, "ra") != "PAUSED" || mirrorState(s, "rb") != "ACTIVE" {
+		t.Fatalf("an invalid reload changed states: ra %s, rb %s", mirrorState(s, "ra"), mirrorState(s, "rb"))
+	}
+
+	// Resume ra, fail rb over.
+	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", ""}, [2]string{"rb", "FAILOVER"})
+	hup()
+	waitUntil(t, 20*time.Second, "ra ACTIVE and rb STOPPED", func() bool {
+		s := klinkStatus(t, addr)
+		return mirrorState(s, "ra") == "ACTIVE" && mirrorState(s, "rb") == "STOPPED"
+	})
+	waitUntil(t, 20*time.Second, "ra to catch up", func() bool {
+		o, err := dstOffsets(ctx, dst, "ra")
+		if err != nil {
+			return false
+		}
+		e, _ := o.Lookup("ra", 0)
+		return e.Offset == 40
+	})
+	for _, tp := range []string{"ra", "rb"} {
+		sr, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), tp, mirrorcheck.ReadCommitted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dr, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), tp, mirrorcheck.ReadCommitted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err := mirrorcheck.Compare(sr, dr); err != nil || n != 40 && tp == "ra" || n != 20 && tp == "rb" {
+			t.Fatalf("%s: %d records identical: %v", tp, n, err)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("klink exited with %v after SIGTERM", err)
+	}
+}
+
+func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", limit, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,272 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+)
+
+// withMirrors returns a copy of cfg (same state dir and clusters) whose
+// first link mirrors ms.
+func withMirrors(cfg *config.Config, ms ...config.MirrorTopic) *config.Config {
+	c := *cfg
+	c.Links = slices.Clone(cfg.Links)
+	c.Links[0].MirrorTopics = ms
+	return &c
+}
+
+func mirrorStatus(t *testing.T, r *Replicator, name string) MirrorStatus {
+	t.Helper()
+	for _, l := range r.Status().Links {
+		for _, m := range l.Mirrors {
+			if m.Name == name {
+				return m
+			}
+		}
+	}
+	return MirrorStatus{}
+}
+
+func waitState(t *testing.T, r *Replicator, name string, state linkstate.MirrorState, limit time.Duration) MirrorStatus {
+	t.Helper()
+	var m MirrorStatus
+	waitFor(t, limit, fmt.Sprintf("mirror %s to be %s", name, state), func() bool {
+		m = mirrorStatus(t, r, name)
+		return m.State == string(state)
+	})
+	return m
+}
+
+// produceN writes n records to each partition of topic.
+func produceN(t *testing.T, cl *kgo.Client, topic string, partitions int32, n int, tag string) {
+	t.Helper()
+	var rs []*kgo.Record
+	for p := int32(0); p < partitions; p++ {
+		for i := 0; i < n; i++ {
+			rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Key: fmt.Appendf(nil, "%s-%d", tag, i), Value: fmt.Appendf(nil, "%s record %d of partition %d", tag, i, p)})
+		}
+	}
+	produceSync(t, cl, rs...)
+}
+
+// steadyProducer writes to topic until stopped; it returns how many
+// records it wrote.
+func steadyProducer(t *testing.T, c *kfake.Cluster, topic string) (stop func() int64) {
+	cl := newClient(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
+	ctx, cancel := context.WithCancel(context.Background())
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i%50), Value: fmt.Appendf(nil, "steady %d", i)}).FirstErr(); err != nil {
+				if ctx.Err() == nil {
+					t.Error(err)
+				}
+				return
+			}
+			n.Add(1)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		cancel()
+		wg.Wait()
+		return n.Load()
+	}
+}
+
+// Pause, resume and a change to one mirror leave the other mirror of the
+// link running untouched: same partition goroutines, and its destination
+// keeps growing during the reloads.
+func TestReloadPauseResumeOthersUntouched(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "paused", 2, nil)
+	createTopic(t, src, "busy", 1, nil)
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "paused"}, config.MirrorTopic{Name: "busy"})
+	r, _ := runReplicator(t, cfg)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceN(t, cl, "paused", 2, 50, "before")
+	stopBusy := steadyProducer(t, src, "busy")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"paused", "paused"})
+	waitState(t, r, "busy", linkstate.Active, 30*time.Second)
+	busyParts := partitionsOf(r, "busy")
+
+	// Sample the busy mirror's destination end while reloading.
+	var samples []int64
+	var smu sync.Mutex
+	sampling, stopSampling := context.WithCancel(context.Background())
+	var swg sync.WaitGroup
+	swg.Add(1)
+	go func() {
+		defer swg.Done()
+		for sampling.Err() == nil {
+			e := endOffsets(t, dst, "busy")[0]
+			smu.Lock()
+			samples = append(samples, e)
+			smu.Unlock()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+
+	res := r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "paused", State: "PAUSE"}, config.MirrorTopic{Name: "busy"}))
+	if !res.OK || len(res.Applied) != 1 || !strings.Contains(res.Applied[0], "paused: state PAUSE") {
+		t.Fatalf("reload: %+v", res)
+	}
+	waitState(t, r, "paused", linkstate.Paused, 15*time.Second)
+	pausedAt := endOffsets(t, dst, "paused")
+	produceN(t, cl, "paused", 2, 50, "while-paused")
+	time.Sleep(1500 * time.Millisecond) // a paused mirror must not move
+	if now := endOffsets(t, dst, "paused"); now[0] != pausedAt[0] || now[1] != pausedAt[1] {
+		t.Fatalf("paused mirror moved: %v -> %v", pausedAt, now)
+	}
+	r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "paused"}, config.MirrorTopic{Name: "busy"}))
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"paused", "paused"})
+	waitState(t, r, "paused", linkstate.Active, 15*time.Second)
+	requireSameRecords(t, readAll(t, src, "paused"), readAll(t, dst, "paused"))
+
+	stopSampling()
+	swg.Wait()
+	wrote := stopBusy()
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"busy", "busy"})
+	requireSameRecords(t, readAll(t, src, "busy"), readAll(t, dst, "busy"))
+	if now := partitionsOf(r, "busy"); !slices.Equal(now, busyParts) {
+		t.Fatal("the unchanged mirror's partitions were restarted by the reloads")
+	}
+	// Its destination grew between every two samples but for at most
+	// one (a sample can fall between two appends).
+	stalls := 0
+	for i := 1; i < len(samples); i++ {
+		if samples[i] <= samples[i-1] {
+			stalls++
+		}
+	}
+	if len(samples) < 8 || stalls > 1 {
+		t.Fatalf("unchanged mirror's progress during the reloads (every 200ms): %v", samples)
+	}
+	t.Logf("busy mirror: %d records written, destination end sampled %v", wrote, samples)
+}
+
+func partitionsOf(r *Replicator, mirrorName string) []*partition {
+	for _, l := range r.links {
+		l.mu.Lock()
+		ms := slices.Clone(l.mirrors)
+		l.mu.Unlock()
+		for _, m := range ms {
+			if m.name == mirrorName {
+				return m.partitionsSnapshot()
+			}
+		}
+	}
+	return nil
+}
+
+// PROMOTE waits for the mirror to catch up with the source's high
+// watermark (PENDING_STOPPED while a source transaction is open), then stops it for good: STOPPED, the last source
+// offsets recorded, and nothing more written by klink even as the source
+// grows. The topic is an ordinary topic: anyone may write into it.
+func TestReloadPromote(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "promo", 1, nil)
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "promo"})
+	r, _ := runReplicator(t, cfg)
+	stopProducer := steadyProducer(t, src, "promo")
+	waitState(t, r, "promo", linkstate.Active, 30*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	// An open source transaction: the mirror cannot catch up with the
+	// source's high watermark until it ends.
+	txn := newClient(t, src, kgo.TransactionalID("open-txn"), kgo.DefaultProduceTopic("promo"))
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produceSync(t, txn, &kgo.Record{Key: []byte("txn"), Value: []byte("in an open transaction")})
+
+	r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "promo", State: "PROMOTE"}))
+	waitState(t, r, "promo", linkstate.PendingStopped, 15*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	if m := mirrorStatus(t, r, "promo"); m.State != string(linkstate.PendingStopped) {
+		t.Fatalf("promoted while behind the source: %+v", m)
+	}
+	stopProducer()
+	if err := txn.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	m := waitState(t, r, "promo", linkstate.Stopped, 30*time.Second)
+	srcEnd := endOffsets(t, src, "promo")[0]
+	if m.Stop == nil || m.Stop.By != "PROMOTE" || m.Stop.LastSourceOffsets[0] != srcEnd {
+		t.Fatalf("stop record %+v; the source ends at %d", m.Stop, srcEnd)
+	}
+	requireSameRecords(t, readAll(t, src, "promo"), readAll(t, dst, "promo"))
+
+	// klink never writes into it again; an ordinary producer may.
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "promo", 1, 20, "after")
+	own := newClient(t, dst, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceN(t, own, "promo", 1, 3, "own")
+	time.Sleep(time.Second)
+	if end := endOffsets(t, dst, "promo")[0]; end != srcEnd+3 {
+		t.Fatalf("destination end %d after the promote, want %d (its own 3 records only)", end, srcEnd+3)
+	}
+	// Asking for ACTIVE again is refused with a way out.
+	r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "promo"}))
+	waitFor(t, 10*time.Second, "the refusal", func() bool {
+		return strings.Contains(mirrorStatus(t, r, "promo").Refused, "remove it from mirrorTopics")
+	})
+}
+
+// FAILOVER stops at once, whatever the lag; removing a mirror fails it
+// over too; removing the link fails over all its mirrors. Topics stay.
+func TestReloadFailoverAndRemove(t *testing.T) {
+	src, dst := testClusters(t)
+	for _, tp := range []string{"fo", "gone", "stay"} {
+		createTopic(t, src, tp, 1, nil)
+	}
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "fo"}, config.MirrorTopic{Name: "gone"}, config.MirrorTopic{Name: "stay"})
+	r, _ := runReplicator(t, cfg)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for _, tp := range []string{"fo", "gone", "stay"} {
+		produceN(t, cl, tp, 1, 30, "x")
+	}
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"fo", "fo"}, [2]string{"gone", "gone"}, [2]string{"stay", "stay"})
+
+	res := r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "fo", State: "FAILOVER"}, config.MirrorTopic{Name: "stay"}))
+	if len(res.Applied) != 2 {
+		t.Fatalf("reload applied %v", res.Applied)
+	}
+	for name, by := range map[string]string{"fo": "FAILOVER", "gone": "REMOVED"} {
+		m := waitState(t, r, name, linkstate.Stopped, 15*time.Second)
+		if m.Stop == nil || m.Stop.By != by || m.Stop.LastSourceOffsets[0] != 30 {
+			t.Fatalf("%s: stop record %+v", name, m.Stop)
+		}
+		if got := endOffsets(t, dst, name)[0]; got != 30 {
+			t.Fatalf("%s: destination end %d after the stop, want 30 (topic kept)", name, got)
+		}
+	}
+	if m := mirrorStatus(t, r, "stay"); m.State != string(linkstate.Active) {
+		t.Fatalf("untouched mirror: %+v", m)
+	}
+
+	// Removing the link fails over its remaining mirror.
+	empty := *cfg
+	empty.Links = nil
+	r.Reload(&empty)
+	m := waitState(t, r, "stay", linkstate.Stopped, 15*time.Second)
+	if m.Stop == nil || m.Stop.By != "REMOVED" {
+		t.Fatalf("stay: %+v", m.Stop)
+	}
+	if st := r.Status().Links[0].State; st != LinkRemoved {
+		t.Fatalf("removed link shows %s", st)
+	}
+}
