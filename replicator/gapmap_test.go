@@ -32,74 +32,31 @@ func TestDestinationAbortsKlinkTransaction(t *testing.T) {
 		restart bool // klink is stopped while the destination aborts
 	}{{"while running", false}, {"while stopped", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			old := txnTimeout
-			txnTimeout = 2 * time.Second
-			t.Cleanup(func() { txnTimeout = old })
-
+			shortTxnTimeout(t)
 			src, dst := testClusters(t)
 			createTopic(t, src, "gt", 1, nil)
 			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
 			r, stop := runReplicator(t, cfg)
-
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			p := newClient(t, src, kgo.TransactionalID("app-p"), kgo.DefaultProduceTopic("gt"))
-			q := newClient(t, src, kgo.TransactionalID("app-q"), kgo.DefaultProduceTopic("gt"))
-			plain := newClient(t, src, kgo.DefaultProduceTopic("gt"))
-			begin := func(cl *kgo.Client) {
-				if err := cl.BeginTransaction(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			end := func(cl *kgo.Client, commit bool) {
-				if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			rec := func(who string, i int) *kgo.Record {
-				return &kgo.Record{Key: fmt.Appendf(nil, "%s-%d", who, i), Value: fmt.Appendf(nil, "%s record %d", who, i), Headers: []kgo.RecordHeader{{Key: "from", Value: []byte(who)}}}
+			if !tc.restart {
+				stop = nil
 			}
 			// Source: P's records at 0..4, Q's first record at 5, P's
-			// commit at 6 (held back from read_committed readers by Q's
-			// open transaction, and so from klink), ...
-			begin(p)
-			for i := 0; i < 5; i++ {
-				produceSync(t, p, rec("p", i))
-			}
-			begin(q)
-			produceSync(t, q, rec("q", 0))
-			end(p, true)
-			// klink replays P's records in a destination transaction
-			// and waits for the marker.
-			waitFor(t, 15*time.Second, "P's records on the destination", func() bool {
-				return endOffsets(t, dst, "gt")[0] >= 5
-			})
-			if tc.restart {
-				stop()
-			}
-			// The destination's coordinator aborts klink's transaction.
-			time.Sleep(txnTimeout + 2*time.Second)
+			// commit at 6, held back from read_committed readers (and
+			// so from klink, which replays P's records in a destination
+			// transaction and waits for the marker) by Q's open
+			// transaction, until the destination aborts klink's.
+			q := abortScenario(t, src, dst, "gt", 5, stop, "p")
+			plain := newClient(t, src, kgo.DefaultProduceTopic("gt"))
 			for i := 0; i < 3; i++ {
-				produceSync(t, plain, rec("plain", i))
+				produceSync(t, plain, &kgo.Record{Key: fmt.Appendf(nil, "plain-%d", i), Value: fmt.Appendf(nil, "plain record %d", i), Headers: []kgo.RecordHeader{{Key: "from", Value: []byte("plain")}}})
 			}
-			end(q, true)
+			if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+				t.Fatal(err)
+			}
 			if tc.restart {
 				r, _ = runReplicator(t, cfg)
 			}
-			srcEnd := endOffsets(t, src, "gt")[0]
-			var shifts []linkstate.OffsetShift
-			waitFor(t, 30*time.Second, "the destination to catch up with the shift", func() bool {
-				ms := r.Status().Links[0].Mirrors
-				if len(ms) == 0 || len(ms[0].Partitions) == 0 {
-					return false
-				}
-				shifts = ms[0].Partitions[0].OffsetShifts
-				if len(shifts) == 0 || slices.ContainsFunc(shifts, func(sh linkstate.OffsetShift) bool { return sh.Copies != nil && sh.Copies.Pending }) {
-					return false
-				}
-				want, err := r.TranslateOffset(cfg.Links[0].Name, "gt", 0, srcEnd)
-				return err == nil && endOffsets(t, dst, "gt")[0] == want
-			})
+			shifts := waitShiftedCaughtUp(t, r, src, dst, "gt")
 			if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
 				t.Fatalf("mirror %s: %s", m.State, m.Reason)
 			}
@@ -183,7 +140,7 @@ func abortScenario(t *testing.T, src, dst *kfake.Cluster, topic string, n int, s
 	}
 	for i, cl := range cls {
 		for j := 0; j < n; j++ {
-			produceSync(t, cl, &kgo.Record{Key: fmt.Appendf(nil, "%s-%d", who[i], j), Value: fmt.Appendf(nil, "%s record %d", who[i], j)})
+			produceSync(t, cl, &kgo.Record{Key: fmt.Appendf(nil, "%s-%d", who[i], j), Value: fmt.Appendf(nil, "%s record %d", who[i], j), Headers: []kgo.RecordHeader{{Key: "from", Value: []byte(who[i])}}})
 		}
 	}
 	q := newClient(t, src, kgo.TransactionalID("app-q"), kgo.DefaultProduceTopic(topic))
@@ -254,9 +211,7 @@ func waitShiftedCaughtUp(t *testing.T, r *Replicator, src, dst *kfake.Cluster, t
 // Two of klink's transactions are open when the destination aborts both:
 // both are copied (found in review: the second one's records were lost).
 func TestDestinationAbortsTwoTransactions(t *testing.T) {
-	old := txnTimeout
-	txnTimeout = 2 * time.Second
-	t.Cleanup(func() { txnTimeout = old })
+	shortTxnTimeout(t)
 	src, dst := testClusters(t)
 	createTopic(t, src, "gt", 1, nil)
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
@@ -276,9 +231,7 @@ func TestDestinationAbortsTwoTransactions(t *testing.T) {
 // later empties (found in review: taken for a planned filler end, nothing
 // was copied).
 func TestDestinationAbortInSourceHole(t *testing.T) {
-	old := txnTimeout
-	txnTimeout = 2 * time.Second
-	t.Cleanup(func() { txnTimeout = old })
+	shortTxnTimeout(t)
 	src, dst := testClusters(t)
 	createTopic(t, src, "gt", 1, map[string]*string{"cleanup.policy": kmsgStr("compact")})
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
@@ -300,9 +253,7 @@ func TestDestinationAbortInSourceHole(t *testing.T) {
 // klink fails between appending the copies and committing them (found in
 // review: the next start failed the mirror); the copies are made again.
 func TestDestinationAbortCopiesInterrupted(t *testing.T) {
-	old := txnTimeout
-	txnTimeout = 2 * time.Second
-	t.Cleanup(func() { txnTimeout = old })
+	shortTxnTimeout(t)
 	var once atomic.Bool
 	testHookBeforeCopiesCommit = func() error {
 		if once.CompareAndSwap(false, true) {
@@ -325,4 +276,12 @@ func TestDestinationAbortCopiesInterrupted(t *testing.T) {
 		t.Fatal("the copies were never interrupted")
 	}
 	requireReadCommittedOnce(t, src, dst, "gt")
+}
+
+// shortTxnTimeout makes the destination abort klink's transactions after
+// 2 s, for the test.
+func shortTxnTimeout(t *testing.T) {
+	old := txnTimeout
+	txnTimeout = 2 * time.Second
+	t.Cleanup(func() { txnTimeout = old })
 }

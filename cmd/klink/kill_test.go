@@ -57,6 +57,27 @@ func writeConfig(t *testing.T, src, dst *kfake.Cluster, stateDir string, topics 
 	return p
 }
 
+// clusterPair starts a source and a destination kfake cluster for a test,
+// and an admin client on the source.
+func clusterPair(t *testing.T, brokers int, srcID, dstID string) (src, dst *kfake.Cluster, adm *kadm.Client) {
+	t.Helper()
+	var err error
+	if src, err = kfake.NewCluster(kfake.NumBrokers(brokers), kfake.ClusterID(srcID)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	if dst, err = kfake.NewCluster(kfake.NumBrokers(brokers), kfake.ClusterID(dstID)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return src, dst, kadm.NewClient(cl)
+}
+
 // startKlink runs `klink run` as a child process; its log goes to logBuf.
 func startKlink(t *testing.T, cfgPath string, logBuf *syncBuffer) *exec.Cmd {
 	t.Helper()
@@ -90,25 +111,9 @@ func (s *syncBuffer) String() string {
 // producer writes; afterwards the destination equals the source record by
 // record: nothing lost, nothing duplicated.
 func TestKillNineWhileProducing(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("kill-src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("kill-dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src, dst, adm := clusterPair(t, 3, "kill-src", "kill-dst")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	adm := kadm.NewClient(admCl)
 	topics := []string{"orders", "events"}
 	for _, tp := range topics {
 		if _, err := adm.CreateTopic(ctx, 3, 1, nil, tp); err != nil {
@@ -268,24 +273,9 @@ func dstOffsets(ctx context.Context, dst *kfake.Cluster, topic string) (kadm.Lis
 // with klink killed with SIGKILL twice: read_committed and
 // read_uncommitted readers agree on both sides, every marker at its offset.
 func TestKillNineDuringTransactions(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("txn-src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("txn-dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src, dst, adm := clusterPair(t, 3, "txn-src", "txn-dst")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	adm := kadm.NewClient(admCl)
 	const topic, partitions = "streams-out", 8
 	if _, err := adm.CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -71,16 +70,7 @@ func mirrorState(s replicator.Status, name string) string {
 // an invalid file (refused, nothing changes, the error names the key path,
 // klink keeps running), resume and failover.
 func TestSighupReload(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src, dst, adm := clusterPair(t, 1, "reload-src", "reload-dst")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -88,7 +78,6 @@ func TestSighupReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	if _, err := adm.CreateTopics(ctx, 1, 1, nil, "ra", "rb"); err != nil {
 		t.Fatal(err)
 	}
