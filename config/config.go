@@ -4,6 +4,7 @@
 package config
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -113,7 +114,20 @@ const (
 // with their defaults. Unknown keys are refused at load: a setting that
 // silently does nothing is worse at 3 a.m. than an error.
 var LinkConfigs = map[string]string{
-	"mirror.start.offset.spec": StartEarliest,
+	"mirror.start.offset.spec":      StartEarliest,
+	"cluster.link.retry.timeout.ms": "300000",
+}
+
+// RetryTimeout is the link's cluster.link.retry.timeout.ms: how long the
+// source cluster may be unreachable before the link's mirrors show
+// LINK_FAILED (they go on by themselves when it is back).
+func (l Link) RetryTimeout() time.Duration {
+	v, ok := l.Configs["cluster.link.retry.timeout.ms"]
+	if !ok {
+		v = LinkConfigs["cluster.link.retry.timeout.ms"]
+	}
+	ms, _ := strconv.ParseInt(v, 10, 64) // validated at load
+	return time.Duration(ms) * time.Millisecond
 }
 
 // StartOffsetSpec is the link's mirror.start.offset.spec (earliest|latest).

@@ -114,6 +114,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"invalid topic name", dst + link + "    mirrorTopics:\n      - {name: \"or/ders\"}\n", "links[0].mirrorTopics[0].name", "topic names"},
 		{"internal topic", dst + link + "    mirrorTopics:\n      - {name: a, sourceTopicName: __consumer_offsets}\n", "links[0].mirrorTopics[0].sourceTopicName", "internal topic"},
 		{"unknown mirror state", dst + link + "    mirrorTopics:\n      - {name: a, state: paused}\n", "links[0].mirrorTopics[0].state", "not a mirror state"},
+		{"bad retry timeout", dst + "links:\n  - name: l\n    source: {bootstrap: [\"h:1\"]}\n    configs: {cluster.link.retry.timeout.ms: soon}\n", "links[0].configs.cluster.link.retry.timeout.ms", "milliseconds"},
 		{"replication factor out of range", dst + link + "    mirrorTopics:\n      - {name: a, replicationFactor: 40000}\n", "links[0].mirrorTopics[0].replicationFactor", "out of range"},
 		{"unknown link config", dst + link + "    configs: {consumer.offset.sync.mss: 5}\n", "links[0].configs.consumer.offset.sync.mss", "not a link config"},
 		{"bad start offset spec", dst + link + "    configs: {mirror.start.offset.spec: beginning}\n", "links[0].configs.mirror.start.offset.spec", "earliest or latest"},

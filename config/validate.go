@@ -135,6 +135,10 @@ func checkLinkConfigs(path string, props Properties) []FieldError {
 			if v != StartEarliest && v != StartLatest {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use earliest or latest", v)})
 			}
+		case "cluster.link.retry.timeout.ms":
+			if ms, err := strconv.ParseInt(v, 10, 64); err != nil || ms < 1 {
+				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: a whole number of milliseconds, at least 1", v)})
+			}
 		}
 	}
 	return errs

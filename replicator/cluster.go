@@ -73,6 +73,7 @@ var errTopicNotFound = errors.New("topic not found")
 // kgo's cache, which may be seconds old after a leader change).
 func (c *cluster) refresh(ctx context.Context, topics ...string) (map[string]topicMeta, error) {
 	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{} // none, not all, when none are asked for
 	for _, t := range topics {
 		rt := kmsg.NewMetadataRequestTopic()
 		rt.Topic = kmsg.StringPtr(t)

@@ -181,6 +181,9 @@ func (m *mirror) run(ctx context.Context) {
 			m.stopFor(ctx, string(want))
 			return
 		}
+		if s, why, change := m.healthState(); change {
+			m.setState(s, why)
+		}
 		cur, _, _ := m.current()
 		if cur == linkstate.Failed {
 			stopParts()
@@ -360,4 +363,40 @@ func (m *mirror) behind(ctx context.Context) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// setHealth is what the link's source watch saw: the source cluster down
+// (why, or "") and the mirror's source topic missing. The control loop
+// moves the mirror in and out of LINK_FAILED and SOURCE_UNAVAILABLE.
+func (m *mirror) setHealth(linkDown string, topicMissing bool) {
+	m.mu.Lock()
+	changed := m.linkDown != linkDown || m.topicMissing != topicMissing
+	m.linkDown, m.topicMissing = linkDown, topicMissing
+	m.mu.Unlock()
+	if changed {
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// healthState is the state the source's health calls for, given the
+// state the mirror is in: only a mirror that mirrors (or should) moves
+// between ACTIVE, LINK_FAILED and SOURCE_UNAVAILABLE.
+func (m *mirror) healthState() (linkstate.MirrorState, string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.state {
+	case linkstate.Active, linkstate.LinkFailed, linkstate.SourceUnavailable:
+	default:
+		return "", "", false
+	}
+	switch {
+	case m.linkDown != "":
+		return linkstate.LinkFailed, m.linkDown, m.state != linkstate.LinkFailed
+	case m.topicMissing:
+		return linkstate.SourceUnavailable, fmt.Sprintf("source topic %s does not exist; mirroring goes on if it comes back (a topic recreated under that name fails the mirror: its offsets are others)", m.sourceTopic), m.state != linkstate.SourceUnavailable
+	}
+	return linkstate.Active, "", m.state != linkstate.Active
 }

@@ -3,6 +3,7 @@ package replicator
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -268,5 +270,61 @@ func TestReloadFailoverAndRemove(t *testing.T) {
 	}
 	if st := r.Status().Links[0].State; st != LinkRemoved {
 		t.Fatalf("removed link shows %s", st)
+	}
+}
+
+// The source cluster goes away for longer than the link's retry timeout:
+// its mirrors show LINK_FAILED, and go back to ACTIVE by themselves when
+// it returns (same data dir, same port), mirroring on exactly. A deleted
+// source topic shows SOURCE_UNAVAILABLE.
+func TestLinkFailedAndSourceUnavailable(t *testing.T) {
+	dataDir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	openSource := func() *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dataDir), kfake.ClusterID("source-cluster"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	src := openSource()
+	defer func() { src.Close() }()
+	_, dst := testClusters(t)
+	createTopic(t, src, "lf", 1, nil)
+	createTopic(t, src, "del", 1, nil)
+	cfg := testConfig(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "1000"}, config.MirrorTopic{Name: "lf"}, config.MirrorTopic{Name: "del"})
+	r, _ := runReplicator(t, cfg)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceN(t, cl, "lf", 1, 20, "before")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"lf", "lf"})
+
+	// A deleted source topic.
+	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "del"); err != nil {
+		t.Fatal(err)
+	}
+	m := waitState(t, r, "del", linkstate.SourceUnavailable, 20*time.Second)
+	if !strings.Contains(m.Reason, "source topic del does not exist") {
+		t.Fatalf("reason %q", m.Reason)
+	}
+	cl.Close()
+
+	// The source cluster goes away, then comes back.
+	src.Close()
+	m = waitState(t, r, "lf", linkstate.LinkFailed, 20*time.Second)
+	if !strings.Contains(m.Reason, "cluster.link.retry.timeout.ms 1000") {
+		t.Fatalf("reason %q", m.Reason)
+	}
+	src = openSource()
+	waitState(t, r, "lf", linkstate.Active, 30*time.Second)
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "lf", 1, 20, "after")
+	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"lf", "lf"})
+	requireSameRecords(t, readAll(t, src, "lf"), readAll(t, dst, "lf"))
+	if got := len(readAll(t, dst, "lf")[0]); got != 40 {
+		t.Fatalf("destination has %d records, want 40", got)
 	}
 }

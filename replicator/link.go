@@ -98,6 +98,11 @@ func (l *Link) Run(ctx context.Context) {
 		l.startMirror(m)
 	}
 	l.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.watchSource(ctx)
+	}()
 	<-ctx.Done()
 	l.wg.Wait()
 	l.fetchers.wait()
@@ -317,4 +322,50 @@ func (l *Link) retire(ctx context.Context) {
 	}
 	defer l.dst.close()
 	l.retireRemovedMirrors(ctx)
+}
+
+// watchSource checks, every few seconds with one metadata request, that the
+// source cluster answers and which mirrors' source topics exist. A source
+// unreachable for longer than cluster.link.retry.timeout.ms makes the
+// link's mirrors LINK_FAILED; a source topic gone makes its mirror
+// SOURCE_UNAVAILABLE. Both go back to ACTIVE by themselves (a source topic
+// recreated under the same name fails its mirror instead: see
+// checkSourceIdentity).
+func (l *Link) watchSource(ctx context.Context) {
+	timeout := l.cfg.RetryTimeout()
+	every := min(max(timeout/4, 100*time.Millisecond), 5*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		ms := slices.Clone(l.mirrors)
+		l.mu.Unlock()
+		var names []string
+		for _, m := range ms {
+			names = append(names, m.sourceTopic)
+		}
+		rctx, cancel := context.WithTimeout(ctx, max(every, 5*time.Second))
+		topics, err := l.src.refresh(rctx, names...)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		var down string
+		switch {
+		case err == nil || topics != nil: // topic-level errors still show a live cluster
+			lastOK = time.Now()
+		case time.Since(lastOK) > timeout:
+			down = fmt.Sprintf("source cluster unreachable for %s (cluster.link.retry.timeout.ms %d): %v", time.Since(lastOK).Round(time.Second), timeout.Milliseconds(), err)
+		}
+		for _, m := range ms {
+			_, exists := topics[m.sourceTopic]
+			m.setHealth(down, topics != nil && !exists)
+		}
+	}
 }

@@ -45,11 +45,14 @@ type mirror struct {
 	since   time.Time
 	desired linkstate.Desired
 	refusal string // why the desired state cannot be reached, if it cannot
-	stop    *linkstate.StopRecord
-	parts   []*partition
-	cancel  context.CancelFunc // stops the partitions
-	fills   map[int32]int64    // filled offsets not yet written to the state file
-	ranges  map[int32]int64
+	// linkDown and topicMissing are what the link's source watch saw.
+	linkDown     string
+	topicMissing bool
+	stop         *linkstate.StopRecord
+	parts        []*partition
+	cancel       context.CancelFunc // stops the partitions
+	fills        map[int32]int64    // filled offsets not yet written to the state file
+	ranges       map[int32]int64
 }
 
 func newMirror(l *Link, cfg config.MirrorTopic) *mirror {
