@@ -56,6 +56,7 @@ type partition struct {
 	filledOffsets atomic.Int64
 	rebuilt       atomic.Int64 // source batches decompressed and rebuilt
 	rebuiltBytes  atomic.Int64
+	lastTs        atomic.Int64                            // max timestamp of the last source batch acknowledged
 	shiftsSeen    atomic.Pointer[[]linkstate.OffsetShift] // a copy of shifts for status
 	errMu         sync.Mutex
 	lastErr       string
@@ -402,6 +403,7 @@ func (p *partition) ack(a *appendReq) {
 	if !a.filler {
 		p.records.Add(a.records)
 		p.bytes.Add(int64(len(a.b)))
+		p.lastTs.Store(a.maxTs)
 	}
 }
 

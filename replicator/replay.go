@@ -194,7 +194,7 @@ func (p *partition) appendData(ctx context.Context, s step) error {
 	b := s.b
 	base, next := b.BaseOffset()+p.delta, b.NextOffset()+p.delta
 	b.Rewrite(sl.take(int64(b.NumRecords())), clear, s.crc)
-	p.submit([]*appendReq{{b: b, base: base, next: next, txnID: sl.txnID, srcBytes: s.srcBytes, records: s.records, buf: s.buf}})
+	p.submit([]*appendReq{{b: b, base: base, next: next, txnID: sl.txnID, srcBytes: s.srcBytes, records: s.records, buf: s.buf, maxTs: b.MaxTimestamp()}})
 	p.next = next
 	return nil
 }

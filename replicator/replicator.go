@@ -8,7 +8,6 @@ package replicator
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -108,18 +107,7 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 	old := r.cfg
 	running := r.ctx != nil
 	r.mu.Unlock()
-	if !reflect.DeepEqual(old.Destination, cfg.Destination) {
-		res.NotApplied = append(res.NotApplied, "destination: takes effect after a restart")
-	}
-	if old.StateDir != cfg.StateDir {
-		res.NotApplied = append(res.NotApplied, "stateDir: takes effect after a restart")
-	}
-	if old.Admin != cfg.Admin {
-		res.NotApplied = append(res.NotApplied, "admin: takes effect after a restart")
-	}
-	if old.Log != cfg.Log {
-		res.NotApplied = append(res.NotApplied, "log: takes effect after a restart")
-	}
+	res.NotApplied = restartOnlyChanges(old, cfg)
 
 	want := map[string]config.Link{}
 	for _, lc := range cfg.Links {

@@ -41,6 +41,7 @@ type appendReq struct {
 	filler     bool  // filler records, not source data
 	srcBytes   int64 // fetched bytes this append accounts for
 	records    int64
+	maxTs      int64 // the batch's max timestamp (read before b may be released)
 	// buf holds b when b lies in a fetch response; its reference is
 	// released when the append is answered or dropped.
 	buf *kconn.Buffer

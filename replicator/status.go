@@ -34,8 +34,9 @@ type MirrorStatus struct {
 	// Stop records when and where a STOPPED mirror stopped (kept forever).
 	Stop       *linkstate.StopRecord `json:"stop,omitempty"`
 	Partitions []PartitionStatus     `json:"partitions"`
-	// Lag sums the partitions' lag.
-	Lag int64 `json:"lag"`
+	// Lag sums the partitions' lag; LagMillis is the largest.
+	Lag       int64 `json:"lag"`
+	LagMillis int64 `json:"lagMillis"`
 }
 
 // PartitionStatus is one mirrored partition.
@@ -46,6 +47,13 @@ type PartitionStatus struct {
 	DestStartOffset   int64 `json:"destinationStartOffset"`
 	DestEndOffset     int64 `json:"destinationEndOffset"`
 	Lag               int64 `json:"lag"`
+	// LastSourceOffset is the source offset mirrored up to: the
+	// destination holds every source offset below it.
+	LastSourceOffset int64 `json:"lastSourceOffset"`
+	// LagMillis is, while behind, how long ago the last record mirrored
+	// was written (the records still to mirror are younger); 0 when
+	// caught up.
+	LagMillis int64 `json:"lagMillis"`
 	// Counters since klink started.
 	RecordsMirrored int64 `json:"recordsMirrored"`
 	BytesMirrored   int64 `json:"bytesMirrored"`
@@ -91,6 +99,7 @@ func (m *mirror) status() MirrorStatus {
 	for _, p := range parts {
 		ps := p.status()
 		ms.Lag += ps.Lag
+		ms.LagMillis = max(ms.LagMillis, ps.LagMillis)
 		ms.Partitions = append(ms.Partitions, ps)
 	}
 	sort.Slice(ms.Partitions, func(i, j int) bool { return ms.Partitions[i].Partition < ms.Partitions[j].Partition })
@@ -117,8 +126,12 @@ func (p *partition) status() PartitionStatus {
 		ps.OffsetShifts = *sh
 		delta = (&linkstate.Partition{Shifts: *sh}).Delta()
 	}
-	if lag := ps.SourceEndOffset - (ps.DestEndOffset - delta); lag > 0 {
+	ps.LastSourceOffset = ps.DestEndOffset - delta
+	if lag := ps.SourceEndOffset - ps.LastSourceOffset; lag > 0 {
 		ps.Lag = lag
+		if ts := p.lastTs.Load(); ts > 0 {
+			ps.LagMillis = max(time.Now().UnixMilli()-ts, 0)
+		}
 	}
 	return ps
 }

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/replicator"
 )
 
@@ -31,6 +33,24 @@ func startAdmin(listen string, r *replicator.Replicator, log *zap.Logger) (*admi
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(r.Status()); err != nil {
 			log.Debug("writing status", zap.Error(err))
+		}
+	})
+	// POST /plan takes a config file's YAML and answers what a reload
+	// with it would do now (klink plan); nothing is applied.
+	mux.HandleFunc("POST /plan", func(w http.ResponseWriter, req *http.Request) {
+		data, err := io.ReadAll(io.LimitReader(req.Body, 16<<20))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		cfg, err := config.Parse(data)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(r.Plan(cfg)); err != nil {
+			log.Debug("writing plan", zap.Error(err))
 		}
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

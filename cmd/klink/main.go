@@ -2,6 +2,8 @@
 //
 //	klink run --config /etc/klink/klink.yaml   the daemon
 //	klink demo [--duration 30s]                two in-process clusters, live mirroring
+//	klink status [--config FILE] [-o json]     the running daemon's links and mirrors
+//	klink plan --config FILE [-o json]         what a reload with FILE would do
 //	klink version
 package main
 
@@ -18,6 +20,8 @@ const usage = `klink: offset-preserving cluster linking for Apache Kafka
 Usage:
   klink run --config FILE     run the daemon (default config: /etc/klink/klink.yaml)
   klink demo [flags]          mirror between two in-process Kafka clusters and watch it
+  klink status [flags]        the running daemon's links and mirror topics (--config, --admin, -o json)
+  klink plan --config FILE    what a reload (SIGHUP) with FILE would do now (--admin, -o json)
   klink version               print the version
 `
 
@@ -32,6 +36,10 @@ func main() {
 		err = runCmd(os.Args[2:])
 	case "demo":
 		err = demoCmd(os.Args[2:])
+	case "status":
+		err = statusCmd(os.Args[2:])
+	case "plan":
+		err = planCmd(os.Args[2:])
 	case "version", "--version":
 		fmt.Println("klink", version)
 	case "help", "-h", "--help":

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -120,10 +121,26 @@ func TestSighupReload(t *testing.T) {
 		}
 	}
 
+	// klink plan asks the daemon what the edit would do.
+	edited := filepath.Join(dir, "edited.yaml")
+	reloadConfig(t, edited, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", "PAUSE"}, [2]string{"rb", ""}, [2]string{"rc", ""})
+	out := klinkOutput(t, "plan", "--config", edited, "--admin", addr)
+	for _, want := range []string{"against the running daemon", "link reload-test mirror ra: pause (ACTIVE -> PAUSE)", "link reload-test mirror rc: create (from source topic rc)"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("klink plan output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "mirror rb") {
+		t.Fatalf("klink plan lists the unchanged mirror rb:\n%s", out)
+	}
+
 	// Pause ra.
 	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", "PAUSE"}, [2]string{"rb", ""})
 	hup()
 	waitUntil(t, 20*time.Second, "ra PAUSED", func() bool { return mirrorState(klinkStatus(t, addr), "ra") == "PAUSED" })
+	if out := klinkOutput(t, "status", "--config", path, "--admin", addr); !regexp.MustCompile(`(?m)^\s+ra\s+PAUSED\s+PAUSE\s`).MatchString(out) || !strings.Contains(out, "link reload-test  RUNNING") {
+		t.Fatalf("klink status output:\n%s", out)
+	}
 	produce("ra", 20, "paused")
 
 	// An invalid file changes nothing.
@@ -172,6 +189,23 @@ func TestSighupReload(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("klink exited with %v after SIGTERM", err)
 	}
+	// With no daemon, klink plan reads the state file.
+	out = klinkOutput(t, "plan", "--config", edited)
+	for _, want := range []string{"against the state file", "mirror ra: pause (ACTIVE -> PAUSE)", "mirror rb: refuse (mirror rb was stopped", "mirror rc: create"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("offline klink plan output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// klinkOutput runs a klink command and returns its output; it must succeed.
+func klinkOutput(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(klinkBinary, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("klink %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }
 
 func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator"
+)
+
+// adminURL is the running daemon's admin address: --admin, or the config
+// file's admin.listen.
+func adminURL(adminFlag, path string) (string, *config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return "", nil, err
+	}
+	addr := adminFlag
+	if addr == "" {
+		addr = cfg.Admin.Listen
+	}
+	if addr == "off" {
+		return "", cfg, fmt.Errorf("config %s: admin.listen is off, so the daemon cannot be asked; pass --admin HOST:PORT", path)
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" {
+		return "", cfg, fmt.Errorf("config %s: admin.listen %q has no fixed port; pass --admin HOST:PORT (the daemon logs the address it listens on)", path, addr)
+	}
+	return "http://" + addr, cfg, nil
+}
+
+var adminClient = &http.Client{Timeout: 10 * time.Second}
+
+// statusCmd prints the running daemon's status: per link and mirror.
+func statusCmd(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	path := fs.String("config", config.DefaultPath, "config file (for admin.listen)")
+	admin := fs.String("admin", "", "the daemon's admin address (default: the config's admin.listen)")
+	out := fs.String("o", "text", "output: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	base, _, err := adminURL(*admin, *path)
+	if err != nil {
+		return err
+	}
+	resp, err := adminClient.Get(base + "/status")
+	if err != nil {
+		return fmt.Errorf("asking the daemon at %s: %w (is klink running?)", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("daemon at %s: %s: %s", base, resp.Status, body)
+	}
+	if *out == "json" {
+		_, err := os.Stdout.Write(body)
+		return err
+	}
+	var st replicator.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("daemon at %s: %w", base, err)
+	}
+	printStatus(os.Stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st replicator.Status) {
+	for _, l := range st.Links {
+		fmt.Fprintf(w, "link %s  %s  id %s  source cluster %s  destination cluster %s  %d mirror topics\n",
+			l.Name, l.State, dash(l.LinkID), dash(l.SourceClusterID), dash(l.DestinationClusterID), len(l.Mirrors))
+		if l.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", l.Error)
+		}
+		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  MIRROR\tSTATE\tDESIRED\tLAG\tLAG TIME\tLAST SOURCE OFFSETS\tREASON")
+		for _, m := range l.Mirrors {
+			lag, lagTime := fmt.Sprint(m.Lag), (time.Duration(m.LagMillis) * time.Millisecond).String()
+			offsets := map[int32]int64{}
+			for _, p := range m.Partitions {
+				offsets[p.Partition] = p.LastSourceOffset
+			}
+			reason := m.Reason
+			if m.Stop != nil {
+				lag, lagTime = "-", "-"
+				offsets = m.Stop.LastSourceOffsets
+				reason = fmt.Sprintf("%s (%s at %s)", m.Reason, m.Stop.By, m.Stop.At.Format(time.RFC3339))
+			}
+			if m.Refused != "" {
+				reason += "; refused: " + m.Refused
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Desired, lag, lagTime, formatOffsets(offsets), reason)
+		}
+		tw.Flush()
+	}
+	if lr := st.LastReload; lr != nil {
+		if lr.OK {
+			fmt.Fprintf(w, "last reload %s: applied %d changes\n", lr.At.Format(time.RFC3339), len(lr.Applied))
+		} else {
+			fmt.Fprintf(w, "last reload %s: refused, nothing changed:\n%s\n", lr.At.Format(time.RFC3339), lr.Error)
+		}
+	}
+}
+
+func formatOffsets(o map[int32]int64) string {
+	if len(o) == 0 {
+		return "-"
+	}
+	ps := make([]int32, 0, len(o))
+	for p := range o {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%d:%d", p, o[p])
+	}
+	return b.String()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// planCmd prints what a reload with a config file would do now: it asks
+// the running daemon, or reads the state file when none runs.
+func planCmd(args []string) error {
+	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
+	path := fs.String("config", config.DefaultPath, "the config file to plan for")
+	admin := fs.String("admin", "", "the daemon's admin address (default: the config's admin.listen)")
+	out := fs.String("o", "text", "output: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(*path)
+	if err != nil {
+		return err
+	}
+	base, cfg, err := adminURL(*admin, *path)
+	if cfg == nil {
+		return err // the file itself is invalid
+	}
+	var items []replicator.PlanItem
+	source := "the running daemon at " + base
+	if err == nil {
+		items, err = askPlan(base, data)
+	}
+	if err != nil {
+		var unreachable *net.OpError
+		if !errors.As(err, &unreachable) && base != "" {
+			return err
+		}
+		// No daemon: what its next start would do to the state file.
+		store, serr := linkstate.Open(cfg.StateDir)
+		if serr != nil {
+			return fmt.Errorf("no daemon answered (%v), and the state file cannot be read: %w", err, serr)
+		}
+		defer store.Close()
+		if items, err = replicator.PlanFromState(store, cfg); err != nil {
+			return err
+		}
+		source = "the state file " + store.Path() + " (no daemon answered)"
+	}
+	if *out == "json" {
+		return json.NewEncoder(os.Stdout).Encode(items)
+	}
+	fmt.Printf("plan for %s against %s:\n", *path, source)
+	printPlan(os.Stdout, items)
+	return nil
+}
+
+func askPlan(base string, data []byte) ([]replicator.PlanItem, error) {
+	resp, err := adminClient.Post(base+"/plan", "application/yaml", bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("daemon at %s: %s: %s", base, resp.Status, bytes.TrimSpace(body))
+	}
+	var items []replicator.PlanItem
+	return items, json.Unmarshal(body, &items)
+}
+
+func printPlan(w io.Writer, items []replicator.PlanItem) {
+	if len(items) == 0 {
+		fmt.Fprintln(w, "  no changes")
+		return
+	}
+	for _, it := range items {
+		what := "klink"
+		switch {
+		case it.Mirror != "":
+			what = fmt.Sprintf("link %s mirror %s", it.Link, it.Mirror)
+		case it.Link != "":
+			what = "link " + it.Link
+		}
+		fmt.Fprintf(w, "  %s: %s", what, it.Action)
+		if it.Detail != "" {
+			fmt.Fprintf(w, " (%s)", it.Detail)
+		}
+		fmt.Fprintln(w)
+	}
+}
