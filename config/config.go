@@ -5,6 +5,7 @@ package config
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -45,8 +46,60 @@ type Link struct {
 	Source Source `koanf:"source"`
 	// Configs takes Confluent cluster-link config names
 	// (e.g. mirror.start.offset.spec); see LinkConfigs for what is known.
-	Configs      Properties    `koanf:"configs"`
-	MirrorTopics []MirrorTopic `koanf:"mirrorTopics"`
+	Configs            Properties         `koanf:"configs"`
+	MirrorTopicOptions MirrorTopicOptions `koanf:"mirrorTopicOptions"`
+	MirrorTopics       []MirrorTopic      `koanf:"mirrorTopics"`
+}
+
+// MirrorTopicOptions apply to all of a link's mirrors.
+type MirrorTopicOptions struct {
+	// Prefix is put before the source topic name to name the destination
+	// topic of auto-created mirrors; explicit mirrors must follow it too.
+	Prefix           string           `koanf:"prefix"`
+	AutoCreateTopics AutoCreateTopics `koanf:"autoCreateTopics"`
+	// DeleteOnRemove deletes the destination topic of a mirror removed
+	// from the config (default false: the topic stays, failed over).
+	DeleteOnRemove bool `koanf:"deleteOnRemove"`
+}
+
+// AutoCreateTopics mirrors every source topic the filters select.
+type AutoCreateTopics struct {
+	Enabled      bool          `koanf:"enabled"`
+	TopicFilters []TopicFilter `koanf:"topicFilters"`
+}
+
+// TopicFilter selects source topics by name. EXCLUDE overrides INCLUDE;
+// name "*" with patternType LITERAL means every topic.
+type TopicFilter struct {
+	FilterType  string `koanf:"filterType"`  // INCLUDE | EXCLUDE
+	Name        string `koanf:"name"`        // a topic name, a prefix, or "*"
+	PatternType string `koanf:"patternType"` // LITERAL (default) | PREFIXED
+}
+
+// Selects reports whether the filters select a source topic for
+// auto-creation. Internal topics (names starting with "__") never are.
+func (a AutoCreateTopics) Selects(topic string) bool {
+	if !a.Enabled || strings.HasPrefix(topic, "__") {
+		return false
+	}
+	in := false
+	for _, f := range a.TopicFilters {
+		if !f.matches(topic) {
+			continue
+		}
+		if f.FilterType == "EXCLUDE" {
+			return false
+		}
+		in = true
+	}
+	return in
+}
+
+func (f TopicFilter) matches(topic string) bool {
+	if f.PatternType == "PREFIXED" {
+		return strings.HasPrefix(topic, f.Name)
+	}
+	return f.Name == "*" || f.Name == topic
 }
 
 // Source is the cluster a link reads from.
@@ -114,19 +167,31 @@ const (
 // with their defaults. Unknown keys are refused at load: a setting that
 // silently does nothing is worse at 3 a.m. than an error.
 var LinkConfigs = map[string]string{
-	"mirror.start.offset.spec":      StartEarliest,
-	"cluster.link.retry.timeout.ms": "300000",
+	"mirror.start.offset.spec":             StartEarliest,
+	"cluster.link.retry.timeout.ms":        "300000",
+	"auto.create.mirror.topics.refresh.ms": "60000",
+}
+
+// AutoCreateRefresh is the link's auto.create.mirror.topics.refresh.ms:
+// how often new source topics are looked for.
+func (l Link) AutoCreateRefresh() time.Duration {
+	return l.millis("auto.create.mirror.topics.refresh.ms")
 }
 
 // RetryTimeout is the link's cluster.link.retry.timeout.ms: how long the
 // source cluster may be unreachable before the link's mirrors show
 // LINK_FAILED (they go on by themselves when it is back).
 func (l Link) RetryTimeout() time.Duration {
-	v, ok := l.Configs["cluster.link.retry.timeout.ms"]
+	return l.millis("cluster.link.retry.timeout.ms")
+}
+
+// millis reads a link config in milliseconds (validated at load).
+func (l Link) millis(key string) time.Duration {
+	v, ok := l.Configs[key]
 	if !ok {
-		v = LinkConfigs["cluster.link.retry.timeout.ms"]
+		v = LinkConfigs[key]
 	}
-	ms, _ := strconv.ParseInt(v, 10, 64) // validated at load
+	ms, _ := strconv.ParseInt(v, 10, 64)
 	return time.Duration(ms) * time.Millisecond
 }
 

@@ -113,6 +113,9 @@ func TestInvalidConfigs(t *testing.T) {
 		{"two mirrors onto one destination topic across links", dst + link + "    mirrorTopics:\n      - {name: a}\n  - name: l2\n    source: {bootstrap: [\"s2:9092\"]}\n    mirrorTopics:\n      - {name: x, sourceTopicName: y}\n      - {name: a, sourceTopicName: other}\n", "links[1].mirrorTopics[1].name", "already mirrored by links[0].mirrorTopics[0]"},
 		{"invalid topic name", dst + link + "    mirrorTopics:\n      - {name: \"or/ders\"}\n", "links[0].mirrorTopics[0].name", "topic names"},
 		{"internal topic", dst + link + "    mirrorTopics:\n      - {name: a, sourceTopicName: __consumer_offsets}\n", "links[0].mirrorTopics[0].sourceTopicName", "internal topic"},
+		{"explicit mirror ignores the prefix", dst + "links:\n  - name: l\n    source: {bootstrap: [\"h:1\"]}\n    mirrorTopicOptions: {prefix: \"east.\"}\n    mirrorTopics:\n      - {name: orders}\n", "links[0].mirrorTopics[0].name", `must be named "east.orders"`},
+		{"bad filter type", dst + "links:\n  - name: l\n    source: {bootstrap: [\"h:1\"]}\n    mirrorTopicOptions:\n      autoCreateTopics:\n        enabled: true\n        topicFilters: [{filterType: include, name: \"*\"}]\n", "links[0].mirrorTopicOptions.autoCreateTopics.topicFilters[0].filterType", "INCLUDE or EXCLUDE"},
+		{"auto-create without filters", dst + "links:\n  - name: l\n    source: {bootstrap: [\"h:1\"]}\n    mirrorTopicOptions: {autoCreateTopics: {enabled: true}}\n", "links[0].mirrorTopicOptions.autoCreateTopics.topicFilters", "required"},
 		{"unknown mirror state", dst + link + "    mirrorTopics:\n      - {name: a, state: paused}\n", "links[0].mirrorTopics[0].state", "not a mirror state"},
 		{"bad retry timeout", dst + "links:\n  - name: l\n    source: {bootstrap: [\"h:1\"]}\n    configs: {cluster.link.retry.timeout.ms: soon}\n", "links[0].configs.cluster.link.retry.timeout.ms", "milliseconds"},
 		{"replication factor out of range", dst + link + "    mirrorTopics:\n      - {name: a, replicationFactor: 40000}\n", "links[0].mirrorTopics[0].replicationFactor", "out of range"},
@@ -158,5 +161,26 @@ func TestAllErrorsReported(t *testing.T) {
 		if !strings.Contains(err.Error(), p) {
 			t.Errorf("missing %q in:\n%v", p, err)
 		}
+	}
+}
+
+func TestTopicFilters(t *testing.T) {
+	a := AutoCreateTopics{Enabled: true, TopicFilters: []TopicFilter{
+		{FilterType: "INCLUDE", Name: "*", PatternType: "LITERAL"},
+		{FilterType: "EXCLUDE", Name: "tmp.", PatternType: "PREFIXED"},
+		{FilterType: "EXCLUDE", Name: "secret"},
+	}}
+	for topic, want := range map[string]bool{"orders": true, "tmp.x": false, "tmp": true, "secret": false, "secrets": true, "__consumer_offsets": false, "__transaction_state": false} {
+		if got := a.Selects(topic); got != want {
+			t.Errorf("Selects(%q) = %v, want %v", topic, got, want)
+		}
+	}
+	a.Enabled = false
+	if a.Selects("orders") {
+		t.Error("a disabled auto-create selects topics")
+	}
+	only := AutoCreateTopics{Enabled: true, TopicFilters: []TopicFilter{{FilterType: "INCLUDE", Name: "app.", PatternType: "PREFIXED"}}}
+	if !only.Selects("app.orders") || only.Selects("orders") {
+		t.Error("PREFIXED INCLUDE")
 	}
 }

@@ -51,11 +51,15 @@ func (c *Config) validate() []FieldError {
 		errs = append(errs, checkBootstrap(lp+".source.bootstrap", l.Source.Bootstrap)...)
 		errs = append(errs, checkLinkConfigs(lp+".configs", l.Configs)...)
 
+		errs = append(errs, checkMirrorTopicOptions(lp+".mirrorTopicOptions", l.MirrorTopicOptions)...)
 		for j, m := range l.MirrorTopics {
 			mp := fmt.Sprintf("%s.mirrorTopics[%d]", lp, j)
+			if pre := l.MirrorTopicOptions.Prefix; pre != "" && m.Name != "" && m.Name != pre+m.SourceTopic() {
+				add(mp+".name", "%q: with mirrorTopicOptions.prefix %q the destination topic must be named %q", m.Name, pre, pre+m.SourceTopic())
+			}
 			if m.Name == "" {
 				add(mp+".name", "required")
-			} else if err := checkTopicName(m.Name); err != nil {
+			} else if err := CheckTopicName(m.Name); err != nil {
 				add(mp+".name", "%v", err)
 			} else if other, dup := destTopics[m.Name]; dup {
 				add(mp+".name", "destination topic %q is already mirrored by %s", m.Name, other)
@@ -63,7 +67,7 @@ func (c *Config) validate() []FieldError {
 				destTopics[m.Name] = mp
 			}
 			if m.SourceTopicName != "" {
-				if err := checkTopicName(m.SourceTopicName); err != nil {
+				if err := CheckTopicName(m.SourceTopicName); err != nil {
 					add(mp+".sourceTopicName", "%v", err)
 				}
 			}
@@ -135,7 +139,7 @@ func checkLinkConfigs(path string, props Properties) []FieldError {
 			if v != StartEarliest && v != StartLatest {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use earliest or latest", v)})
 			}
-		case "cluster.link.retry.timeout.ms":
+		case "cluster.link.retry.timeout.ms", "auto.create.mirror.topics.refresh.ms":
 			if ms, err := strconv.ParseInt(v, 10, 64); err != nil || ms < 1 {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: a whole number of milliseconds, at least 1", v)})
 			}
@@ -163,8 +167,9 @@ func checkTopicConfigs(path string, props Properties) []FieldError {
 	return errs
 }
 
-// Kafka's rules for topic names (kafka.common.internals.Topic).
-func checkTopicName(name string) error {
+// CheckTopicName applies Kafka's rules for topic names
+// (kafka.common.internals.Topic).
+func CheckTopicName(name string) error {
 	switch {
 	case name == "." || name == "..":
 		return fmt.Errorf("%q is not a valid topic name", name)
@@ -199,4 +204,33 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+func checkMirrorTopicOptions(path string, o MirrorTopicOptions) []FieldError {
+	var errs []FieldError
+	add := func(p, format string, args ...any) {
+		errs = append(errs, FieldError{p, fmt.Sprintf(format, args...)})
+	}
+	if o.Prefix != "" {
+		if err := CheckTopicName(o.Prefix + "x"); err != nil {
+			add(path+".prefix", "%q cannot start a topic name: %v", o.Prefix, err)
+		}
+	}
+	a := o.AutoCreateTopics
+	if a.Enabled && len(a.TopicFilters) == 0 {
+		add(path+".autoCreateTopics.topicFilters", "required when autoCreateTopics is enabled (e.g. {filterType: INCLUDE, name: \"*\", patternType: LITERAL})")
+	}
+	for i, f := range a.TopicFilters {
+		fp := fmt.Sprintf("%s.autoCreateTopics.topicFilters[%d]", path, i)
+		if f.FilterType != "INCLUDE" && f.FilterType != "EXCLUDE" {
+			add(fp+".filterType", "%q: use INCLUDE or EXCLUDE", f.FilterType)
+		}
+		if f.PatternType != "" && f.PatternType != "LITERAL" && f.PatternType != "PREFIXED" {
+			add(fp+".patternType", "%q: use LITERAL or PREFIXED", f.PatternType)
+		}
+		if f.Name == "" {
+			add(fp+".name", "required (a topic name, a prefix, or \"*\" for all)")
+		}
+	}
+	return errs
 }

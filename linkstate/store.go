@@ -190,6 +190,9 @@ type Mirror struct {
 	Partitions map[int32]*Partition `json:"partitions,omitempty"`
 	// Stop is set when the mirror became STOPPED, and kept forever.
 	Stop *StopRecord `json:"stop,omitempty"`
+	// AutoCreated: the link's autoCreateTopics filters made this mirror,
+	// not an entry of mirrorTopics.
+	AutoCreated bool `json:"autoCreated,omitempty"`
 }
 
 // StopRecord is how and when a mirror stopped, and where: the source offset

@@ -123,6 +123,22 @@ func (c *cluster) refresh(ctx context.Context, topics ...string) (map[string]top
 	return out, errors.Join(errs...)
 }
 
+// topicNames lists the cluster's topics.
+func (c *cluster) topicNames(ctx context.Context) ([]string, error) {
+	req := kmsg.NewPtrMetadataRequest() // nil Topics: all of them
+	resp, err := req.RequestWith(ctx, c.cl)
+	if err != nil {
+		return nil, fmt.Errorf("%s metadata: %w", c.role, err)
+	}
+	var out []string
+	for _, t := range resp.Topics {
+		if t.Topic != nil && t.ErrorCode == 0 && !t.IsInternal {
+			out = append(out, *t.Topic)
+		}
+	}
+	return out, nil
+}
+
 // topic returns one topic's fresh metadata, or errTopicNotFound.
 func (c *cluster) topic(ctx context.Context, name string) (topicMeta, error) {
 	ts, err := c.refresh(ctx, name)

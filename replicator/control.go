@@ -120,6 +120,16 @@ func (m *mirror) startPartition(r *running, id int32, startOffset int64, onStart
 	}()
 }
 
+// grow adds the partitions the source topic gained to the destination
+// topic and the state file, and returns them, to be started.
+func (m *mirror) grow(r *running) []int32 {
+	added, err := m.growPartitions(r.ctx, len(m.partitionsSnapshot()))
+	if err != nil {
+		m.log.Warn("checking the source partition count failed", zap.Error(err))
+	}
+	return added
+}
+
 // stop stops the partitions and waits until their appends are answered.
 func (r *running) stop() {
 	r.cancel()
@@ -206,17 +216,21 @@ func (m *mirror) run(ctx context.Context) {
 			stopParts()
 			return
 		case <-m.wake:
+			m.mu.Lock()
+			grown := m.srcPartitions > len(m.parts)
+			m.mu.Unlock()
+			if grown && r != nil {
+				for _, a := range m.grow(r) {
+					m.startPartition(r, a, 0, onStarted)
+				}
+			}
 		case <-failed:
 			// A partition failed the mirror (fail cancels the
 			// partitions); the next round sees FAILED.
 		case <-tick.C:
 			m.flushFills()
 			if r != nil {
-				added, err := m.growPartitions(r.ctx, len(m.partitionsSnapshot()))
-				if err != nil {
-					m.log.Warn("checking the source partition count failed", zap.Error(err))
-				}
-				for _, a := range added {
+				for _, a := range m.grow(r) {
 					m.startPartition(r, a, 0, onStarted)
 				}
 			}
@@ -316,6 +330,18 @@ func (m *mirror) stopFor(ctx context.Context, by string) {
 	m.state, m.reason, m.since, m.stop = rec.State, rec.Reason, rec.StateSince, rec.Stop
 	m.mu.Unlock()
 	m.log.Info("mirror STOPPED: its destination topic is an ordinary topic now", zap.String("by", by), zap.Any("lastSourceOffsets", offsets))
+	if by == string(linkstate.Removed) && m.link.cfg.MirrorTopicOptions.DeleteOnRemove && m.link.dst != nil {
+		// Only because the file says so (mirrorTopicOptions.deleteOnRemove).
+		resp, err := m.link.dst.adm.DeleteTopics(ctx, m.name)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			m.log.Error("deleting the removed mirror's destination topic failed (deleteOnRemove)", zap.Error(err))
+		} else {
+			m.log.Warn("deleted the removed mirror's destination topic (mirrorTopicOptions.deleteOnRemove)")
+		}
+	}
 }
 
 // lastSourceOffsets reads, with no partition running, the source offset
@@ -366,12 +392,14 @@ func (m *mirror) behind(ctx context.Context) (int64, error) {
 }
 
 // setHealth is what the link's source watch saw: the source cluster down
-// (why, or "") and the mirror's source topic missing. The control loop
-// moves the mirror in and out of LINK_FAILED and SOURCE_UNAVAILABLE.
-func (m *mirror) setHealth(linkDown string, topicMissing bool) {
+// (why, or "") and the mirror's source topic missing, or its partition
+// count. The control loop moves the mirror in and out of LINK_FAILED and
+// SOURCE_UNAVAILABLE, and mirrors partitions added to the source.
+func (m *mirror) setHealth(linkDown string, topicMissing bool, partitions int) {
 	m.mu.Lock()
-	changed := m.linkDown != linkDown || m.topicMissing != topicMissing
+	changed := m.linkDown != linkDown || m.topicMissing != topicMissing || partitions > max(m.srcPartitions, len(m.parts))
 	m.linkDown, m.topicMissing = linkDown, topicMissing
+	m.srcPartitions = max(m.srcPartitions, partitions)
 	m.mu.Unlock()
 	if changed {
 		select {

@@ -328,3 +328,57 @@ func TestLinkFailedAndSourceUnavailable(t *testing.T) {
 		t.Fatalf("destination has %d records, want 40", got)
 	}
 }
+
+// autoCreateTopics with a prefix and filters: every selected source topic
+// gets a mirror named prefix+topic, excluded and internal ones do not, a
+// new source topic is picked up within the refresh interval, and
+// partitions added to a source topic are mirrored.
+func TestAutoCreateMirrors(t *testing.T) {
+	src, dst := testClusters(t)
+	for _, tp := range []string{"orders", "payments", "tmp.scratch"} {
+		createTopic(t, src, tp, 1, nil)
+	}
+	cfg := testConfig(t, src, dst, config.Properties{"auto.create.mirror.topics.refresh.ms": "300"},
+		config.MirrorTopic{Name: "east.orders", SourceTopicName: "orders"})
+	cfg.Links[0].MirrorTopicOptions = config.MirrorTopicOptions{Prefix: "east.", AutoCreateTopics: config.AutoCreateTopics{Enabled: true, TopicFilters: []config.TopicFilter{
+		{FilterType: "INCLUDE", Name: "*", PatternType: "LITERAL"},
+		{FilterType: "EXCLUDE", Name: "tmp.", PatternType: "PREFIXED"},
+	}}}
+	r, _ := runReplicator(t, cfg)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for _, tp := range []string{"orders", "payments", "tmp.scratch"} {
+		produceN(t, cl, tp, 1, 25, tp)
+	}
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "east.orders"}, [2]string{"payments", "east.payments"})
+	requireSameRecords(t, readAll(t, src, "payments"), readAll(t, dst, "east.payments"))
+	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "east.orders"))
+
+	// A new source topic, and a partition added to one.
+	createTopic(t, src, "refunds", 1, nil)
+	produceN(t, cl, "refunds", 1, 10, "refunds")
+	if _, err := kadm.NewClient(cl).CreatePartitions(context.Background(), 1, "payments"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the new partition in the producer's metadata", func() bool {
+		return len(endOffsets(t, src, "payments")) == 2
+	})
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "payments", 2, 5, "grown")
+	waitFor(t, 30*time.Second, "east.refunds and the new partition of east.payments", func() bool {
+		return len(endOffsets(t, dst, "east.payments")) == 2 && len(endOffsets(t, dst, "east.refunds")) == 1
+	})
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"refunds", "east.refunds"}, [2]string{"payments", "east.payments"})
+	requireSameRecords(t, readAll(t, src, "refunds"), readAll(t, dst, "east.refunds"))
+	requireSameRecords(t, readAll(t, src, "payments"), readAll(t, dst, "east.payments"))
+
+	var names []string
+	for _, m := range r.Status().Links[0].Mirrors {
+		names = append(names, m.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"east.orders", "east.payments", "east.refunds"}) {
+		t.Fatalf("mirrors %v", names)
+	}
+	if _, ok := endOffsets(t, dst, "east.tmp.scratch")[0]; ok {
+		t.Fatal("an excluded topic was mirrored")
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -103,6 +105,13 @@ func (l *Link) Run(ctx context.Context) {
 		defer l.wg.Done()
 		l.watchSource(ctx)
 	}()
+	if l.cfg.MirrorTopicOptions.AutoCreateTopics.Enabled {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.autoCreate(ctx)
+		}()
+	}
 	<-ctx.Done()
 	l.wg.Wait()
 	l.fetchers.wait()
@@ -204,7 +213,8 @@ func (l *Link) startMirror(m *mirror) {
 // their mirrors: then a reload changes mirrors, and the link keeps running.
 func sameLinkSettings(a, b config.Link) bool {
 	return a.Name == b.Name && slices.Equal(a.Source.Bootstrap, b.Source.Bootstrap) &&
-		a.Source.ClusterID == b.Source.ClusterID && maps.Equal(a.Configs, b.Configs)
+		a.Source.ClusterID == b.Source.ClusterID && maps.Equal(a.Configs, b.Configs) &&
+		reflect.DeepEqual(a.MirrorTopicOptions, b.MirrorTopicOptions)
 }
 
 // sameMirrorSettings reports whether two configs of a mirror differ at most
@@ -244,7 +254,7 @@ func (l *Link) applyMirrors(cfg config.Link) []string {
 		}
 	}
 	for _, m := range l.mirrors {
-		if !keep[m.name] && !m.removed {
+		if !keep[m.name] && !m.removed && !(m.auto && cfg.MirrorTopicOptions.AutoCreateTopics.Selects(m.sourceTopic)) {
 			m.removed = true
 			m.setDesired(linkstate.Removed)
 			done = append(done, fmt.Sprintf("mirror %s: removed (failed over; the destination topic stays)", m.name))
@@ -300,6 +310,9 @@ func (l *Link) retireRemovedMirrors(ctx context.Context) {
 	for _, rec := range recs {
 		if inConfig[rec.Name] || rec.State == linkstate.Stopped {
 			continue
+		}
+		if rec.AutoCreated && l.cfg.MirrorTopicOptions.AutoCreateTopics.Selects(rec.SourceTopic) {
+			continue // autoCreate runs it again
 		}
 		m := newMirror(l, config.MirrorTopic{Name: rec.Name, SourceTopicName: rec.SourceTopic})
 		m.state = rec.State
@@ -364,8 +377,46 @@ func (l *Link) watchSource(ctx context.Context) {
 			down = fmt.Sprintf("source cluster unreachable for %s (cluster.link.retry.timeout.ms %d): %v", time.Since(lastOK).Round(time.Second), timeout.Milliseconds(), err)
 		}
 		for _, m := range ms {
-			_, exists := topics[m.sourceTopic]
-			m.setHealth(down, topics != nil && !exists)
+			tm, exists := topics[m.sourceTopic]
+			m.setHealth(down, topics != nil && !exists, len(tm.partitions))
+		}
+	}
+}
+
+// autoCreate mirrors, now and every auto.create.mirror.topics.refresh.ms,
+// each source topic the link's filters select that has no mirror yet: its
+// destination topic is the prefix and the source topic's name.
+func (l *Link) autoCreate(ctx context.Context) {
+	opts := l.cfg.MirrorTopicOptions
+	t := time.NewTicker(l.cfg.AutoCreateRefresh())
+	defer t.Stop()
+	for {
+		names, err := l.src.topicNames(ctx)
+		if err != nil && ctx.Err() == nil {
+			l.log.Warn("listing source topics for autoCreateTopics failed; will retry", zap.Error(err))
+		}
+		sort.Strings(names)
+		l.mu.Lock()
+		have := map[string]bool{}
+		for _, m := range l.mirrors {
+			have[m.name] = true
+		}
+		for _, src := range names {
+			dest := opts.Prefix + src
+			if have[dest] || !opts.AutoCreateTopics.Selects(src) || config.CheckTopicName(dest) != nil {
+				continue
+			}
+			m := newMirror(l, config.MirrorTopic{Name: dest, SourceTopicName: src})
+			m.auto = true
+			l.mirrors = append(l.mirrors, m)
+			l.startMirror(m)
+			l.log.Info("mirror auto-created", zap.String("sourceTopic", src), zap.String("mirror", dest))
+		}
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

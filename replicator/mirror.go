@@ -38,6 +38,7 @@ type mirror struct {
 	// Link.startMirror. removed: the mirror left the config (l.mu).
 	quit    context.CancelFunc
 	removed bool
+	auto    bool // made by the link's autoCreateTopics filters
 
 	mu      sync.Mutex
 	state   linkstate.MirrorState
@@ -46,13 +47,14 @@ type mirror struct {
 	desired linkstate.Desired
 	refusal string // why the desired state cannot be reached, if it cannot
 	// linkDown and topicMissing are what the link's source watch saw.
-	linkDown     string
-	topicMissing bool
-	stop         *linkstate.StopRecord
-	parts        []*partition
-	cancel       context.CancelFunc // stops the partitions
-	fills        map[int32]int64    // filled offsets not yet written to the state file
-	ranges       map[int32]int64
+	linkDown      string
+	topicMissing  bool
+	srcPartitions int // the source topic's partition count, as last seen
+	stop          *linkstate.StopRecord
+	parts         []*partition
+	cancel        context.CancelFunc // stops the partitions
+	fills         map[int32]int64    // filled offsets not yet written to the state file
+	ranges        map[int32]int64
 }
 
 func newMirror(l *Link, cfg config.MirrorTopic) *mirror {
@@ -115,6 +117,7 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 	case errors.Is(err, linkstate.ErrNotFound):
 		rec, err = store.UpdateMirror(lname, m.name, func(r *linkstate.Mirror) error {
 			r.SourceTopic = m.sourceTopic
+			r.AutoCreated = m.auto
 			return nil
 		})
 		if err != nil {

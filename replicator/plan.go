@@ -25,6 +25,8 @@ type mirrorView struct {
 	state  linkstate.MirrorState
 	stopAt time.Time
 	cfg    *config.MirrorTopic // nil when not known (no running daemon)
+	source string              // source topic
+	auto   bool                // made by autoCreateTopics
 }
 
 // restartOnlyChanges lists the changes between two configs that a reload
@@ -63,7 +65,7 @@ func (r *Replicator) Plan(next *config.Config) []PlanItem {
 		vs := map[string]mirrorView{}
 		for _, m := range ms {
 			state, _, stop := m.current()
-			v := mirrorView{state: state}
+			v := mirrorView{state: state, source: m.sourceTopic, auto: m.auto}
 			if stop != nil {
 				v.stopAt = stop.At
 			}
@@ -93,7 +95,7 @@ func PlanFromState(store *linkstate.Store, next *config.Config) ([]PlanItem, err
 		}
 		vs := map[string]mirrorView{}
 		for _, m := range ms {
-			v := mirrorView{state: m.State}
+			v := mirrorView{state: m.State, source: m.SourceTopic, auto: m.AutoCreated}
 			if m.Stop != nil {
 				v.stopAt = m.Stop.At
 			}
@@ -157,7 +159,7 @@ func planChanges(running *config.Config, views map[string]map[string]mirrorView,
 			}
 		}
 		for _, name := range sortedNames(vs) {
-			if !listed[name] && vs[name].state != linkstate.Stopped {
+			if v := vs[name]; !listed[name] && v.state != linkstate.Stopped && !(v.auto && lc.MirrorTopicOptions.AutoCreateTopics.Selects(v.source)) {
 				add(lc.Name, name, "failover", "removed from the config; the destination topic stays")
 			}
 		}
