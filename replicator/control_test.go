@@ -236,7 +236,7 @@ func TestReloadFailoverAndRemove(t *testing.T) {
 		createTopic(t, src, tp, 1, nil)
 	}
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "fo"}, config.MirrorTopic{Name: "gone"}, config.MirrorTopic{Name: "stay"})
-	r, _ := runReplicator(t, cfg)
+	r, stop := runReplicator(t, cfg)
 	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for _, tp := range []string{"fo", "gone", "stay"} {
 		produceN(t, cl, tp, 1, 30, "x")
@@ -271,6 +271,23 @@ func TestReloadFailoverAndRemove(t *testing.T) {
 	if st := r.Status().Links[0].State; st != LinkRemoved {
 		t.Fatalf("removed link shows %s", st)
 	}
+
+	// After a restart the link's history is still in status: every
+	// mirror with its stop record.
+	stop()
+	r, _ = runReplicator(t, &empty)
+	waitFor(t, 15*time.Second, "the removed link's mirrors in status after a restart", func() bool {
+		ls := r.Status().Links
+		if len(ls) != 1 || ls[0].State != LinkRemoved || len(ls[0].Mirrors) != 3 {
+			return false
+		}
+		for _, m := range ls[0].Mirrors {
+			if m.State != string(linkstate.Stopped) || m.Stop == nil || m.Stop.LastSourceOffsets[0] != 30 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // The source cluster goes away for longer than the link's retry timeout:

@@ -296,7 +296,8 @@ func (l *Link) applyMirrors(cfg config.Link) []string {
 
 // retireRemovedMirrors fails over, at start, the mirrors of this link that
 // are in the state file but no longer in the config (removed while klink
-// was stopped): they become STOPPED, their topics stay.
+// was stopped): they become STOPPED, their topics stay. Mirrors stopped
+// before are listed too, so that status shows every stop record.
 func (l *Link) retireRemovedMirrors(ctx context.Context) {
 	recs, err := l.store.Mirrors(l.cfg.Name)
 	if err != nil {
@@ -308,17 +309,19 @@ func (l *Link) retireRemovedMirrors(ctx context.Context) {
 		inConfig[mc.Name] = true
 	}
 	for _, rec := range recs {
-		if inConfig[rec.Name] || rec.State == linkstate.Stopped {
+		if inConfig[rec.Name] {
 			continue
 		}
 		if rec.AutoCreated && l.cfg.MirrorTopicOptions.AutoCreateTopics.Selects(rec.SourceTopic) {
 			continue // autoCreate runs it again
 		}
 		m := newMirror(l, config.MirrorTopic{Name: rec.Name, SourceTopicName: rec.SourceTopic})
-		m.state = rec.State
-		m.removed = true
-		m.stopFor(ctx, string(linkstate.Removed))
-		close(m.done) // it never runs
+		m.state, m.reason, m.since, m.stop = rec.State, rec.Reason, rec.StateSince, rec.Stop
+		m.removed, m.desired = true, linkstate.Removed
+		if rec.State != linkstate.Stopped {
+			m.stopFor(ctx, string(linkstate.Removed))
+		}
+		close(m.done) // it never runs: it stays in status, with its stop record
 		l.mu.Lock()
 		l.mirrors = append(l.mirrors, m)
 		l.mu.Unlock()

@@ -235,7 +235,11 @@ func (r *Replicator) retireRemovedLinks(ctx context.Context) {
 		r.mu.Lock()
 		r.links = append(r.links, rl)
 		r.mu.Unlock()
-		go l.retire(ctx)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			l.retire(ctx)
+		}()
 	}
 }
 
