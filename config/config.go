@@ -49,6 +49,49 @@ type Link struct {
 	Configs            Properties         `koanf:"configs"`
 	MirrorTopicOptions MirrorTopicOptions `koanf:"mirrorTopicOptions"`
 	MirrorTopics       []MirrorTopic      `koanf:"mirrorTopics"`
+	// ConsumerGroupFilters select the source consumer groups whose offsets
+	// are copied (consumer.offset.sync.enable); EXCLUDE wins, name
+	// defaults to "*".
+	ConsumerGroupFilters []TopicFilter `koanf:"consumerGroupFilters"`
+}
+
+// SelectsGroup reports whether the link's consumerGroupFilters select a
+// consumer group.
+func (l Link) SelectsGroup(group string) bool {
+	in := false
+	for _, f := range l.ConsumerGroupFilters {
+		if f.Name == "" {
+			f.Name = "*"
+		}
+		if !f.matches(group) {
+			continue
+		}
+		if f.FilterType == "EXCLUDE" {
+			return false
+		}
+		in = true
+	}
+	return in
+}
+
+// OffsetSync reports whether consumer.offset.sync.enable is on, and how
+// often offsets are copied (consumer.offset.sync.ms).
+func (l Link) OffsetSync() (bool, time.Duration) {
+	return l.flag("consumer.offset.sync.enable"), l.millis("consumer.offset.sync.ms")
+}
+
+// TopicConfigSync is how often source topic configs are applied to the
+// mirrors (topic.config.sync.ms).
+func (l Link) TopicConfigSync() time.Duration {
+	return l.millis("topic.config.sync.ms")
+}
+
+func (l Link) flag(key string) bool {
+	v, ok := l.Configs[key]
+	if !ok {
+		v = LinkConfigs[key]
+	}
+	return v == "true"
 }
 
 // MirrorTopicOptions apply to all of a link's mirrors.
@@ -170,6 +213,9 @@ var LinkConfigs = map[string]string{
 	"mirror.start.offset.spec":             StartEarliest,
 	"cluster.link.retry.timeout.ms":        "300000",
 	"auto.create.mirror.topics.refresh.ms": "60000",
+	"consumer.offset.sync.enable":          "false",
+	"consumer.offset.sync.ms":              "30000",
+	"topic.config.sync.ms":                 "5000",
 }
 
 // AutoCreateRefresh is the link's auto.create.mirror.topics.refresh.ms:

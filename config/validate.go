@@ -52,6 +52,9 @@ func (c *Config) validate() []FieldError {
 		errs = append(errs, checkLinkConfigs(lp+".configs", l.Configs)...)
 
 		errs = append(errs, checkMirrorTopicOptions(lp+".mirrorTopicOptions", l.MirrorTopicOptions)...)
+		for i, f := range l.ConsumerGroupFilters {
+			errs = append(errs, checkFilter(fmt.Sprintf("%s.consumerGroupFilters[%d]", lp, i), f, true)...)
+		}
 		for j, m := range l.MirrorTopics {
 			mp := fmt.Sprintf("%s.mirrorTopics[%d]", lp, j)
 			if pre := l.MirrorTopicOptions.Prefix; pre != "" && m.Name != "" && m.Name != pre+m.SourceTopic() {
@@ -139,7 +142,11 @@ func checkLinkConfigs(path string, props Properties) []FieldError {
 			if v != StartEarliest && v != StartLatest {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use earliest or latest", v)})
 			}
-		case "cluster.link.retry.timeout.ms", "auto.create.mirror.topics.refresh.ms":
+		case "consumer.offset.sync.enable":
+			if v != "true" && v != "false" {
+				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use true or false", v)})
+			}
+		case "cluster.link.retry.timeout.ms", "auto.create.mirror.topics.refresh.ms", "consumer.offset.sync.ms", "topic.config.sync.ms":
 			if ms, err := strconv.ParseInt(v, 10, 64); err != nil || ms < 1 {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: a whole number of milliseconds, at least 1", v)})
 			}
@@ -221,16 +228,22 @@ func checkMirrorTopicOptions(path string, o MirrorTopicOptions) []FieldError {
 		add(path+".autoCreateTopics.topicFilters", "required when autoCreateTopics is enabled (e.g. {filterType: INCLUDE, name: \"*\", patternType: LITERAL})")
 	}
 	for i, f := range a.TopicFilters {
-		fp := fmt.Sprintf("%s.autoCreateTopics.topicFilters[%d]", path, i)
-		if f.FilterType != "INCLUDE" && f.FilterType != "EXCLUDE" {
-			add(fp+".filterType", "%q: use INCLUDE or EXCLUDE", f.FilterType)
-		}
-		if f.PatternType != "" && f.PatternType != "LITERAL" && f.PatternType != "PREFIXED" {
-			add(fp+".patternType", "%q: use LITERAL or PREFIXED", f.PatternType)
-		}
-		if f.Name == "" {
-			add(fp+".name", "required (a topic name, a prefix, or \"*\" for all)")
-		}
+		errs = append(errs, checkFilter(fmt.Sprintf("%s.autoCreateTopics.topicFilters[%d]", path, i), f, false)...)
+	}
+	return errs
+}
+
+// checkFilter checks one INCLUDE/EXCLUDE name filter.
+func checkFilter(fp string, f TopicFilter, nameOptional bool) []FieldError {
+	var errs []FieldError
+	if f.FilterType != "INCLUDE" && f.FilterType != "EXCLUDE" {
+		errs = append(errs, FieldError{fp + ".filterType", fmt.Sprintf("%q: use INCLUDE or EXCLUDE", f.FilterType)})
+	}
+	if f.PatternType != "" && f.PatternType != "LITERAL" && f.PatternType != "PREFIXED" {
+		errs = append(errs, FieldError{fp + ".patternType", fmt.Sprintf("%q: use LITERAL or PREFIXED", f.PatternType)})
+	}
+	if f.Name == "" && !nameOptional {
+		errs = append(errs, FieldError{fp + ".name", "required (a name, a prefix, or \"*\" for all)"})
 	}
 	return errs
 }

@@ -253,6 +253,10 @@ func (m *mirror) run(ctx context.Context) {
 			// flight; if the source moved meanwhile, go on mirroring.
 			stopParts()
 			if behind, err := m.behind(ctx); err == nil && behind == 0 {
+				if err := m.finalSync(ctx); err != nil {
+					m.setReason(fmt.Sprintf("promote: caught up, but the last sync failed (%v); retrying", err))
+					continue
+				}
 				m.stopFor(ctx, string(linkstate.WantPromote))
 				return
 			}
@@ -427,4 +431,16 @@ func (m *mirror) healthState() (linkstate.MirrorState, string, bool) {
 		return linkstate.SourceUnavailable, fmt.Sprintf("source topic %s does not exist; mirroring goes on if it comes back (a topic recreated under that name fails the mirror: its offsets are others)", m.sourceTopic), m.state != linkstate.SourceUnavailable
 	}
 	return linkstate.Active, "", m.state != linkstate.Active
+}
+
+// finalSync is a promote's last copy of the mirror's consumer offsets (if
+// the link syncs them) and topic configs, with nothing in flight: after
+// it, the topic is on its own.
+func (m *mirror) finalSync(ctx context.Context) error {
+	if on, _ := m.link.cfg.OffsetSync(); on {
+		if st := m.link.syncOffsets(ctx, m); st.LastError != "" {
+			return errors.New(st.LastError)
+		}
+	}
+	return m.syncConfigs(ctx)
 }

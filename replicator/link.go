@@ -40,6 +40,8 @@ type Link struct {
 	mirrors  []*mirror
 	ctx      context.Context // set once the link runs: mirrors run under it
 	wg       sync.WaitGroup  // running mirrors
+	// The last round of each sync (see groupsync.go).
+	offsetSync, configSync *SyncStatus
 }
 
 // Link states shown in status.
@@ -104,6 +106,26 @@ func (l *Link) Run(ctx context.Context) {
 	go func() {
 		defer l.wg.Done()
 		l.watchSource(ctx)
+	}()
+	if on, every := l.cfg.OffsetSync(); on {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.syncLoop(ctx, every, func(ctx context.Context) SyncStatus { return l.syncOffsets(ctx, nil) }, func(s SyncStatus) {
+				l.mu.Lock()
+				l.offsetSync = &s
+				l.mu.Unlock()
+			})
+		}()
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.syncLoop(ctx, l.cfg.TopicConfigSync(), l.syncConfigs, func(s SyncStatus) {
+			l.mu.Lock()
+			l.configSync = &s
+			l.mu.Unlock()
+		})
 	}()
 	if l.cfg.MirrorTopicOptions.AutoCreateTopics.Enabled {
 		l.wg.Add(1)

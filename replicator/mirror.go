@@ -291,10 +291,11 @@ var notCopied = map[string]string{
 	"min.insync.replicas":                     "durability is a destination cluster choice",
 }
 
-// destConfigs are the configs a new destination topic is created with: the
-// source topic's non-default configs, klink's required settings, then the
-// mirror's overrides.
-func (m *mirror) destConfigs(ctx context.Context) (map[string]*string, error) {
+// desiredConfigs are the configs the destination topic is created with and
+// kept in step with: the source topic's non-default configs, klink's
+// required settings, then the mirror's overrides. logSkips logs each source
+// config not copied (at creation; the sync would log them every round).
+func (m *mirror) desiredConfigs(ctx context.Context, logSkips bool) (map[string]*string, error) {
 	rcs, err := m.link.src.adm.DescribeTopicConfigs(ctx, m.sourceTopic)
 	if err != nil {
 		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, err)
@@ -311,12 +312,14 @@ func (m *mirror) destConfigs(ctx context.Context) (map[string]*string, error) {
 		if c.Source != kmsg.ConfigSourceDynamicTopicConfig || c.Value == nil {
 			continue
 		}
-		if why, skip := notCopied[c.Key]; skip {
-			m.log.Info("source topic config not copied", zap.String("config", c.Key), zap.String("why", why))
-			continue
-		}
+		why, skip := notCopied[c.Key]
 		if strings.HasPrefix(c.Key, "confluent.") {
-			m.log.Info("source topic config not copied", zap.String("config", c.Key), zap.String("why", "vendor-specific"))
+			why, skip = "vendor-specific", true
+		}
+		if skip {
+			if logSkips {
+				m.log.Info("source topic config not copied", zap.String("config", c.Key), zap.String("why", why))
+			}
 			continue
 		}
 		v := *c.Value
@@ -335,7 +338,7 @@ func (m *mirror) destConfigs(ctx context.Context) (map[string]*string, error) {
 // createTopic creates the destination topic, noting the intent first so a
 // crash in between is recognised.
 func (m *mirror) createTopic(ctx context.Context, partitions int) (topicMeta, error) {
-	configs, err := m.destConfigs(ctx)
+	configs, err := m.desiredConfigs(ctx, true)
 	if err != nil {
 		return topicMeta{}, err
 	}

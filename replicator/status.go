@@ -11,13 +11,16 @@ import (
 
 // LinkStatus is what GET /status shows for a link.
 type LinkStatus struct {
-	Name                 string         `json:"name"`
-	LinkID               string         `json:"linkID,omitempty"`
-	SourceClusterID      string         `json:"sourceClusterID,omitempty"`
-	DestinationClusterID string         `json:"destinationClusterID,omitempty"`
-	State                string         `json:"state"`
-	Error                string         `json:"error,omitempty"`
-	Mirrors              []MirrorStatus `json:"mirrors"`
+	Name                 string `json:"name"`
+	LinkID               string `json:"linkID,omitempty"`
+	SourceClusterID      string `json:"sourceClusterID,omitempty"`
+	DestinationClusterID string `json:"destinationClusterID,omitempty"`
+	State                string `json:"state"`
+	Error                string `json:"error,omitempty"`
+	// The last round of consumer-offset and topic-config sync.
+	OffsetSync *SyncStatus    `json:"offsetSync,omitempty"`
+	ConfigSync *SyncStatus    `json:"configSync,omitempty"`
+	Mirrors    []MirrorStatus `json:"mirrors"`
 }
 
 // MirrorStatus is one mirror topic.
@@ -80,6 +83,8 @@ func (l *Link) Status() LinkStatus {
 		DestinationClusterID: l.identity.DestinationClusterID,
 		State:                l.state,
 		Error:                l.err,
+		OffsetSync:           l.offsetSync,
+		ConfigSync:           l.configSync,
 	}
 	mirrors := slices.Clone(l.mirrors)
 	l.mu.Unlock()
