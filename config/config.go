@@ -53,6 +53,39 @@ type Link struct {
 	// are copied (consumer.offset.sync.enable); EXCLUDE wins, name
 	// defaults to "*".
 	ConsumerGroupFilters []TopicFilter `koanf:"consumerGroupFilters"`
+	// ACLFilters select the source ACLs copied to the destination
+	// (acl.sync.enable), as in the CFK ClusterLink resource.
+	ACLFilters []ACLFilter `koanf:"aclFilters"`
+}
+
+// ACLFilter selects source ACLs: a resource filter and an access filter.
+type ACLFilter struct {
+	ResourceFilter ACLResourceFilter `koanf:"resourceFilter"`
+	AccessFilter   ACLAccessFilter   `koanf:"accessFilter"`
+}
+
+// ACLResourceFilter: resourceType any|cluster|group|topic|transactionalId|
+// delegationToken; name ("*" or empty: any); patternType
+// prefixed|literal|any|match.
+type ACLResourceFilter struct {
+	ResourceType string `koanf:"resourceType"`
+	Name         string `koanf:"name"`
+	PatternType  string `koanf:"patternType"`
+}
+
+// ACLAccessFilter: principal and host ("*" or empty: any); operation (any,
+// all, read, write, ...); permissionType any|allow|deny.
+type ACLAccessFilter struct {
+	Principal      string `koanf:"principal"`
+	Host           string `koanf:"host"`
+	Operation      string `koanf:"operation"`
+	PermissionType string `koanf:"permissionType"`
+}
+
+// ACLSync reports whether acl.sync.enable is on, and how often ACLs are
+// copied (acl.sync.ms).
+func (l Link) ACLSync() (bool, time.Duration) {
+	return l.flag("acl.sync.enable"), l.millis("acl.sync.ms")
 }
 
 // SelectsGroup reports whether the link's consumerGroupFilters select a
@@ -216,6 +249,8 @@ var LinkConfigs = map[string]string{
 	"consumer.offset.sync.enable":          "false",
 	"consumer.offset.sync.ms":              "30000",
 	"topic.config.sync.ms":                 "5000",
+	"acl.sync.enable":                      "false",
+	"acl.sync.ms":                          "60000",
 }
 
 // AutoCreateRefresh is the link's auto.create.mirror.topics.refresh.ms:

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // validate checks the decoded config as a whole and returns every problem.
@@ -52,6 +55,9 @@ func (c *Config) validate() []FieldError {
 		errs = append(errs, checkLinkConfigs(lp+".configs", l.Configs)...)
 
 		errs = append(errs, checkMirrorTopicOptions(lp+".mirrorTopicOptions", l.MirrorTopicOptions)...)
+		for i, f := range l.ACLFilters {
+			errs = append(errs, checkACLFilter(fmt.Sprintf("%s.aclFilters[%d]", lp, i), f)...)
+		}
 		for i, f := range l.ConsumerGroupFilters {
 			errs = append(errs, checkFilter(fmt.Sprintf("%s.consumerGroupFilters[%d]", lp, i), f, true)...)
 		}
@@ -142,11 +148,11 @@ func checkLinkConfigs(path string, props Properties) []FieldError {
 			if v != StartEarliest && v != StartLatest {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use earliest or latest", v)})
 			}
-		case "consumer.offset.sync.enable":
+		case "consumer.offset.sync.enable", "acl.sync.enable":
 			if v != "true" && v != "false" {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use true or false", v)})
 			}
-		case "cluster.link.retry.timeout.ms", "auto.create.mirror.topics.refresh.ms", "consumer.offset.sync.ms", "topic.config.sync.ms":
+		case "cluster.link.retry.timeout.ms", "auto.create.mirror.topics.refresh.ms", "consumer.offset.sync.ms", "topic.config.sync.ms", "acl.sync.ms":
 			if ms, err := strconv.ParseInt(v, 10, 64); err != nil || ms < 1 {
 				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: a whole number of milliseconds, at least 1", v)})
 			}
@@ -245,5 +251,30 @@ func checkFilter(fp string, f TopicFilter, nameOptional bool) []FieldError {
 	if f.Name == "" && !nameOptional {
 		errs = append(errs, FieldError{fp + ".name", "required (a name, a prefix, or \"*\" for all)"})
 	}
+	return errs
+}
+
+// checkACLFilter checks the names and values of one aclFilters entry
+// (Kafka's spellings, case and separators ignored: transactionalId,
+// TRANSACTIONAL_ID).
+func checkACLFilter(fp string, f ACLFilter) []FieldError {
+	var errs []FieldError
+	check := func(key, v string, parse func(string) error, want string) {
+		if v == "" {
+			errs = append(errs, FieldError{fp + "." + key, "required (" + want + ")"})
+		} else if parse(v) != nil {
+			errs = append(errs, FieldError{fp + "." + key, fmt.Sprintf("%q: use %s", v, want)})
+		}
+	}
+	check("resourceFilter.resourceType", f.ResourceFilter.ResourceType, func(s string) error {
+		t, err := kmsg.ParseACLResourceType(s)
+		if err == nil && t == kmsg.ACLResourceTypeUser {
+			err = errors.New("not a link resource")
+		}
+		return err
+	}, "any, cluster, group, topic, transactionalId or delegationToken")
+	check("resourceFilter.patternType", f.ResourceFilter.PatternType, func(s string) error { _, err := kmsg.ParseACLResourcePatternType(s); return err }, "prefixed, literal, any or match")
+	check("accessFilter.operation", f.AccessFilter.Operation, func(s string) error { _, err := kmsg.ParseACLOperation(s); return err }, "any, all, read, write, create, delete, alter, describe, clusterAction, describeConfigs, alterConfigs or idempotentWrite")
+	check("accessFilter.permissionType", f.AccessFilter.PermissionType, func(s string) error { _, err := kmsg.ParseACLPermissionType(s); return err }, "any, allow or deny")
 	return errs
 }

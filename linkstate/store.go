@@ -121,6 +121,34 @@ type Link struct {
 	SourceClusterID      string    `json:"sourceClusterID,omitempty"`
 	DestinationClusterID string    `json:"destinationClusterID,omitempty"`
 	CreatedAt            time.Time `json:"createdAt"`
+	// CreatedACLs are the destination ACLs the link's ACL sync created:
+	// the only ones it may delete.
+	CreatedACLs []ACL `json:"createdACLs,omitempty"`
+}
+
+// ACL is one ACL binding (Kafka's protocol codes for the enums).
+type ACL struct {
+	ResourceType int8   `json:"resourceType"`
+	ResourceName string `json:"resourceName"`
+	PatternType  int8   `json:"patternType"`
+	Principal    string `json:"principal"`
+	Host         string `json:"host"`
+	Operation    int8   `json:"operation"`
+	Permission   int8   `json:"permission"`
+}
+
+// UpdateLink reads, changes and writes one link record atomically.
+func (s *Store) UpdateLink(name string, fn func(l *Link) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var l Link
+		if err := getJSON(tx.Bucket(linksBucket), name, &l); err != nil {
+			return err
+		}
+		if err := fn(&l); err != nil {
+			return err
+		}
+		return putJSON(tx.Bucket(linksBucket), name, l)
+	})
 }
 
 // NewLinkID returns a random link ID (22 characters, URL-safe base64 of 16

@@ -41,7 +41,7 @@ type Link struct {
 	ctx      context.Context // set once the link runs: mirrors run under it
 	wg       sync.WaitGroup  // running mirrors
 	// The last round of each sync (see groupsync.go).
-	offsetSync, configSync *SyncStatus
+	offsetSync, configSync, aclSync *SyncStatus
 }
 
 // Link states shown in status.
@@ -114,6 +114,17 @@ func (l *Link) Run(ctx context.Context) {
 			l.syncLoop(ctx, every, func(ctx context.Context) SyncStatus { return l.syncOffsets(ctx, nil) }, func(s SyncStatus) {
 				l.mu.Lock()
 				l.offsetSync = &s
+				l.mu.Unlock()
+			})
+		}()
+	}
+	if on, every := l.cfg.ACLSync(); on {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.syncLoop(ctx, every, l.syncACLs, func(s SyncStatus) {
+				l.mu.Lock()
+				l.aclSync = &s
 				l.mu.Unlock()
 			})
 		}()

@@ -20,6 +20,7 @@ type LinkStatus struct {
 	// The last round of consumer-offset and topic-config sync.
 	OffsetSync *SyncStatus    `json:"offsetSync,omitempty"`
 	ConfigSync *SyncStatus    `json:"configSync,omitempty"`
+	ACLSync    *SyncStatus    `json:"aclSync,omitempty"`
 	Mirrors    []MirrorStatus `json:"mirrors"`
 }
 
@@ -85,6 +86,7 @@ func (l *Link) Status() LinkStatus {
 		Error:                l.err,
 		OffsetSync:           l.offsetSync,
 		ConfigSync:           l.configSync,
+		ACLSync:              l.aclSync,
 	}
 	mirrors := slices.Clone(l.mirrors)
 	l.mu.Unlock()
