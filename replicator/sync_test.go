@@ -258,13 +258,36 @@ func clusterOf(t *testing.T, c *kfake.Cluster) *cluster {
 	return cl
 }
 
-// ACL sync: the selected source ACLs are created on the destination with
-// topic names mapped by the prefix; one removed on the source is removed on
-// the destination; an ACL a user created on the destination is never
-// touched. (kfake stores ACLs without enforcing them here: enforcing needs
-// klink to authenticate, which comes with the Security work.)
+// aclClusters starts a source and a destination that enforce ACLs. klink
+// and the test connect unauthenticated (SASL comes with the Security
+// work), so User:ANONYMOUS is granted everything, as seeded ACLs.
+func aclClusters(t *testing.T) (src, dst *kfake.Cluster) {
+	t.Helper()
+	var seed []kfake.ACL
+	for _, r := range []struct {
+		rt   kmsg.ACLResourceType
+		name string
+	}{{kmsg.ACLResourceTypeCluster, "kafka-cluster"}, {kmsg.ACLResourceTypeTopic, "*"}, {kmsg.ACLResourceTypeGroup, "*"}, {kmsg.ACLResourceTypeTransactionalId, "*"}} {
+		seed = append(seed, kfake.ACL{Resource: r.rt, Name: r.name, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true})
+	}
+	open := func(id string) *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.EnableACLs(), kfake.User("PLAIN", "ANONYMOUS", "unused", seed...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	return open("acl-src"), open("acl-dst")
+}
+
+// ACL sync, on clusters that enforce ACLs: the selected source ACLs are
+// created on the destination with topic names mapped by the prefix (a
+// literal * becomes the prefix, prefixed); one removed on the source is
+// removed on the destination; ACLs a user created on the destination, and
+// the ones it had before, are never touched; group ACLs are not selected.
 func TestACLSync(t *testing.T) {
-	src, dst := testClusters(t)
+	src, dst := aclClusters(t)
 	createTopic(t, src, "orders", 1, nil)
 	cfg := testConfig(t, src, dst, config.Properties{"acl.sync.enable": "true", "acl.sync.ms": "200"}, config.MirrorTopic{Name: "e.orders", SourceTopicName: "orders"})
 	cfg.Links[0].MirrorTopicOptions.Prefix = "e."
@@ -284,8 +307,6 @@ func TestACLSync(t *testing.T) {
 	if err := createACLs(ctx, d, []linkstate.ACL{carol}); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := runReplicator(t, cfg)
-	mapped := func(a linkstate.ACL) linkstate.ACL { a.ResourceName = "e." + a.ResourceName; return a }
 	destACLs := func() []linkstate.ACL {
 		acls, err := describeACLs(ctx, d, anyACL())
 		if err != nil {
@@ -294,17 +315,30 @@ func TestACLSync(t *testing.T) {
 		slices.SortFunc(acls, cmpACL)
 		return acls
 	}
-	want := []linkstate.ACL{mapped(alice), mapped(bob), carol}
-	slices.SortFunc(want, cmpACL)
+	before := destACLs() // carol's and the seeded ones
+	// The seeded topic ACL (* literal, ANONYMOUS, ALL) maps to e. prefixed.
+	anon := linkstate.ACL{ResourceType: int8(kmsg.ACLResourceTypeTopic), ResourceName: "e.", PatternType: int8(kmsg.ACLResourcePatternTypePrefixed), Principal: "User:ANONYMOUS", Host: "*", Operation: int8(kmsg.ACLOperationAll), Permission: int8(kmsg.ACLPermissionTypeAllow)}
+	mapped := func(a linkstate.ACL) linkstate.ACL { a.ResourceName = "e." + a.ResourceName; return a }
+	wantWith := func(extra ...linkstate.ACL) []linkstate.ACL {
+		w := append(slices.Clone(before), extra...)
+		slices.SortFunc(w, cmpACL)
+		return w
+	}
+
+	r, _ := runReplicator(t, cfg)
+	want := wantWith(mapped(alice), mapped(bob), anon)
 	waitFor(t, 15*time.Second, "the ACLs on the destination", func() bool { return slices.Equal(destACLs(), want) })
 
 	if err := deleteACLs(ctx, s, []linkstate.ACL{alice}); err != nil {
 		t.Fatal(err)
 	}
-	want = []linkstate.ACL{mapped(bob), carol}
-	slices.SortFunc(want, cmpACL)
-	waitFor(t, 15*time.Second, "alice's ACL removed from the destination, carol's kept", func() bool { return slices.Equal(destACLs(), want) })
+	want = wantWith(mapped(bob), anon)
+	waitFor(t, 15*time.Second, "alice's ACL removed from the destination, the others kept", func() bool { return slices.Equal(destACLs(), want) })
 	if st := r.Status().Links[0].ACLSync; st == nil || st.LastError != "" {
 		t.Fatalf("ACL sync status %+v", st)
 	}
+	// Mirroring works under enforced ACLs.
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 1, 10, "x")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "e.orders"})
+	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "e.orders"))
 }
