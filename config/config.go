@@ -38,6 +38,8 @@ type Log struct {
 // Destination is the Kafka cluster klink runs beside and writes into.
 type Destination struct {
 	Bootstrap []string `koanf:"bootstrap"`
+	TLS       TLS      `koanf:"tls"`
+	SASL      SASL     `koanf:"sasl"`
 }
 
 // Link mirrors topics from one source cluster into the destination.
@@ -184,6 +186,8 @@ type Source struct {
 	// ClusterID, when set, makes klink refuse to run against any other
 	// cluster (a guard against a DNS or config mix-up).
 	ClusterID string `koanf:"clusterID"`
+	TLS       TLS    `koanf:"tls"`
+	SASL      SASL   `koanf:"sasl"`
 }
 
 // MirrorTopic is one destination topic fed from one source topic.

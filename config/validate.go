@@ -34,6 +34,7 @@ func (c *Config) validate() []FieldError {
 		add("log.format", "unknown format %q (use console or json)", c.Log.Format)
 	}
 	errs = append(errs, checkBootstrap("destination.bootstrap", c.Destination.Bootstrap)...)
+	errs = append(errs, checkSecurity("destination", c.Destination.TLS, c.Destination.SASL)...)
 
 	linkNames := map[string]int{}
 	destTopics := map[string]string{} // destination topic -> path of the mirror that claims it
@@ -52,6 +53,7 @@ func (c *Config) validate() []FieldError {
 			}
 		}
 		errs = append(errs, checkBootstrap(lp+".source.bootstrap", l.Source.Bootstrap)...)
+		errs = append(errs, checkSecurity(lp+".source", l.Source.TLS, l.Source.SASL)...)
 		errs = append(errs, checkLinkConfigs(lp+".configs", l.Configs)...)
 
 		errs = append(errs, checkMirrorTopicOptions(lp+".mirrorTopicOptions", l.MirrorTopicOptions)...)

@@ -17,12 +17,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/kconn"
+	"github.com/klink-io/klink/replicator/secure"
 )
 
 // cluster is one Kafka cluster as klink sees it: a kgo client for metadata,
 // admin requests and fetches, and a small cache of topic metadata.
 type cluster struct {
-	role string // "source" or "destination", for messages
+	sec   *secure.Client // TLS and SASL
+	seeds []string
+	role string         // "source" or "destination", for messages
 	cl   *kgo.Client
 	adm  *kadm.Client
 
@@ -42,20 +46,25 @@ type partitionMeta struct {
 	epoch  int32
 }
 
-func newCluster(role string, seeds []string, log *zap.Logger, extra ...kgo.Opt) (*cluster, error) {
+func newCluster(role string, seeds []string, sec *secure.Client, log *zap.Logger, extra ...kgo.Opt) (*cluster, error) {
+	if sec == nil {
+		sec = &secure.Client{}
+	}
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(seeds...),
 		kgo.ClientID("klink"),
 		kgo.WithLogger(kgoLogger{log.With(zap.String("cluster", role))}),
 		kgo.RetryTimeout(30 * time.Second),
 		kgo.MetadataMinAge(time.Second),
-	}, extra...)
+	}, append(sec.KgoOpts(), extra...)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%s client: %w", role, err)
 	}
 	return &cluster{
 		role:    role,
+		seeds:   seeds,
+		sec:     sec,
 		cl:      cl,
 		adm:     kadm.NewClient(cl),
 		brokers: map[int32]string{},
@@ -64,6 +73,34 @@ func newCluster(role string, seeds []string, log *zap.Logger, extra ...kgo.Opt) 
 }
 
 func (c *cluster) close() { c.cl.Close() }
+
+// explain turns a failed request's error, which from kgo can be as bare as
+// EOF when a broker refuses klink, into one that says what failed: it
+// connects to the bootstrap brokers itself (TCP, TLS, SASL) and returns
+// that connection's error, or err if it connects fine.
+func (c *cluster) explain(ctx context.Context, err error) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var probe error
+	for _, s := range c.seeds {
+		conn, perr := kconn.Dial(ctx, s, c.connOptions("klink"))
+		if perr == nil {
+			conn.Close()
+			return err
+		}
+		probe = perr
+	}
+	if probe == nil {
+		return err
+	}
+	return fmt.Errorf("%s cluster: %w", c.role, probe)
+}
+
+// connOptions are the options of klink's own connections to the cluster's
+// brokers (fetch and produce): the same TLS and SASL as the client's.
+func (c *cluster) connOptions(clientID string) kconn.Options {
+	return kconn.Options{ClientID: clientID, Dial: c.sec.Dial, SASL: c.sec.SASL}
+}
 
 // errTopicNotFound is returned by refresh for a topic the cluster does not
 // have.

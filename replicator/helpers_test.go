@@ -100,11 +100,16 @@ func testConfig(t *testing.T, src, dst *kfake.Cluster, linkConfigs config.Proper
 // (or the returned stop is called).
 func runReplicator(t *testing.T, cfg *config.Config) (*Replicator, func()) {
 	t.Helper()
+	return runReplicatorLogged(t, cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+}
+
+// runReplicatorLogged is runReplicator with the given logger.
+func runReplicatorLogged(t *testing.T, cfg *config.Config, log *zap.Logger) (*Replicator, func()) {
+	t.Helper()
 	store, err := linkstate.Open(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	r := New(cfg, store, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -139,7 +144,7 @@ func runReplicator(t *testing.T, cfg *config.Config) (*Replicator, func()) {
 
 func newClient(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...)...)
+	cl, err := mirrorcheck.NewClient(c.ListenAddrs(), opts...) // with the cluster's TLS or SASL, if registered
 	if err != nil {
 		t.Fatal(err)
 	}

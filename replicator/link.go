@@ -18,7 +18,7 @@ import (
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
-	"github.com/klink-io/klink/replicator/kconn"
+	"github.com/klink-io/klink/replicator/secure"
 )
 
 // Link is one running cluster link: a source cluster, the destination, and
@@ -42,6 +42,7 @@ type Link struct {
 	wg       sync.WaitGroup  // running mirrors
 	// The last round of each sync (see groupsync.go).
 	offsetSync, configSync, aclSync *SyncStatus
+	secrets                         string // linkFingerprint when created
 }
 
 // Link states shown in status.
@@ -49,6 +50,10 @@ const (
 	LinkStarting = "STARTING"
 	LinkRunning  = "RUNNING"
 	LinkFailed   = "FAILED"
+	// LinkUnreachable: a cluster has not answered (or refused klink:
+	// authentication, TLS) for longer than cluster.link.retry.timeout.ms
+	// since the link started; it keeps trying.
+	LinkUnreachable = "LINK_FAILED"
 	// LinkRemoved: the link left the config; its mirrors were failed
 	// over and its history stays in status.
 	LinkRemoved = "REMOVED"
@@ -57,6 +62,7 @@ const (
 // NewLink prepares a link; Run starts it.
 func NewLink(cfg config.Link, dest config.Destination, store *linkstate.Store, log *zap.Logger) *Link {
 	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting}
+	l.secrets, _ = linkFingerprint(cfg, dest) // unreadable files fail the link when it connects
 	for _, mc := range cfg.MirrorTopics {
 		l.mirrors = append(l.mirrors, newMirror(l, mc))
 	}
@@ -71,12 +77,22 @@ func (l *Link) Name() string { return l.cfg.Name }
 // closed.
 func (l *Link) Run(ctx context.Context) {
 	var err error
-	if l.src, err = newCluster("source", l.cfg.Source.Bootstrap, l.log); err != nil {
+	srcSec, err := secure.New(fmt.Sprintf("source of link %s", l.cfg.Name), l.cfg.Source.TLS, l.cfg.Source.SASL, l.log)
+	if err != nil {
+		l.setFailed(err)
+		return
+	}
+	dstSec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
+	if err != nil {
+		l.setFailed(err)
+		return
+	}
+	if l.src, err = newCluster("source", l.cfg.Source.Bootstrap, srcSec, l.log); err != nil {
 		l.setFailed(err)
 		return
 	}
 	defer l.src.close()
-	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
+	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, dstSec, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
 		l.setFailed(err)
 		return
 	}
@@ -93,8 +109,8 @@ func (l *Link) Run(ctx context.Context) {
 	l.state, l.err = LinkRunning, ""
 	l.mu.Unlock()
 
-	l.fetchers = newFetchers(ctx, l.src, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
-	l.sinks = newSinks(l.dst, l.log, kconn.Options{ClientID: "klink-" + l.identity.ID})
+	l.fetchers = newFetchers(ctx, l.src, l.log, l.src.connOptions("klink-"+l.identity.ID))
+	l.sinks = newSinks(l.dst, l.log, l.dst.connOptions("klink-"+l.identity.ID))
 	l.retireRemovedMirrors(ctx)
 	l.mu.Lock()
 	l.ctx = ctx
@@ -168,14 +184,17 @@ func destinationVersions() *kversion.Versions {
 // config's clusterID), waiting for them to be reachable. The first
 // successful start records the link's identity.
 func (l *Link) bind(ctx context.Context) error {
-	retry := newBackoff(time.Second, 30*time.Second)
+	retry := newBackoff(time.Second, min(30*time.Second, max(l.cfg.RetryTimeout()/2, time.Second)))
+	since := time.Now()
 	var srcID, dstID string
 	for {
 		var err error
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		srcID, err = l.src.clusterID(cctx)
-		if err == nil {
-			dstID, err = l.dst.clusterID(cctx)
+		if err != nil {
+			err = l.src.explain(ctx, err)
+		} else if dstID, err = l.dst.clusterID(cctx); err != nil {
+			err = l.dst.explain(ctx, err)
 		}
 		cancel()
 		if err == nil {
@@ -185,6 +204,13 @@ func (l *Link) bind(ctx context.Context) error {
 			return ctx.Err()
 		}
 		l.setError(fmt.Errorf("waiting for clusters: %w", err))
+		if time.Since(since) > l.cfg.RetryTimeout() {
+			// Unreachable, or refusing klink (authentication, TLS)
+			// for longer than the link's retry timeout.
+			l.mu.Lock()
+			l.state = LinkUnreachable
+			l.mu.Unlock()
+		}
 		l.log.Warn("clusters not reachable yet", zap.Error(err))
 		if !sleepCtx(ctx, retry.next()) {
 			return ctx.Err()
@@ -245,9 +271,20 @@ func (l *Link) startMirror(m *mirror) {
 // sameLinkSettings reports whether two configs of a link differ at most in
 // their mirrors: then a reload changes mirrors, and the link keeps running.
 func sameLinkSettings(a, b config.Link) bool {
-	return a.Name == b.Name && slices.Equal(a.Source.Bootstrap, b.Source.Bootstrap) &&
-		a.Source.ClusterID == b.Source.ClusterID && maps.Equal(a.Configs, b.Configs) &&
+	return a.Name == b.Name && reflect.DeepEqual(a.Source, b.Source) && maps.Equal(a.Configs, b.Configs) &&
 		reflect.DeepEqual(a.MirrorTopicOptions, b.MirrorTopicOptions)
+}
+
+// linkFingerprint digests the certificate and secret files a link's
+// clusters read, so that a reload sees a rotation (same paths, new
+// contents).
+func linkFingerprint(cfg config.Link, dest config.Destination) (string, error) {
+	s, err := secure.Fingerprint(cfg.Source.TLS, cfg.Source.SASL)
+	if err != nil {
+		return "", err
+	}
+	d, err := secure.Fingerprint(dest.TLS, dest.SASL)
+	return s + d, err
 }
 
 // sameMirrorSettings reports whether two configs of a mirror differ at most
@@ -364,8 +401,12 @@ func (l *Link) retireRemovedMirrors(ctx context.Context) {
 // retire fails over, through the destination alone, the mirrors of a link
 // removed from the config while klink was stopped.
 func (l *Link) retire(ctx context.Context) {
-	var err error
-	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
+	dstSec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
+	if err != nil {
+		l.log.Error("failing over the mirrors of a removed link: destination settings", zap.Error(err))
+		return
+	}
+	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, dstSec, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
 		l.log.Error("failing over the mirrors of a removed link: cannot reach the destination", zap.Error(err))
 		return
 	}

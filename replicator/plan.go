@@ -33,9 +33,6 @@ type mirrorView struct {
 // cannot apply: they take effect at the next start.
 func restartOnlyChanges(old, next *config.Config) []string {
 	var out []string
-	if !reflect.DeepEqual(old.Destination, next.Destination) {
-		out = append(out, "destination: takes effect after a restart")
-	}
 	if old.StateDir != next.StateDir {
 		out = append(out, "stateDir: takes effect after a restart")
 	}
@@ -130,8 +127,8 @@ func planChanges(running *config.Config, views map[string]map[string]mirrorView,
 		vs, known := views[lc.Name]
 		if !known {
 			add(lc.Name, "", "create", "new link")
-		} else if rl, ok := runningLinks[lc.Name]; ok && !sameLinkSettings(rl, lc) {
-			add(lc.Name, "", "restart", "source or link configs changed; its mirrors resume where the destination is")
+		} else if rl, ok := runningLinks[lc.Name]; ok && (!sameLinkSettings(rl, lc) || !reflect.DeepEqual(running.Destination, next.Destination)) {
+			add(lc.Name, "", "restart", "source, destination or link settings changed; its mirrors resume where the destination is")
 		}
 		listed := map[string]bool{}
 		for _, mc := range lc.MirrorTopics {

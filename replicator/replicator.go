@@ -8,6 +8,7 @@ package replicator
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -127,9 +128,12 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 		case !ok:
 			r.removeLink(l)
 			res.Applied = append(res.Applied, fmt.Sprintf("link %s: removed (its mirrors failed over; their topics stay)", l.cfg.Name))
-		case !sameLinkSettings(l.cfg, lc):
+		case !reflect.DeepEqual(old.Destination, cfg.Destination) || !sameLinkSettings(l.cfg, lc):
 			r.restartLink(l, lc, cfg.Destination, running)
-			res.Applied = append(res.Applied, fmt.Sprintf("link %s: restarted with new source or link configs", l.cfg.Name))
+			res.Applied = append(res.Applied, fmt.Sprintf("link %s: restarted with new source, destination or link settings", l.cfg.Name))
+		case l.secretsChanged(lc, cfg.Destination, &res):
+			r.restartLink(l, lc, cfg.Destination, running)
+			res.Applied = append(res.Applied, fmt.Sprintf("link %s: reconnected with the rotated certificates or secrets", l.cfg.Name))
 		default:
 			for _, a := range l.applyMirrors(lc) {
 				res.Applied = append(res.Applied, fmt.Sprintf("link %s: %s", l.cfg.Name, a))
@@ -140,7 +144,7 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 		if seen[lc.Name] {
 			continue
 		}
-		nl := &runningLink{Link: NewLink(lc, old.Destination, r.store, r.log)}
+		nl := &runningLink{Link: NewLink(lc, cfg.Destination, r.store, r.log)}
 		r.mu.Lock()
 		r.links = slices.DeleteFunc(r.links, func(x *runningLink) bool { return x.cfg.Name == lc.Name })
 		r.links = append(r.links, nl)
@@ -265,4 +269,16 @@ func (r *Replicator) Status() Status {
 		s.Links = append(s.Links, l.Status())
 	}
 	return s
+}
+
+// secretsChanged reports whether a link's certificate or secret files hold
+// new contents. A file that cannot be read keeps the link as it is (with
+// the ones it read before), and the reload says why.
+func (l *Link) secretsChanged(lc config.Link, dest config.Destination, res *ReloadResult) bool {
+	fp, err := linkFingerprint(lc, dest)
+	if err != nil {
+		res.NotApplied = append(res.NotApplied, fmt.Sprintf("link %s: a certificate or secret file cannot be read (%v); the link keeps the ones it has", lc.Name, err))
+		return false
+	}
+	return fp != l.secrets
 }

@@ -250,7 +250,7 @@ func aclOf(rt kmsg.ACLResourceType, name string, pt kmsg.ACLResourcePatternType,
 
 func clusterOf(t *testing.T, c *kfake.Cluster) *cluster {
 	t.Helper()
-	cl, err := newCluster("test", c.ListenAddrs(), zap.NewNop())
+	cl, err := newCluster("test", c.ListenAddrs(), nil, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

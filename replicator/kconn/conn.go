@@ -20,6 +20,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // Options configure a connection.
@@ -29,6 +30,8 @@ type Options struct {
 	// Dial opens the network connection; nil means a plain TCP dial. TLS
 	// and tunnels plug in here.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// SASL, if set, authenticates the connection before it is used.
+	SASL sasl.Mechanism
 	// Timeout bounds each request from write to response (a request with
 	// its own server-side timeout, like Produce, should be given more).
 	Timeout time.Duration
@@ -104,7 +107,58 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
+	if opts.SASL != nil {
+		if err := c.authenticate(ctx, opts.SASL); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: %w", addr, err)
+		}
+	}
 	return c, nil
+}
+
+// authenticate runs the SASL exchange (SaslHandshake v1, then
+// SaslAuthenticate until the mechanism is done).
+func (c *Conn) authenticate(ctx context.Context, mech sasl.Mechanism) error {
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.SetVersion(1)
+	hs.Mechanism = mech.Name()
+	kresp, err := c.Do(ctx, hs)
+	if err != nil {
+		return fmt.Errorf("SASL handshake: %w", err)
+	}
+	if resp := kresp.(*kmsg.SASLHandshakeResponse); resp.ErrorCode != 0 {
+		return fmt.Errorf("SASL %s: %w (the broker offers %v)", mech.Name(), kerr.ErrorForCode(resp.ErrorCode), resp.SupportedMechanisms)
+	}
+	host, _, _ := net.SplitHostPort(c.addr)
+	sess, out, err := mech.Authenticate(ctx, host)
+	if err != nil {
+		return fmt.Errorf("SASL %s: %w", mech.Name(), err)
+	}
+	for {
+		req := kmsg.NewPtrSASLAuthenticateRequest()
+		req.SetVersion(min(max(c.MaxVersion(req.Key()), 0), 1))
+		req.SASLAuthBytes = out
+		kresp, err := c.Do(ctx, req)
+		if err != nil {
+			return fmt.Errorf("SASL %s: %w", mech.Name(), err)
+		}
+		resp := kresp.(*kmsg.SASLAuthenticateResponse)
+		if resp.ErrorCode != 0 {
+			msg := ""
+			if resp.ErrorMessage != nil {
+				msg = ": " + *resp.ErrorMessage
+			}
+			return fmt.Errorf("SASL %s authentication failed: %w%s", mech.Name(), kerr.ErrorForCode(resp.ErrorCode), msg)
+		}
+		done, next, err := sess.Challenge(resp.SASLAuthBytes)
+		if err != nil {
+			return fmt.Errorf("SASL %s: %w", mech.Name(), err)
+		}
+		if done {
+			return nil
+		}
+		out = next
+	}
 }
 
 // Addr is the broker address.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -41,11 +42,38 @@ const (
 	ReadCommitted   Isolation = 1
 )
 
+var clientOpts = struct {
+	sync.Mutex
+	bySeed map[string][]kgo.Opt
+}{bySeed: map[string][]kgo.Opt{}}
+
+// ClientOpts registers extra client options (TLS, SASL) for the clients
+// mirrorcheck opens to the cluster with these seed addresses.
+func ClientOpts(seeds []string, opts ...kgo.Opt) {
+	clientOpts.Lock()
+	defer clientOpts.Unlock()
+	for _, s := range seeds {
+		clientOpts.bySeed[s] = opts
+	}
+}
+
+// NewClient opens a client to seeds with their registered options.
+func NewClient(seeds []string, opts ...kgo.Opt) (*kgo.Client, error) {
+	clientOpts.Lock()
+	var extra []kgo.Opt
+	if len(seeds) > 0 {
+		extra = clientOpts.bySeed[seeds[0]]
+	}
+	clientOpts.Unlock()
+	all := append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, extra...)
+	return kgo.NewClient(append(all, opts...)...)
+}
+
 // ReadAll consumes every partition of a topic, from its log start to its
 // end (the high watermark, or the last stable offset for ReadCommitted), as
 // an ordinary kgo consumer with that isolation level sees it.
 func ReadAll(ctx context.Context, seeds []string, topic string, iso Isolation) (Records, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	cl, err := NewClient(seeds)
 	if err != nil {
 		return nil, err
 	}
@@ -92,8 +120,7 @@ func ReadPartition(ctx context.Context, seeds []string, topic string, p int32, i
 	if iso == ReadCommitted {
 		level = kgo.ReadCommitted()
 	}
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(seeds...),
+	cl, err := NewClient(seeds,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(start)}}),
 		kgo.FetchIsolationLevel(level),
 		kgo.FetchMaxBytes(64<<20),
@@ -133,7 +160,7 @@ func ReadPartition(ctx context.Context, seeds []string, topic string, p int32, i
 
 // bounds returns a partition's log start and its end for the reader.
 func bounds(ctx context.Context, seeds []string, topic string, p int32, iso Isolation) (start, end int64, err error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	cl, err := NewClient(seeds)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -297,7 +324,7 @@ func ReadBatches(ctx context.Context, seeds []string, topic string, p int32) ([]
 
 // readBatches fetches the batches holding offsets start..end-1.
 func readBatches(ctx context.Context, seeds []string, topic string, p int32, start, end int64) ([]batch.Batch, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	cl, err := NewClient(seeds)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,309 @@
+package replicator
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/replicator/mirrorcheck"
+)
+
+// logCapture is a zap logger that keeps every line it writes, as JSON.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+func (c *logCapture) Sync() error { return nil }
+
+func (c *logCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+func (c *logCapture) logger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, c, zapcore.DebugLevel))
+}
+
+// writeSecret writes a secret file with the given mode.
+func writeSecret(t *testing.T, dir, name, secret string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(secret+"\n"), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// requireNoSecret fails if a secret shows in klink's log, its status or
+// its state file.
+func requireNoSecret(t *testing.T, secret string, logs *logCapture, r *Replicator, stateDir string) {
+	t.Helper()
+	st, err := json.Marshal(r.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := os.ReadFile(filepath.Join(stateDir, "klink.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, text := range map[string]string{"log": logs.String(), "status": string(st), "state file": string(db)} {
+		if strings.Contains(text, secret) {
+			t.Fatalf("the secret appears in klink's %s", what)
+		}
+	}
+}
+
+// SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on both the source and the
+// destination: klink mirrors record by record, and its password, read
+// from a file, appears in no log, status or state file.
+func TestSASLMirroring(t *testing.T) {
+	for _, mech := range []string{config.MechPlain, config.MechScram256, config.MechScram512} {
+		t.Run(mech, func(t *testing.T) {
+			pass := "pw-" + strings.ToLower(mech) + "-Zq81x"
+			open := func(id string) *kfake.Cluster {
+				c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.EnableSASL(), kfake.Superuser(mech, "klink", pass))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(c.Close)
+				return c
+			}
+			src, dst := open("sasl-src"), open("sasl-dst")
+			dir := t.TempDir()
+			pwFile := writeSecret(t, dir, "pass", pass, 0o600)
+			s := config.SASL{Mechanism: mech, Username: "klink", PasswordFile: pwFile}
+			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
+			cfg.Destination.SASL = s
+			cfg.Links[0].Source.SASL = s
+
+			var m kgo.Opt
+			switch mech {
+			case config.MechPlain:
+				m = kgo.SASL(plain.Auth{User: "klink", Pass: pass}.AsMechanism())
+			case config.MechScram256:
+				m = kgo.SASL(scram.Auth{User: "klink", Pass: pass}.AsSha256Mechanism())
+			default:
+				m = kgo.SASL(scram.Auth{User: "klink", Pass: pass}.AsSha512Mechanism())
+			}
+			mirrorcheck.ClientOpts(src.ListenAddrs(), m)
+			mirrorcheck.ClientOpts(dst.ListenAddrs(), m)
+			createTopic(t, src, "orders", 2, nil)
+			logs := &logCapture{}
+			r, _ := runReplicatorLogged(t, cfg, logs.logger())
+			cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			produceN(t, cl, "orders", 2, 50, "sasl")
+			waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+			requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+			requireNoSecret(t, pass, logs, r, cfg.StateDir)
+		})
+	}
+}
+
+// certs is a CA and certificates it signed, as PEM files.
+type certs struct {
+	dir                  string
+	ca                   *x509.Certificate
+	caKey                *ecdsa.PrivateKey
+	pool                 *x509.CertPool
+	caFile               string
+	server               tls.Certificate
+	clientCert, clientKy string
+}
+
+func newCerts(t *testing.T) *certs {
+	t.Helper()
+	c := &certs{dir: t.TempDir()}
+	var err error
+	if c.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "klink test CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &c.caKey.PublicKey, c.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ca, _ = x509.ParseCertificate(der)
+	c.pool = x509.NewCertPool()
+	c.pool.AddCert(c.ca)
+	c.caFile = c.writePEM(t, "ca.pem", "CERTIFICATE", der, 0o644)
+	certPEM, keyPEM := c.issue(t, 2, "broker", x509.ExtKeyUsageServerAuth)
+	if c.server, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM = c.issue(t, 3, "klink", x509.ExtKeyUsageClientAuth)
+	c.clientCert = filepath.Join(c.dir, "klink.pem")
+	c.clientKy = filepath.Join(c.dir, "klink.key")
+	if err := os.WriteFile(c.clientCert, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.clientKy, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *certs) writePEM(t *testing.T, name, typ string, der []byte, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(c.dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// issue signs a certificate for 127.0.0.1.
+func (c *certs) issue(t *testing.T, serial int64, cn string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, &key.PublicKey, c.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+}
+
+// TLS with a CA made by the test, and mTLS: brokers that require a client
+// certificate signed by the CA. klink mirrors record by record over both.
+func TestTLSAndMTLSMirroring(t *testing.T) {
+	for _, mtls := range []bool{false, true} {
+		name := "TLS"
+		if mtls {
+			name = "mTLS"
+		}
+		t.Run(name, func(t *testing.T) {
+			c := newCerts(t)
+			serverCfg := &tls.Config{Certificates: []tls.Certificate{c.server}, MinVersion: tls.VersionTLS12}
+			clientTLS := &tls.Config{RootCAs: c.pool, MinVersion: tls.VersionTLS12}
+			tc := config.TLS{Enabled: true, CAFile: c.caFile}
+			if mtls {
+				serverCfg.ClientAuth, serverCfg.ClientCAs = tls.RequireAndVerifyClientCert, c.pool
+				pair, err := tls.LoadX509KeyPair(c.clientCert, c.clientKy)
+				if err != nil {
+					t.Fatal(err)
+				}
+				clientTLS.Certificates = []tls.Certificate{pair}
+				tc.CertFile, tc.KeyFile = c.clientCert, c.clientKy
+			}
+			open := func(id string) *kfake.Cluster {
+				k, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.TLS(serverCfg))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(k.Close)
+				return k
+			}
+			src, dst := open("tls-src"), open("tls-dst")
+			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
+			cfg.Destination.TLS = tc
+			cfg.Links[0].Source.TLS = tc
+			mirrorcheck.ClientOpts(src.ListenAddrs(), kgo.DialTLSConfig(clientTLS))
+			mirrorcheck.ClientOpts(dst.ListenAddrs(), kgo.DialTLSConfig(clientTLS))
+			createTopic(t, src, "orders", 2, nil)
+			runReplicator(t, cfg)
+			produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 50, "tls")
+			waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+			requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+		})
+	}
+}
+
+// A wrong password: the link shows LINK_FAILED with a reason naming the
+// cluster and the failure; the password file fixed and a reload, it runs,
+// and mirrors record by record. Neither password appears in any output.
+func TestWrongPasswordFixedByReload(t *testing.T) {
+	const right, wrong = "the-right-Pw0rd", "a-wrong-Pw0rd"
+	open := func(id string) *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.EnableSASL(), kfake.Superuser(config.MechScram256, "klink", right))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	src, dst := open("pw-src"), open("pw-dst")
+	m := kgo.SASL(scram.Auth{User: "klink", Pass: right}.AsSha256Mechanism())
+	mirrorcheck.ClientOpts(src.ListenAddrs(), m)
+	mirrorcheck.ClientOpts(dst.ListenAddrs(), m)
+	createTopic(t, src, "orders", 1, nil)
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 1, 30, "x")
+
+	dir := t.TempDir()
+	srcPw := writeSecret(t, dir, "source.pass", wrong, 0o600)
+	dstPw := writeSecret(t, dir, "destination.pass", right, 0o644) // too open: warned about
+	cfg := testConfig(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "500"}, config.MirrorTopic{Name: "orders"})
+	cfg.Links[0].Source.SASL = config.SASL{Mechanism: config.MechScram256, Username: "klink", PasswordFile: srcPw}
+	cfg.Destination.SASL = config.SASL{Mechanism: config.MechScram256, Username: "klink", PasswordFile: dstPw}
+	logs := &logCapture{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("klink log:\n%s", logs.String())
+		}
+	})
+	r, _ := runReplicatorLogged(t, cfg, logs.logger())
+	waitFor(t, 20*time.Second, "the link to show LINK_FAILED", func() bool {
+		l := r.Status().Links[0]
+		return l.State == LinkUnreachable && strings.Contains(l.Error, "source") && strings.Contains(l.Error, "SASL")
+	})
+	t.Logf("reason: %s", r.Status().Links[0].Error)
+	if !strings.Contains(logs.String(), "readable by group or others") {
+		t.Fatal("no warning for a password file readable by others")
+	}
+
+	writeSecret(t, dir, "source.pass", right, 0o600)
+	next := *cfg
+	next.Links = slices.Clone(cfg.Links)
+	res := r.Reload(&next)
+	if len(res.Applied) != 1 || !strings.Contains(res.Applied[0], "rotated") {
+		t.Fatalf("reload: %+v", res)
+	}
+	waitFor(t, 30*time.Second, "the mirror ACTIVE", func() bool {
+		ms := r.Status().Links[0].Mirrors
+		return r.Status().Links[0].State == LinkRunning && len(ms) == 1 && ms[0].State == "ACTIVE"
+	})
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+	requireNoSecret(t, right, logs, r, cfg.StateDir)
+	requireNoSecret(t, wrong, logs, r, cfg.StateDir)
+}
