@@ -28,6 +28,19 @@ func (l *Link) syncACLs(ctx context.Context) SyncStatus {
 		l.log.Warn("ACL sync failed; will retry", zap.Error(err))
 		return st
 	}
+	// The source must still be the cluster the link was bound to: a
+	// cluster rebuilt at the same address has none of the ACLs, and its
+	// round would delete every ACL klink created.
+	id, err := l.src.clusterID(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("source: %w", err))
+	}
+	l.mu.Lock()
+	bound := l.identity.SourceClusterID
+	l.mu.Unlock()
+	if bound != "" && id != bound {
+		return fail(fmt.Errorf("the source now answers as cluster %q, not %q the link was bound to: ACLs left as they are", id, bound))
+	}
 	want := map[linkstate.ACL]bool{}
 	for i, f := range l.cfg.ACLFilters {
 		acls, err := describeACLs(ctx, l.src, aclFilterRequest(f))

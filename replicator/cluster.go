@@ -26,14 +26,15 @@ import (
 type cluster struct {
 	sec   *secure.Client // TLS and SASL
 	seeds []string
-	role string         // "source" or "destination", for messages
-	cl   *kgo.Client
-	adm  *kadm.Client
+	role  string // "source" or "destination", for messages
+	cl    *kgo.Client
+	adm   *kadm.Client
 
 	mu      sync.Mutex
 	brokers map[int32]string // node id -> host:port
 	topics  map[string]topicMeta
 	id      string
+	unknown map[string]bool // topics the last metadata said do not exist (mu)
 }
 
 type topicMeta struct {
@@ -69,6 +70,7 @@ func newCluster(role string, seeds []string, sec *secure.Client, log *zap.Logger
 		adm:     kadm.NewClient(cl),
 		brokers: map[int32]string{},
 		topics:  map[string]topicMeta{},
+		unknown: map[string]bool{},
 	}, nil
 }
 
@@ -138,6 +140,7 @@ func (c *cluster) refresh(ctx context.Context, topics ...string) (map[string]top
 		switch err := kerr.ErrorForCode(t.ErrorCode); {
 		case errors.Is(err, kerr.UnknownTopicOrPartition):
 			delete(c.topics, name)
+			c.unknown[name] = true
 			continue
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s topic %s: %w", c.role, name, err))
@@ -155,9 +158,18 @@ func (c *cluster) refresh(ctx context.Context, topics ...string) (map[string]top
 			tm.partitions[p.Partition] = partitionMeta{leader: leader, epoch: p.LeaderEpoch}
 		}
 		c.topics[name] = tm
+		delete(c.unknown, name)
 		out[name] = tm
 	}
 	return out, errors.Join(errs...)
+}
+
+// topicUnknown reports whether the cluster's last answer about topic was
+// that it does not exist (not merely an error, such as no leader).
+func (c *cluster) topicUnknown(topic string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.unknown[topic]
 }
 
 // topicNames lists the cluster's topics.

@@ -253,9 +253,8 @@ func (m *mirror) run(ctx context.Context) {
 			// flight; if the source moved meanwhile, go on mirroring.
 			stopParts()
 			if behind, err := m.behind(ctx); err == nil && behind == 0 {
-				if err := m.finalSync(ctx); err != nil {
-					m.setReason(fmt.Sprintf("promote: caught up, but the last sync failed (%v); retrying", err))
-					continue
+				if err := m.finalSyncRetrying(ctx); err != nil {
+					continue // ctx ended, or the desired state changed
 				}
 				m.stopFor(ctx, string(linkstate.WantPromote))
 				return
@@ -378,11 +377,22 @@ func (m *mirror) behind(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	sm, err := m.link.src.topic(ctx, m.sourceTopic)
+	if err != nil {
+		return 0, err
+	}
 	var n int64
-	for id, pr := range rec.Partitions {
+	for id := range int32(len(sm.partitions)) {
 		srcEnd, err := m.link.src.listOffset(ctx, m.sourceTopic, id, offsetLatest)
 		if err != nil {
 			return 0, err
+		}
+		pr, ok := rec.Partitions[id]
+		if !ok {
+			// Added to the source and not mirrored yet: all of it is
+			// missing (and the destination needs the partition).
+			n += max(srcEnd, 1)
+			continue
 		}
 		dstEnd, err := m.link.dst.listOffset(ctx, m.name, id, offsetLatest)
 		if err != nil {
@@ -433,14 +443,45 @@ func (m *mirror) healthState() (linkstate.MirrorState, string, bool) {
 	return linkstate.Active, "", m.state != linkstate.Active
 }
 
+// finalSyncRetrying runs finalSync, with nothing running, until it works
+// (with a backoff: a refusal is not going to pass in 250 ms), the desired
+// state changes, or ctx ends; a failure keeps the mirror PENDING_STOPPED
+// with the reason.
+func (m *mirror) finalSyncRetrying(ctx context.Context) error {
+	retry := newBackoff(time.Second, 30*time.Second)
+	for {
+		err := m.finalSync(ctx)
+		if err == nil {
+			return nil
+		}
+		m.setReason(fmt.Sprintf("promote: caught up and stopped, but the last sync of offsets and configs failed (%v); retrying", err))
+		m.log.Warn("promote: last sync failed; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.wake:
+			return errors.New("desired state changed")
+		case <-time.After(retry.next()):
+		}
+	}
+}
+
 // finalSync is a promote's last copy of the mirror's consumer offsets (if
 // the link syncs them) and topic configs, with nothing in flight: after
 // it, the topic is on its own.
 func (m *mirror) finalSync(ctx context.Context) error {
+	m.link.syncMu.Lock() // after any periodic round in flight: this one is the last
+	defer m.link.syncMu.Unlock()
 	if on, _ := m.link.cfg.OffsetSync(); on {
-		if st := m.link.syncOffsets(ctx, m); st.LastError != "" {
+		if st := m.link.syncOffsetsLocked(ctx, m); st.LastError != "" {
 			return errors.New(st.LastError)
 		}
 	}
 	return m.syncConfigs(ctx)
+}
+
+func (m *mirror) topicMissingLast() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.topicMissing
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
@@ -397,5 +398,87 @@ func TestAutoCreateMirrors(t *testing.T) {
 	}
 	if _, ok := endOffsets(t, dst, "east.tmp.scratch")[0]; ok {
 		t.Fatal("an excluded topic was mirrored")
+	}
+}
+
+// A promote waits for partitions added to the source just before it (found
+// in review: it stopped without them).
+func TestPromoteWaitsForNewPartitions(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "g", 1, nil)
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "g"})
+	r, _ := runReplicator(t, cfg)
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "g", 1, 10, "a")
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"g", "g"})
+	waitState(t, r, "g", linkstate.Active, 30*time.Second)
+	if _, err := kadm.NewClient(newClient(t, src)).CreatePartitions(context.Background(), 1, "g"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the new partition", func() bool { return len(endOffsets(t, src, "g")) == 2 })
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "g", 2, 5, "b")
+	r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "g", State: "PROMOTE"}))
+	m := waitState(t, r, "g", linkstate.Stopped, 60*time.Second)
+	se := endOffsets(t, src, "g")
+	if len(m.Stop.LastSourceOffsets) != 2 || m.Stop.LastSourceOffsets[0] != se[0] || m.Stop.LastSourceOffsets[1] != se[1] {
+		t.Fatalf("stop record %+v; the source ends at %v", m.Stop, se)
+	}
+	requireSameRecords(t, readAll(t, src, "g"), readAll(t, dst, "g"))
+}
+
+// A mirror removed and added back at once (a revert and SIGHUP): the
+// removed one stops first, records STOPPED, and the one added back refuses
+// to write into it (found in review: it kept writing).
+func TestRemoveThenAddBack(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "x", 1, nil)
+	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "x"})
+	r, _ := runReplicator(t, cfg)
+	stop := steadyProducer(t, src, "x")
+	defer stop()
+	waitState(t, r, "x", linkstate.Active, 30*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	r.Reload(withMirrors(cfg))
+	res := r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "x"}))
+	if len(res.Applied) != 1 || !strings.Contains(res.Applied[0], "added back") {
+		t.Fatalf("reload: %+v", res)
+	}
+	m := waitState(t, r, "x", linkstate.Stopped, 15*time.Second)
+	waitFor(t, 10*time.Second, "the refusal", func() bool {
+		return strings.Contains(mirrorStatus(t, r, "x").Refused, "was stopped")
+	})
+	e1 := endOffsets(t, dst, "x")[0]
+	time.Sleep(time.Second)
+	if e2 := endOffsets(t, dst, "x")[0]; e2 != e1 || m.Stop == nil || m.Stop.LastSourceOffsets[0] != e1 {
+		t.Fatalf("the stopped topic moved: %d -> %d (stop record %+v)", e1, e2, m.Stop)
+	}
+}
+
+// Plan and Reload at once: no data race (run with -race; found in review).
+func TestPlanDuringReload(t *testing.T) {
+	cfg := &config.Config{StateDir: t.TempDir(), Destination: config.Destination{Bootstrap: []string{"127.0.0.1:1"}},
+		Links: []config.Link{{Name: "l", Source: config.Source{Bootstrap: []string{"127.0.0.1:2"}}, MirrorTopics: []config.MirrorTopic{{Name: "a"}}}}}
+	store, err := linkstate.Open(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	r := New(cfg, store, zap.NewNop())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 200 {
+			r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "a", State: []string{"PAUSE", "ACTIVE"}[i%2]}))
+		}
+	}()
+	for range 200 {
+		r.Plan(cfg)
+	}
+	wg.Wait()
+	// Filters are link settings: changing them restarts the link.
+	next := withMirrors(cfg, config.MirrorTopic{Name: "a"})
+	next.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "x"}}
+	if res := r.Reload(next); len(res.Applied) != 1 || !strings.Contains(res.Applied[0], "restarted") {
+		t.Fatalf("filters changed: %+v", res)
 	}
 }

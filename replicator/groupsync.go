@@ -35,6 +35,9 @@ type SyncStatus struct {
 	// SkippedActive lists groups left alone because they have members on
 	// the destination.
 	SkippedActive []string `json:"skippedActive,omitempty"`
+	// SkippedUnauthorized lists groups klink is not allowed to read on the
+	// source or write on the destination.
+	SkippedUnauthorized []string `json:"skippedUnauthorized,omitempty"`
 }
 
 // syncLoop runs one kind of sync every interval until ctx ends.
@@ -56,9 +59,16 @@ func (l *Link) syncLoop(ctx context.Context, every time.Duration, round func(con
 }
 
 // syncOffsets copies the committed offsets of the selected source groups
-// for the mirrors' source topics to the destination. With only set, it
+// for the mirrors' source topics to the destination.
+func (l *Link) syncOffsets(ctx context.Context) SyncStatus {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	return l.syncOffsetsLocked(ctx, nil)
+}
+
+// syncOffsetsLocked is syncOffsets with l.syncMu held. With only set, it
 // copies for that mirror alone (a promote's last sync).
-func (l *Link) syncOffsets(ctx context.Context, only *mirror) SyncStatus {
+func (l *Link) syncOffsetsLocked(ctx context.Context, only *mirror) SyncStatus {
 	st := SyncStatus{LastSync: time.Now().UTC()}
 	fail := func(err error) SyncStatus {
 		st.LastError = err.Error()
@@ -93,6 +103,10 @@ func (l *Link) syncOffsets(ctx context.Context, only *mirror) SyncStatus {
 		}
 		synced, active, err := l.syncGroup(ctx, g, bySource, targets)
 		switch {
+		case errors.Is(err, kerr.GroupAuthorizationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed):
+			// klink may not read (or write) this group: it is the
+			// filters' business, not a failed round.
+			st.SkippedUnauthorized = append(st.SkippedUnauthorized, g)
 		case err != nil:
 			errs = append(errs, fmt.Errorf("group %s: %w", g, err))
 		case active:
@@ -218,6 +232,8 @@ func (l *Link) syncGroup(ctx context.Context, group string, bySource map[string]
 // syncConfigs applies the source topic configs to every mirror that is not
 // stopped (see mirror.syncConfigs).
 func (l *Link) syncConfigs(ctx context.Context) SyncStatus {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	st := SyncStatus{LastSync: time.Now().UTC()}
 	l.mu.Lock()
 	ms := slices.Clone(l.mirrors)

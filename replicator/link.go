@@ -42,7 +42,8 @@ type Link struct {
 	wg       sync.WaitGroup  // running mirrors
 	// The last round of each sync (see groupsync.go).
 	offsetSync, configSync, aclSync *SyncStatus
-	secrets                         string // linkFingerprint when created
+	secrets                         string     // linkFingerprint when created
+	syncMu                          sync.Mutex // one sync round at a time; a promote's last sync after them
 }
 
 // Link states shown in status.
@@ -127,7 +128,7 @@ func (l *Link) Run(ctx context.Context) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			l.syncLoop(ctx, every, func(ctx context.Context) SyncStatus { return l.syncOffsets(ctx, nil) }, func(s SyncStatus) {
+			l.syncLoop(ctx, every, l.syncOffsets, func(s SyncStatus) {
 				l.mu.Lock()
 				l.offsetSync = &s
 				l.mu.Unlock()
@@ -259,7 +260,7 @@ func (l *Link) setError(err error) {
 // startMirror runs a mirror under the link (l.mu held, link running).
 func (l *Link) startMirror(m *mirror) {
 	ctx, cancel := context.WithCancel(l.ctx)
-	m.quit = cancel
+	m.quit, m.started = cancel, true
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -272,7 +273,8 @@ func (l *Link) startMirror(m *mirror) {
 // their mirrors: then a reload changes mirrors, and the link keeps running.
 func sameLinkSettings(a, b config.Link) bool {
 	return a.Name == b.Name && reflect.DeepEqual(a.Source, b.Source) && maps.Equal(a.Configs, b.Configs) &&
-		reflect.DeepEqual(a.MirrorTopicOptions, b.MirrorTopicOptions)
+		reflect.DeepEqual(a.MirrorTopicOptions, b.MirrorTopicOptions) &&
+		reflect.DeepEqual(a.ConsumerGroupFilters, b.ConsumerGroupFilters) && reflect.DeepEqual(a.ACLFilters, b.ACLFilters)
 }
 
 // linkFingerprint digests the certificate and secret files a link's
@@ -299,24 +301,33 @@ func sameMirrorSettings(a, b config.MirrorTopic) bool {
 // mirror, and a mirror whose other settings changed is restarted. Mirrors
 // that did not change are not touched.
 func (l *Link) applyMirrors(cfg config.Link) []string {
+	// replacement is a mirror to start under a name: old (nil for a new
+	// name) must have stopped first.
+	type replacement struct {
+		old     *mirror
+		mc      config.MirrorTopic
+		restart bool // old is running with other settings: stop it
+	}
 	var done []string
+	var plans []replacement
 	l.mu.Lock()
 	byName := map[string]*mirror{}
 	for _, m := range l.mirrors {
 		byName[m.name] = m
 	}
-	var restart []*mirror
-	var added []config.MirrorTopic
 	keep := map[string]bool{}
 	for _, mc := range cfg.MirrorTopics {
 		keep[mc.Name] = true
 		m, ok := byName[mc.Name]
 		switch {
-		case !ok || m.removed:
-			added = append(added, mc)
+		case !ok:
+			plans = append(plans, replacement{mc: mc})
+		case m.removed:
+			// Added back: once the removed one has stopped (it
+			// records STOPPED), the new one sees that and refuses.
+			plans = append(plans, replacement{old: m, mc: mc})
 		case !sameMirrorSettings(m.cfg, mc):
-			restart = append(restart, m)
-			added = append(added, mc)
+			plans = append(plans, replacement{old: m, mc: mc, restart: true})
 		case m.cfg.DesiredState() != mc.DesiredState():
 			m.cfg.State = mc.State
 			m.setDesired(linkstate.Desired(mc.DesiredState()))
@@ -330,35 +341,48 @@ func (l *Link) applyMirrors(cfg config.Link) []string {
 			done = append(done, fmt.Sprintf("mirror %s: removed (failed over; the destination topic stays)", m.name))
 		}
 	}
+	var wait []*mirror
+	for _, p := range plans {
+		if p.old != nil && p.old.started {
+			wait = append(wait, p.old)
+			if p.restart && p.old.quit != nil {
+				p.old.quit() // its appends in flight finish first
+			}
+		}
+	}
 	l.mu.Unlock()
 
-	// Restarted mirrors stop first (their appends in flight finish).
-	for _, m := range restart {
-		if m.quit != nil {
-			m.quit()
-			<-m.done
-		}
+	for _, m := range wait {
+		<-m.done
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, mc := range added {
-		m := newMirror(l, mc)
-		replaced := false
-		for i, old := range l.mirrors {
-			if old.name == mc.Name {
-				l.mirrors[i], replaced = m, true
+	for _, p := range plans {
+		i := -1
+		for j, x := range l.mirrors {
+			if x == p.old || (p.old == nil && x.name == p.mc.Name) {
+				i = j
 			}
 		}
-		if !replaced {
+		if p.old == nil && i >= 0 {
+			continue // auto-created meanwhile
+		}
+		m := newMirror(l, p.mc)
+		if i >= 0 {
+			l.mirrors[i] = m
+		} else {
 			l.mirrors = append(l.mirrors, m)
 		}
 		if l.ctx != nil {
 			l.startMirror(m)
 		}
-		if replaced {
-			done = append(done, fmt.Sprintf("mirror %s: restarted with new settings", mc.Name))
-		} else {
-			done = append(done, fmt.Sprintf("mirror %s: added", mc.Name))
+		switch {
+		case p.restart:
+			done = append(done, fmt.Sprintf("mirror %s: restarted with new settings", p.mc.Name))
+		case p.old != nil:
+			done = append(done, fmt.Sprintf("mirror %s: added back", p.mc.Name))
+		default:
+			done = append(done, fmt.Sprintf("mirror %s: added", p.mc.Name))
 		}
 	}
 	return done
@@ -454,8 +478,12 @@ func (l *Link) watchSource(ctx context.Context) {
 			down = fmt.Sprintf("source cluster unreachable for %s (cluster.link.retry.timeout.ms %d): %v", time.Since(lastOK).Round(time.Second), timeout.Milliseconds(), err)
 		}
 		for _, m := range ms {
-			tm, exists := topics[m.sourceTopic]
-			m.setHealth(down, topics != nil && !exists, len(tm.partitions))
+			if topics == nil { // no answer: nothing learnt about the topics
+				m.setHealth(down, m.topicMissingLast(), 0)
+				continue
+			}
+			tm := topics[m.sourceTopic]
+			m.setHealth(down, l.src.topicUnknown(m.sourceTopic), len(tm.partitions))
 		}
 	}
 }

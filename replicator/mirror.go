@@ -37,6 +37,7 @@ type mirror struct {
 	// quit stops run (a mirror restarted with new settings); set by
 	// Link.startMirror. removed: the mirror left the config (l.mu).
 	quit    context.CancelFunc
+	started bool // run was started (l.mu)
 	removed bool
 	auto    bool // made by the link's autoCreateTopics filters
 

@@ -66,10 +66,12 @@ func (r *Replicator) Plan(next *config.Config) []PlanItem {
 			if stop != nil {
 				v.stopAt = stop.At
 			}
+			l.mu.Lock() // removed and cfg change under it (applyMirrors)
 			if !m.removed {
 				c := m.cfg
 				v.cfg = &c
 			}
+			l.mu.Unlock()
 			vs[m.name] = v
 		}
 		views[l.cfg.Name] = vs

@@ -155,7 +155,11 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 		res.Applied = append(res.Applied, fmt.Sprintf("link %s: added", lc.Name))
 	}
 	r.mu.Lock()
-	r.cfg = cfg
+	// What waits for a restart stays as it runs, so that the next reload
+	// still reports it.
+	stored := *cfg
+	stored.StateDir, stored.Admin, stored.Log = old.StateDir, old.Admin, old.Log
+	r.cfg = &stored
 	r.lastReload = &res
 	r.mu.Unlock()
 	return res
