@@ -22,6 +22,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"go.uber.org/zap"
@@ -306,4 +307,46 @@ func TestWrongPasswordFixedByReload(t *testing.T) {
 	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
 	requireNoSecret(t, right, logs, r, cfg.StateDir)
 	requireNoSecret(t, wrong, logs, r, cfg.StateDir)
+}
+
+// The source ACLs the README lists for klink are enough to mirror from a
+// source that enforces ACLs: klink authenticates as a user with only those.
+func TestLeastPrivilegeSource(t *testing.T) {
+	allow := func(rt kmsg.ACLResourceType, name string, ops ...kmsg.ACLOperation) []kfake.ACL {
+		var out []kfake.ACL
+		for _, op := range ops {
+			out = append(out, kfake.ACL{Resource: rt, Name: name, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: op, Allow: true})
+		}
+		return out
+	}
+	var acls []kfake.ACL
+	acls = append(acls, allow(kmsg.ACLResourceTypeTopic, "*", kmsg.ACLOperationRead, kmsg.ACLOperationDescribe, kmsg.ACLOperationDescribeConfigs)...)
+	acls = append(acls, allow(kmsg.ACLResourceTypeGroup, "*", kmsg.ACLOperationDescribe)...)
+	acls = append(acls, allow(kmsg.ACLResourceTypeCluster, "kafka-cluster", kmsg.ACLOperationDescribe)...)
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("lp-src"), kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser(config.MechScram256, "admin", "admin-pw"), kfake.User(config.MechScram256, "klink", "klink-pw", acls...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("lp-dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	mirrorcheck.ClientOpts(src.ListenAddrs(), kgo.SASL(scram.Auth{User: "admin", Pass: "admin-pw"}.AsSha256Mechanism()))
+	createTopic(t, src, "orders", 2, map[string]*string{"retention.ms": kmsgStr("86400000")})
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 40, "lp")
+	commitOn(t, src, "app", "orders", map[int32]int64{0: 10})
+
+	cfg := testConfig(t, src, dst, config.Properties{"consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "200"}, config.MirrorTopic{Name: "orders"})
+	cfg.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "*"}}
+	cfg.Links[0].Source.SASL = config.SASL{Mechanism: config.MechScram256, Username: "klink", PasswordFile: writeSecret(t, t.TempDir(), "pw", "klink-pw", 0o600)}
+	r, _ := runReplicator(t, cfg)
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+	waitCommitted(t, dst, "app", "orders", map[int32]int64{0: 10})
+	if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
+		t.Fatalf("mirror %s: %s", m.State, m.Reason)
+	}
 }

@@ -4,6 +4,7 @@
 //	klink demo [--duration 30s]                two in-process clusters, live mirroring
 //	klink status [--config FILE] [-o json]     the running daemon's links and mirrors
 //	klink plan --config FILE [-o json]         what a reload with FILE would do
+//	klink doctor --config FILE                 can klink reach and use every cluster?
 //	klink version
 package main
 
@@ -22,6 +23,7 @@ Usage:
   klink demo [flags]          mirror between two in-process Kafka clusters and watch it
   klink status [flags]        the running daemon's links and mirror topics (--config, --admin, -o json)
   klink plan --config FILE    what a reload (SIGHUP) with FILE would do now (--admin, -o json)
+  klink doctor --config FILE  check every cluster: DNS, TCP, TLS, SASL, advertised brokers, permissions
   klink version               print the version
 `
 
@@ -40,6 +42,8 @@ func main() {
 		err = statusCmd(os.Args[2:])
 	case "plan":
 		err = planCmd(os.Args[2:])
+	case "doctor":
+		err = doctorCmd(os.Args[2:])
 	case "version", "--version":
 		fmt.Println("klink", version)
 	case "help", "-h", "--help":
