@@ -190,7 +190,7 @@ func (l *Link) bind(ctx context.Context) error {
 	var srcID, dstID string
 	for {
 		var err error
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, min(15*time.Second, max(l.cfg.RetryTimeout(), 3*time.Second)))
 		srcID, err = l.src.clusterID(cctx)
 		if err != nil {
 			err = l.src.explain(ctx, err)
