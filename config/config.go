@@ -27,6 +27,9 @@ type Config struct {
 type Admin struct {
 	// Listen is host:port; empty disables the listener.
 	Listen string `koanf:"listen"`
+	// PartitionMetrics exports per-partition series on /metrics (on by
+	// default; past 10,000 partitions only per-mirror series are).
+	PartitionMetrics *bool `koanf:"partitionMetrics"`
 }
 
 // Log configures zap.

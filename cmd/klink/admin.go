@@ -8,12 +8,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/replicator"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // adminServer serves GET /status (JSON) and GET /healthz.
@@ -22,11 +26,39 @@ type adminServer struct {
 	ln  net.Listener
 }
 
-func startAdmin(listen string, r *replicator.Replicator, log *zap.Logger) (*adminServer, error) {
+func startAdmin(admin config.Admin, r *replicator.Replicator, log *zap.Logger) (*adminServer, error) {
+	listen := admin.Listen
 	if listen == "off" {
 		return &adminServer{}, nil
 	}
 	mux := http.NewServeMux()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(statusCollector{status: r.Status, partitions: admin.PartitionMetrics == nil || *admin.PartitionMetrics},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// /readyz: every link started and none LINK_FAILED (for probes and
+	// load balancers); /healthz: the process answers.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var problems []string
+		for _, l := range r.Status().Links {
+			switch l.State {
+			case replicator.LinkRunning, replicator.LinkRemoved:
+			default:
+				problems = append(problems, fmt.Sprintf("link %s is %s: %s", l.Name, l.State, l.Error))
+			}
+			for _, m := range l.Mirrors {
+				if m.State == "LINK_FAILED" {
+					problems = append(problems, fmt.Sprintf("link %s mirror %s is LINK_FAILED: %s", l.Name, m.Name, m.Reason))
+				}
+			}
+		}
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, strings.Join(problems, "\n"))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

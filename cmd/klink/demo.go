@@ -108,7 +108,7 @@ func runDemo(ctx context.Context, out io.Writer, rate int, adminAddr string) err
 	}
 	defer store.Close()
 	r := replicator.New(cfg, store, log)
-	adm, err := startAdmin(cfg.Admin.Listen, r, zap.NewNop())
+	adm, err := startAdmin(cfg.Admin, r, zap.NewNop())
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -115,6 +116,16 @@ func TestSighupReload(t *testing.T) {
 		s := klinkStatus(t, addr)
 		return mirrorState(s, "ra") == "ACTIVE" && mirrorState(s, "rb") == "ACTIVE"
 	})
+	// /readyz and /metrics.
+	if code, body := httpGet(t, "http://"+addr+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d: %s", code, body)
+	}
+	_, metrics := httpGet(t, "http://"+addr+"/metrics")
+	for _, want := range []string{`klink_mirror_state{link="reload-test",state="ACTIVE",topic="ra"} 1`, `klink_link_state{link="reload-test",state="RUNNING"} 1`, `klink_mirror_records_total{link="reload-test",topic="rb"}`, `klink_partition_lag_records{link="reload-test",partition="0",topic="ra"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("/metrics lacks %s:\n%s", want, metrics)
+		}
+	}
 	hup := func() {
 		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
@@ -217,4 +228,18 @@ func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }

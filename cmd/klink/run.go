@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,7 +59,7 @@ func runDaemon(cfg *config.Config, path string, log *zap.Logger) error {
 	defer store.Close()
 
 	r := replicator.New(cfg, store, log)
-	admin, err := startAdmin(cfg.Admin.Listen, r, log)
+	admin, err := startAdmin(cfg.Admin, r, log)
 	if err != nil {
 		return err
 	}
@@ -72,6 +73,21 @@ func runDaemon(cfg *config.Config, path string, log *zap.Logger) error {
 		close(done)
 	}()
 	log.Info("klink started", zap.String("version", version), zap.Int("links", len(cfg.Links)), zap.String("stateFile", store.Path()))
+	notify, err := newNotifier()
+	if err != nil {
+		log.Warn("systemd notifications off", zap.Error(err))
+		notify = &notifier{}
+	}
+	defer notify.close()
+	notify.send("READY=1", status(summary(r.Status())))
+	// The main loop pings the watchdog (when systemd asks for one) and
+	// refreshes the status line; a stuck loop stops the pings.
+	every := 10 * time.Second
+	if notify.watchdog > 0 {
+		every = min(every, notify.watchdog)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -80,12 +96,21 @@ func runDaemon(cfg *config.Config, path string, log *zap.Logger) error {
 		select {
 		case <-done:
 			return errors.New("all links stopped")
+		case <-tick.C:
+			lines := []string{status(summary(r.Status()))}
+			if notify.watchdog > 0 {
+				lines = append(lines, "WATCHDOG=1")
+			}
+			notify.send(lines...)
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
+				notify.send(reloading()...)
 				reload(r, path, log)
+				notify.send("READY=1", status(summary(r.Status())))
 				continue
 			}
 			log.Info("stopping: no more fetches; letting appends in flight finish", zap.String("signal", s.String()))
+			notify.send("STOPPING=1", status("stopping: letting appends in flight finish"))
 			cancel()
 			select {
 			case <-done:
@@ -143,4 +168,28 @@ func reload(r *replicator.Replicator, path string, log *zap.Logger) {
 	for _, n := range res.NotApplied {
 		log.Warn("config reloaded; not applied until restart", zap.String("change", n))
 	}
+}
+
+// summary is klink's state in one line, for systemd's status.
+func summary(st replicator.Status) string {
+	running, mirrors, lag := 0, map[string]int{}, int64(0)
+	for _, l := range st.Links {
+		if l.State == replicator.LinkRunning {
+			running++
+		}
+		for _, m := range l.Mirrors {
+			mirrors[m.State]++
+			lag += m.Lag
+		}
+	}
+	var parts []string
+	for _, s := range []string{"ACTIVE", "PENDING", "PAUSED", "PENDING_STOPPED", "STOPPED", "SOURCE_UNAVAILABLE", "LINK_FAILED", "FAILED"} {
+		if mirrors[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", mirrors[s], s))
+		}
+	}
+	if len(parts) == 0 {
+		parts = []string{"no mirrors"}
+	}
+	return fmt.Sprintf("%d of %d links running; mirrors: %s; lag %d records", running, len(st.Links), strings.Join(parts, ", "), lag)
 }

@@ -91,6 +91,9 @@ links:
 		return len(s.Links) == 1 && s.Links[0].State == "LINK_FAILED" && strings.Contains(s.Links[0].Error, "SASL")
 	})
 
+	if code, body := httpGet(t, "http://"+addr+"/readyz"); code != 503 || !strings.Contains(body, "link sec is LINK_FAILED") {
+		t.Fatalf("/readyz with a failed link: %d %s", code, body)
+	}
 	if err := os.WriteFile(pw, []byte(right), 0o600); err != nil {
 		t.Fatal(err)
 	}
