@@ -1,7 +1,7 @@
 # klink's two everyday commands are `make demo` and `make test`.
 GO ?= go
 
-.PHONY: all build demo test vet bench clean
+.PHONY: all build demo test vet bench package clean
 
 all: build
 
@@ -23,6 +23,12 @@ vet:
 # The replication benchmark: klink vs a consume/re-produce baseline.
 bench:
 	$(GO) run ./bench/cmd/klinkbench
+
+# The Debian package (dpkg-deb): binary, unit, default config, klink user.
+VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo 0.0.0)
+package:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/klink ./cmd/klink
+	systemd/build-deb bin/klink 0.0.0+$(VERSION) bin
 
 clean:
 	rm -rf bin

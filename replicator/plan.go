@@ -39,8 +39,8 @@ func restartOnlyChanges(old, next *config.Config) []string {
 	if old.Admin != next.Admin {
 		out = append(out, "admin: takes effect after a restart")
 	}
-	if old.Log != next.Log {
-		out = append(out, "log: takes effect after a restart")
+	if old.Log.Format != next.Log.Format {
+		out = append(out, "log.format: takes effect after a restart (log.level changes at once)")
 	}
 	return out
 }

@@ -41,7 +41,7 @@ func TestPlanChanges(t *testing.T) {
 	}
 	renamed := mt("orders", "PAUSE")
 	renamed.SourceTopicName = "orders-v2"
-	next := &config.Config{StateDir: "/var/lib/klink", Log: config.Log{Level: "debug"}, Links: []config.Link{
+	next := &config.Config{StateDir: "/var/lib/klink", Log: config.Log{Level: "debug", Format: "console"}, Links: []config.Link{
 		link("east", renamed, mt("paused", ""), mt("promoting", "FAILOVER"), mt("stopped", ""), mt("failed", "PROMOTE"), mt("new", "")),
 		link("north", mt("n1", "PAUSE")),
 	}}
@@ -50,7 +50,7 @@ func TestPlanChanges(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s/%s %s: %s", it.Link, it.Mirror, it.Action, it.Detail))
 	}
 	want := []string{
-		"/ restart-only: log: takes effect after a restart",
+		"/ restart-only: log.format: takes effect after a restart",
 		"east/orders restart: settings changed",
 		"east/orders pause: ACTIVE -> PAUSE",
 		"east/paused resume: PAUSED -> ACTIVE",

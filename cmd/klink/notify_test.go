@@ -73,3 +73,29 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatalf("klink exited with %v", err)
 	}
 }
+
+// log.level changes at once on a reload.
+func TestLogLevelReload(t *testing.T) {
+	src, dst, _ := clusterPair(t, 1, "lvl-src", "lvl-dst")
+	path := writeConfig(t, src, dst, filepath.Join(t.TempDir(), "state"), "orders")
+	var logs syncBuffer
+	cmd := startKlink(t, path, &logs)
+	defer cmd.Process.Kill()
+	waitUntil(t, 20*time.Second, "klink to start", func() bool { return strings.Contains(logs.String(), "klink started") })
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), "level: info", "level: debug", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "the level change", func() bool {
+		return strings.Contains(logs.String(), `"msg":"log level changed","from":"info","to":"debug"`)
+	})
+	if strings.Contains(logs.String(), "log.format: takes effect") {
+		t.Fatalf("a level change reported as waiting for a restart:\n%s", logs.String())
+	}
+}

@@ -125,6 +125,9 @@ func runDaemon(cfg *config.Config, path string, log *zap.Logger) error {
 	}
 }
 
+// logLevel is the running logger's level: a reload changes it at once.
+var logLevel = zap.NewAtomicLevel()
+
 // newLogger builds zap from the log section.
 func newLogger(c config.Log) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(c.Level)
@@ -132,7 +135,8 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
 	zc := zap.NewProductionConfig()
-	zc.Level = zap.NewAtomicLevelAt(level)
+	logLevel.SetLevel(level)
+	zc.Level = logLevel
 	zc.Encoding = c.Format
 	zc.Sampling = nil
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -159,6 +163,10 @@ func reload(r *replicator.Replicator, path string, log *zap.Logger) {
 		return
 	}
 	res := r.Reload(cfg)
+	if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil && lvl != logLevel.Level() {
+		log.Info("log level changed", zap.Stringer("from", logLevel.Level()), zap.Stringer("to", lvl))
+		logLevel.SetLevel(lvl)
+	}
 	if len(res.Applied) == 0 {
 		log.Info("config reloaded: nothing changed")
 	}
