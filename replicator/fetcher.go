@@ -91,6 +91,7 @@ func newCursor(topic string, id [16]byte, p int32) *cursor {
 
 // fetchers runs one fetch loop per source broker for a link's partitions.
 type fetchers struct {
+	link string // for metrics
 	src  *cluster
 	log  *zap.Logger
 	dial kconn.Options
@@ -361,11 +362,16 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 		if leftOut {
 			wait = fetchShortWait
 		}
+		began := time.Now()
 		resp, buf, err := f.fetch(b, parts, wait)
+		if err == nil {
+			fetchSeconds.WithLabelValues(f.link).Observe(time.Since(began).Seconds())
+		}
 		if err != nil {
 			if f.ctx.Err() != nil {
 				return
 			}
+			countError(f.link, "fetch")
 			f.log.Warn("fetch failed", zap.Int32("broker", b.id), zap.Error(err))
 			for _, fp := range parts {
 				fp.c.mu.Lock()

@@ -41,13 +41,16 @@ type SyncStatus struct {
 }
 
 // syncLoop runs one kind of sync every interval until ctx ends.
-func (l *Link) syncLoop(ctx context.Context, every time.Duration, round func(context.Context) SyncStatus, set func(SyncStatus)) {
+func (l *Link) syncLoop(ctx context.Context, kind string, every time.Duration, round func(context.Context) SyncStatus, set func(SyncStatus)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		st := round(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if st.LastError != "" {
+			countError(l.cfg.Name, "sync_"+kind)
 		}
 		set(st)
 		select {

@@ -112,6 +112,7 @@ func (l *Link) Run(ctx context.Context) {
 
 	l.fetchers = newFetchers(ctx, l.src, l.log, l.src.connOptions("klink-"+l.identity.ID))
 	l.sinks = newSinks(l.dst, l.log, l.dst.connOptions("klink-"+l.identity.ID))
+	l.fetchers.link, l.sinks.link = l.cfg.Name, l.cfg.Name
 	l.retireRemovedMirrors(ctx)
 	l.mu.Lock()
 	l.ctx = ctx
@@ -128,7 +129,7 @@ func (l *Link) Run(ctx context.Context) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			l.syncLoop(ctx, every, l.syncOffsets, func(s SyncStatus) {
+			l.syncLoop(ctx, "offsets", every, l.syncOffsets, func(s SyncStatus) {
 				l.mu.Lock()
 				l.offsetSync = &s
 				l.mu.Unlock()
@@ -139,7 +140,7 @@ func (l *Link) Run(ctx context.Context) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			l.syncLoop(ctx, every, l.syncACLs, func(s SyncStatus) {
+			l.syncLoop(ctx, "acls", every, l.syncACLs, func(s SyncStatus) {
 				l.mu.Lock()
 				l.aclSync = &s
 				l.mu.Unlock()
@@ -149,7 +150,7 @@ func (l *Link) Run(ctx context.Context) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		l.syncLoop(ctx, l.cfg.TopicConfigSync(), l.syncConfigs, func(s SyncStatus) {
+		l.syncLoop(ctx, "configs", l.cfg.TopicConfigSync(), l.syncConfigs, func(s SyncStatus) {
 			l.mu.Lock()
 			l.configSync = &s
 			l.mu.Unlock()

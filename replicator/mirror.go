@@ -489,6 +489,7 @@ func (m *mirror) fail(reason string) {
 	if already {
 		return
 	}
+	countError(m.link.cfg.Name, "mirror_failed")
 	m.log.Error("mirror FAILED", zap.String("reason", reason))
 	m.setState(linkstate.Failed, reason)
 }

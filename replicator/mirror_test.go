@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -286,6 +287,7 @@ func TestMirrorForeignWriterFails(t *testing.T) {
 	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	produceRounds(t, cl, "a", 0, 50, 10, "1")
 	produceRounds(t, cl, "b", 0, 50, 10, "1")
+	failedBefore := testutil.ToFloat64(errorsTotal.WithLabelValues("test-link", "mirror_failed"))
 	r, _ := runReplicator(t, testConfig(t, src, dst, nil, config.MirrorTopic{Name: "a"}, config.MirrorTopic{Name: "b"}))
 	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"a", "a"}, [2]string{"b", "b"})
 
@@ -308,6 +310,9 @@ func TestMirrorForeignWriterFails(t *testing.T) {
 		if !strings.Contains(reason, want) {
 			t.Fatalf("reason %q does not name %q", reason, want)
 		}
+	}
+	if n := testutil.ToFloat64(errorsTotal.WithLabelValues("test-link", "mirror_failed")) - failedBefore; n != 1 {
+		t.Fatalf("klink_errors_total{kind=mirror_failed} grew by %v, want 1", n)
 	}
 	// b keeps mirroring and stays exact.
 	produceRounds(t, cl, "b", 0, 30, 10, "3")

@@ -129,6 +129,7 @@ func (p *partition) run(ctx context.Context, started func()) {
 			return
 		case err != nil:
 			p.setErr(err)
+			countError(p.m.link.cfg.Name, "partition_restart")
 			d := p.retry.next()
 			p.log.Info("partition restarting", zap.Error(err), zap.Duration("backoff", d))
 			if !sleepCtx(ctx, d) {

@@ -80,6 +80,7 @@ func newSinkPart(topic string, p int32) *sinkPart {
 
 // sinks holds one sink per destination broker for a link.
 type sinks struct {
+	link  string // for metrics
 	dst   *cluster
 	log   *zap.Logger
 	dial  kconn.Options
@@ -238,7 +239,11 @@ func (k *sink) loop() {
 				break
 			}
 			retry.reset()
+			began := time.Now()
 			conn.SendProduce(req, produceRequestTimeout, func(resp *kmsg.ProduceResponse, err error) {
+				if err == nil {
+					produceSeconds.WithLabelValues(k.s.link).Observe(time.Since(began).Seconds())
+				}
 				k.answer(sent, resp, err)
 			})
 		}

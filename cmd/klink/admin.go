@@ -35,6 +35,7 @@ func startAdmin(admin config.Admin, r *replicator.Replicator, log *zap.Logger) (
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(statusCollector{status: r.Status, partitions: admin.PartitionMetrics == nil || *admin.PartitionMetrics},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(replicator.Collectors()...)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// /readyz: every link started and none LINK_FAILED (for probes and
 	// load balancers); /healthz: the process answers.

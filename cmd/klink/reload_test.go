@@ -121,7 +121,7 @@ func TestSighupReload(t *testing.T) {
 		t.Fatalf("/readyz %d: %s", code, body)
 	}
 	_, metrics := httpGet(t, "http://"+addr+"/metrics")
-	for _, want := range []string{`klink_mirror_state{link="reload-test",state="ACTIVE",topic="ra"} 1`, `klink_link_state{link="reload-test",state="RUNNING"} 1`, `klink_mirror_records_total{link="reload-test",topic="rb"}`, `klink_partition_lag_records{link="reload-test",partition="0",topic="ra"}`} {
+	for _, want := range []string{`klink_mirror_state{link="reload-test",state="ACTIVE",topic="ra"} 1`, `klink_link_state{link="reload-test",state="RUNNING"} 1`, `klink_mirror_records_total{link="reload-test",topic="rb"}`, `klink_partition_lag_records{link="reload-test",partition="0",topic="ra"}`, `klink_produce_duration_seconds_count{link="reload-test"}`, `klink_fetch_duration_seconds_bucket{link="reload-test",le=`} {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("/metrics lacks %s:\n%s", want, metrics)
 		}
