@@ -26,7 +26,13 @@ import (
 const FileName = "klink.db"
 
 // formatVersion identifies the layout below; bump it on incompatible change.
-const formatVersion = "klink-state/1"
+// Version 2 added records an older klink would drop when it rewrites them
+// (the gap map, stop records, created ACLs): a /1 file is upgraded in place
+// when opened, and an older klink then refuses it instead of losing them.
+const (
+	formatVersion  = "klink-state/2"
+	formatVersion1 = "klink-state/1"
+)
 
 var (
 	metaBucket    = []byte("klink")
@@ -94,7 +100,14 @@ func (s *Store) checkFormat() error {
 			_, err = tx.CreateBucket(mirrorsBucket)
 			return err
 		}
-		if v := string(meta.Get(formatKey)); v != formatVersion {
+		v := string(meta.Get(formatKey))
+		if v == formatVersion1 {
+			if err := meta.Put(formatKey, []byte(formatVersion)); err != nil {
+				return err
+			}
+			v = formatVersion
+		}
+		if v != formatVersion {
 			return fmt.Errorf("state file %s has format %q, this klink reads %q (written by a newer or foreign version?)", s.path, v, formatVersion)
 		}
 		if tx.Bucket(linksBucket) == nil || tx.Bucket(mirrorsBucket) == nil {

@@ -218,3 +218,59 @@ func TestTranslate(t *testing.T) {
 		t.Errorf("Delta() = %d, want 7", d)
 	}
 }
+
+// A state file of format 1 is upgraded in place (an older klink then
+// refuses it rather than drop what it does not know); a newer format is
+// refused, the file untouched.
+func TestFormatUpgradeAndNewerRefused(t *testing.T) {
+	for _, tc := range []struct {
+		header, want string
+		ok           bool
+	}{{"klink-state/1", "klink-state/2", true}, {"klink-state/9", "klink-state/9", false}} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, FileName)
+		db, err := bolt.Open(p, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucket(metaBucket)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(formatKey, []byte(tc.header)); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(linksBucket); err != nil {
+				return err
+			}
+			_, err = tx.CreateBucket(mirrorsBucket)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		s, err := Open(dir)
+		if (err == nil) != tc.ok {
+			t.Fatalf("%s: open: %v", tc.header, err)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), tc.header) {
+				t.Fatalf("%s: refusal does not name the format: %v", tc.header, err)
+			}
+		} else {
+			s.Close()
+		}
+		db, err = bolt.Open(p, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.View(func(tx *bolt.Tx) error {
+			if got := string(tx.Bucket(metaBucket).Get(formatKey)); got != tc.want {
+				t.Errorf("%s: header now %q, want %q", tc.header, got, tc.want)
+			}
+			return nil
+		})
+		db.Close()
+	}
+}
