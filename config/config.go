@@ -16,11 +16,12 @@ const DefaultPath = "/etc/klink/klink.yaml"
 // of klink's interface and must not be renamed.
 type Config struct {
 	// StateDir holds the bbolt state file (klink.db).
-	StateDir    string      `koanf:"stateDir"`
-	Admin       Admin       `koanf:"admin"`
-	Log         Log         `koanf:"log"`
-	Destination Destination `koanf:"destination"`
-	Links       []Link      `koanf:"links"`
+	StateDir     string       `koanf:"stateDir"`
+	Admin        Admin        `koanf:"admin"`
+	Log          Log          `koanf:"log"`
+	Destination  Destination  `koanf:"destination"`
+	NetworkLinks NetworkLinks `koanf:"networkLinks"`
+	Links        []Link       `koanf:"links"`
 }
 
 // Admin is the HTTP listener for /status and /healthz.
@@ -191,6 +192,9 @@ type Source struct {
 	ClusterID string `koanf:"clusterID"`
 	TLS       TLS    `koanf:"tls"`
 	SASL      SASL   `koanf:"sasl"`
+	// NetworkLink names the networkLinks endpoint the source is reached
+	// through (empty: directly).
+	NetworkLink string `koanf:"networkLink"`
 }
 
 // MirrorTopic is one destination topic fed from one source topic.

@@ -101,3 +101,99 @@ func checkSecurity(path string, t TLS, s SASL) []FieldError {
 	}
 	return errs
 }
+
+// NetworkLinks are tunnels to sources in networks klink cannot route to
+// (see package netlink): endpoints klink dials out through, and services it
+// runs for other klinks.
+type NetworkLinks struct {
+	Endpoints []NetworkLinkEndpoint `koanf:"endpoints"`
+	Services  []NetworkLinkService  `koanf:"services"`
+}
+
+// NetworkLinkEndpoint is a tunnel to a network link service; a link's
+// source.networkLink names it.
+type NetworkLinkEndpoint struct {
+	Name    string `koanf:"name"`
+	Service struct {
+		Address    string `koanf:"address"`
+		ServerName string `koanf:"serverName"`
+	} `koanf:"service"`
+	// TLS: caFile verifies the service; certFile and keyFile are this
+	// endpoint's certificate, which carries its identity
+	// (klink://<environment>/<network>). All three are required.
+	TLS TLS `koanf:"tls"`
+}
+
+// NetworkLinkService is a service run for endpoints in other networks.
+type NetworkLinkService struct {
+	Name   string `koanf:"name"`
+	Listen string `koanf:"listen"`
+	// TLS: certFile and keyFile are the service's certificate; caFile
+	// signs the endpoints' certificates. All three are required.
+	TLS    TLS `koanf:"tls"`
+	Accept struct {
+		Networks     []string `koanf:"networks"`
+		Environments []string `koanf:"environments"`
+	} `koanf:"accept"`
+	// Source is the cluster whose brokers the service may dial (its
+	// bootstrap and the brokers it advertises), plus Allow.
+	Source struct {
+		Bootstrap []string `koanf:"bootstrap"`
+		TLS       TLS      `koanf:"tls"`
+		SASL      SASL     `koanf:"sasl"`
+	} `koanf:"source"`
+	Allow []string `koanf:"allow"`
+}
+
+func checkNetworkLinks(n NetworkLinks, links []Link) []FieldError {
+	var errs []FieldError
+	add := func(p, format string, args ...any) {
+		errs = append(errs, FieldError{p, fmt.Sprintf(format, args...)})
+	}
+	names := map[string]bool{}
+	for i, e := range n.Endpoints {
+		p := fmt.Sprintf("networkLinks.endpoints[%d]", i)
+		if e.Name == "" {
+			add(p+".name", "required")
+		} else if names[e.Name] {
+			add(p+".name", "%q is used twice", e.Name)
+		}
+		names[e.Name] = true
+		if err := checkHostPort(e.Service.Address); err != nil {
+			add(p+".service.address", "%v", err)
+		}
+		if !e.TLS.Enabled || e.TLS.CAFile == "" || e.TLS.CertFile == "" {
+			add(p+".tls", "enabled, caFile, certFile and keyFile are required: the service accepts endpoints by their certificate")
+		}
+		errs = append(errs, checkSecurity(p, e.TLS, SASL{})...)
+	}
+	for i, s := range n.Services {
+		p := fmt.Sprintf("networkLinks.services[%d]", i)
+		if s.Name == "" {
+			add(p+".name", "required")
+		}
+		if err := checkListen(s.Listen); err != nil || s.Listen == "off" {
+			add(p+".listen", "a host:port to listen on")
+		}
+		if !s.TLS.Enabled || s.TLS.CAFile == "" || s.TLS.CertFile == "" {
+			add(p+".tls", "enabled, caFile (of the endpoints' certificates), certFile and keyFile are required")
+		}
+		errs = append(errs, checkSecurity(p, s.TLS, SASL{})...)
+		if len(s.Accept.Networks)+len(s.Accept.Environments) == 0 {
+			add(p+".accept", "list at least one network or environment (nothing is accepted otherwise)")
+		}
+		errs = append(errs, checkBootstrap(p+".source.bootstrap", s.Source.Bootstrap)...)
+		errs = append(errs, checkSecurity(p+".source", s.Source.TLS, s.Source.SASL)...)
+		for j, a := range s.Allow {
+			if err := checkHostPort(a); err != nil {
+				add(fmt.Sprintf("%s.allow[%d]", p, j), "%v", err)
+			}
+		}
+	}
+	for i, l := range links {
+		if l.Source.NetworkLink != "" && !names[l.Source.NetworkLink] {
+			add(fmt.Sprintf("links[%d].source.networkLink", i), "%q is not one of networkLinks.endpoints", l.Source.NetworkLink)
+		}
+	}
+	return errs
+}

@@ -33,8 +33,13 @@ func (c *Config) validate() []FieldError {
 	default:
 		add("log.format", "unknown format %q (use console or json)", c.Log.Format)
 	}
-	errs = append(errs, checkBootstrap("destination.bootstrap", c.Destination.Bootstrap)...)
+	// A file that only runs network link services (klink netlink serve)
+	// has no destination.
+	if len(c.Links) > 0 || len(c.Destination.Bootstrap) > 0 || len(c.NetworkLinks.Services) == 0 {
+		errs = append(errs, checkBootstrap("destination.bootstrap", c.Destination.Bootstrap)...)
+	}
 	errs = append(errs, checkSecurity("destination", c.Destination.TLS, c.Destination.SASL)...)
+	errs = append(errs, checkNetworkLinks(c.NetworkLinks, c.Links)...)
 
 	linkNames := map[string]int{}
 	destTopics := map[string]string{} // destination topic -> path of the mirror that claims it

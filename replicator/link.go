@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"reflect"
 	"slices"
 	"sort"
@@ -42,8 +43,9 @@ type Link struct {
 	wg       sync.WaitGroup  // running mirrors
 	// The last round of each sync (see groupsync.go).
 	offsetSync, configSync, aclSync *SyncStatus
-	secrets                         string     // linkFingerprint when created
-	syncMu                          sync.Mutex // one sync round at a time; a promote's last sync after them
+	secrets                         string                                                  // linkFingerprint when created
+	tunnel                          func(context.Context, string, string) (net.Conn, error) // the source's network link, if any
+	syncMu                          sync.Mutex                                              // one sync round at a time; a promote's last sync after them
 }
 
 // Link states shown in status.
@@ -83,6 +85,7 @@ func (l *Link) Run(ctx context.Context) {
 		l.setFailed(err)
 		return
 	}
+	srcSec.Tunnel = l.tunnel
 	dstSec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
 	if err != nil {
 		l.setFailed(err)

@@ -39,6 +39,9 @@ func restartOnlyChanges(old, next *config.Config) []string {
 	if old.Admin != next.Admin {
 		out = append(out, "admin: takes effect after a restart")
 	}
+	if !reflect.DeepEqual(old.NetworkLinks.Endpoints, next.NetworkLinks.Endpoints) {
+		out = append(out, "networkLinks.endpoints: takes effect after a restart (service accept lists change at once)")
+	}
 	if old.Log.Format != next.Log.Format {
 		out = append(out, "log.format: takes effect after a restart (log.level changes at once)")
 	}

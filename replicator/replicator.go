@@ -33,6 +33,15 @@ type Replicator struct {
 	ctx        context.Context // set by Run
 	wg         sync.WaitGroup
 	lastReload *ReloadResult
+	nl         *netLinks
+}
+
+// newLink makes a link, reaching its source through its network link if
+// it names one.
+func (r *Replicator) newLink(lc config.Link, dest config.Destination) *Link {
+	l := NewLink(lc, dest, r.store, r.log)
+	l.tunnel = r.nl.tunnel(lc.Source.NetworkLink)
+	return l
 }
 
 // runningLink is a link and the means to stop it.
@@ -44,15 +53,22 @@ type runningLink struct {
 
 // New prepares the links of cfg.
 func New(cfg *config.Config, store *linkstate.Store, log *zap.Logger) *Replicator {
-	r := &Replicator{store: store, log: log, cfg: cfg}
+	r := &Replicator{store: store, log: log, cfg: cfg, nl: newNetLinks(cfg.NetworkLinks, log)}
 	for _, lc := range cfg.Links {
-		r.links = append(r.links, &runningLink{Link: NewLink(lc, cfg.Destination, store, log)})
+		r.links = append(r.links, &runningLink{Link: r.newLink(lc, cfg.Destination)})
 	}
 	return r
 }
 
 // Run runs all links until ctx ends, then waits for them to stop.
 func (r *Replicator) Run(ctx context.Context) {
+	r.nl.run(ctx, r.log, func(f func()) {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			f()
+		}()
+	})
 	r.mu.Lock()
 	r.ctx = ctx
 	for _, l := range r.links {
@@ -109,6 +125,7 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 	running := r.ctx != nil
 	r.mu.Unlock()
 	res.NotApplied = restartOnlyChanges(old, cfg)
+	r.nl.reload(cfg.NetworkLinks)
 
 	want := map[string]config.Link{}
 	for _, lc := range cfg.Links {
@@ -144,7 +161,7 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 		if seen[lc.Name] {
 			continue
 		}
-		nl := &runningLink{Link: NewLink(lc, cfg.Destination, r.store, r.log)}
+		nl := &runningLink{Link: r.newLink(lc, cfg.Destination)}
 		r.mu.Lock()
 		r.links = slices.DeleteFunc(r.links, func(x *runningLink) bool { return x.cfg.Name == lc.Name })
 		r.links = append(r.links, nl)
@@ -159,6 +176,7 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 	// still reports it.
 	stored := *cfg
 	stored.StateDir, stored.Admin, stored.Log = old.StateDir, old.Admin, old.Log
+	stored.NetworkLinks.Endpoints = old.NetworkLinks.Endpoints
 	r.cfg = &stored
 	r.lastReload = &res
 	r.mu.Unlock()
@@ -171,7 +189,7 @@ func (r *Replicator) restartLink(l *runningLink, lc config.Link, dest config.Des
 		l.cancel()
 		<-l.done
 	}
-	nl := &runningLink{Link: NewLink(lc, dest, r.store, r.log)}
+	nl := &runningLink{Link: r.newLink(lc, dest)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, x := range r.links {
@@ -259,15 +277,16 @@ func (l *Link) removedLink() bool {
 
 // Status is the whole daemon's status.
 type Status struct {
-	Links      []LinkStatus  `json:"links"`
-	LastReload *ReloadResult `json:"lastReload,omitempty"`
+	Links        []LinkStatus        `json:"links"`
+	LastReload   *ReloadResult       `json:"lastReload,omitempty"`
+	NetworkLinks *NetworkLinksStatus `json:"networkLinks,omitempty"`
 }
 
 // Status reports every link.
 func (r *Replicator) Status() Status {
 	r.mu.Lock()
 	links := slices.Clone(r.links)
-	s := Status{Links: []LinkStatus{}, LastReload: r.lastReload}
+	s := Status{Links: []LinkStatus{}, LastReload: r.lastReload, NetworkLinks: r.nl.status()}
 	r.mu.Unlock()
 	for _, l := range links {
 		s.Links = append(s.Links, l.Status())

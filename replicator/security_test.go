@@ -2,16 +2,8 @@ package replicator
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/netlink/netlinktest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -132,79 +125,6 @@ func TestSASLMirroring(t *testing.T) {
 	}
 }
 
-// certs is a CA and certificates it signed, as PEM files.
-type certs struct {
-	dir                  string
-	ca                   *x509.Certificate
-	caKey                *ecdsa.PrivateKey
-	pool                 *x509.CertPool
-	caFile               string
-	server               tls.Certificate
-	clientCert, clientKy string
-}
-
-func newCerts(t *testing.T) *certs {
-	t.Helper()
-	c := &certs{dir: t.TempDir()}
-	var err error
-	if c.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "klink test CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &c.caKey.PublicKey, c.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.ca, _ = x509.ParseCertificate(der)
-	c.pool = x509.NewCertPool()
-	c.pool.AddCert(c.ca)
-	c.caFile = c.writePEM(t, "ca.pem", "CERTIFICATE", der, 0o644)
-	certPEM, keyPEM := c.issue(t, 2, "broker", x509.ExtKeyUsageServerAuth)
-	if c.server, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM = c.issue(t, 3, "klink", x509.ExtKeyUsageClientAuth)
-	c.clientCert = filepath.Join(c.dir, "klink.pem")
-	c.clientKy = filepath.Join(c.dir, "klink.key")
-	if err := os.WriteFile(c.clientCert, certPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.clientKy, keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (c *certs) writePEM(t *testing.T, name, typ string, der []byte, mode os.FileMode) string {
-	t.Helper()
-	p := filepath.Join(c.dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// issue signs a certificate for 127.0.0.1.
-func (c *certs) issue(t *testing.T, serial int64, cn string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, &key.PublicKey, c.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-}
-
 // TLS with a CA made by the test, and mTLS: brokers that require a client
 // certificate signed by the CA. klink mirrors record by record over both.
 func TestTLSAndMTLSMirroring(t *testing.T) {
@@ -214,18 +134,14 @@ func TestTLSAndMTLSMirroring(t *testing.T) {
 			name = "mTLS"
 		}
 		t.Run(name, func(t *testing.T) {
-			c := newCerts(t)
-			serverCfg := &tls.Config{Certificates: []tls.Certificate{c.server}, MinVersion: tls.VersionTLS12}
-			clientTLS := &tls.Config{RootCAs: c.pool, MinVersion: tls.VersionTLS12}
-			tc := config.TLS{Enabled: true, CAFile: c.caFile}
+			c := netlinktest.New(t)
+			serverCfg := &tls.Config{Certificates: []tls.Certificate{c.Server}, MinVersion: tls.VersionTLS12}
+			clientTLS := c.ClientTLS(t, "", "")
+			tc := config.TLS{Enabled: true, CAFile: c.CAFile}
 			if mtls {
-				serverCfg.ClientAuth, serverCfg.ClientCAs = tls.RequireAndVerifyClientCert, c.pool
-				pair, err := tls.LoadX509KeyPair(c.clientCert, c.clientKy)
-				if err != nil {
-					t.Fatal(err)
-				}
-				clientTLS.Certificates = []tls.Certificate{pair}
-				tc.CertFile, tc.KeyFile = c.clientCert, c.clientKy
+				serverCfg.ClientAuth, serverCfg.ClientCAs = tls.RequireAndVerifyClientCert, c.Pool
+				clientTLS = c.ClientTLS(t, c.ClientCert, c.ClientKey)
+				tc.CertFile, tc.KeyFile = c.ClientCert, c.ClientKey
 			}
 			open := func(id string) *kfake.Cluster {
 				k, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.TLS(serverCfg))

@@ -226,3 +226,67 @@ func printPlan(w io.Writer, items []replicator.PlanItem) {
 		fmt.Fprintln(w)
 	}
 }
+
+// netlinkCmd: `klink netlink serve --config FILE` runs the file's network
+// link services (a klink run whose file may have no links and no
+// destination); `klink netlink status` prints the running daemon's
+// endpoints, services and associations.
+func netlinkCmd(args []string) error {
+	if len(args) == 0 {
+		return errors.New("klink netlink: serve or status")
+	}
+	switch args[0] {
+	case "serve":
+		return runCmd(args[1:])
+	case "status":
+		fs := flag.NewFlagSet("netlink status", flag.ContinueOnError)
+		path := fs.String("config", config.DefaultPath, "config file (for admin.listen)")
+		admin := fs.String("admin", "", "the daemon's admin address (default: the config's admin.listen)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		base, _, err := adminURL(*admin, *path)
+		if err != nil {
+			return err
+		}
+		resp, err := adminClient.Get(base + "/status")
+		if err != nil {
+			return fmt.Errorf("asking the daemon at %s: %w", base, err)
+		}
+		defer resp.Body.Close()
+		var st replicator.Status
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return err
+		}
+		printNetlinks(os.Stdout, st.NetworkLinks)
+		return nil
+	}
+	return fmt.Errorf("klink netlink: unknown command %q (serve or status)", args[0])
+}
+
+func printNetlinks(w io.Writer, st *replicator.NetworkLinksStatus) {
+	if st == nil {
+		fmt.Fprintln(w, "no network links")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENDPOINT\tSERVICE\tSTATE\tSINCE\tREASON")
+	for _, e := range st.Endpoints {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Service, e.State, e.Since.Format(time.RFC3339), e.Reason)
+	}
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tENDPOINT\tSINCE\tBYTES")
+	for _, s := range st.Services {
+		if s.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\terror: %s\n", s.Name, s.Listen, s.Error)
+		}
+		for _, a := range s.Associations {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", s.Name, s.Listen, a.Identity, a.Since.Format(time.RFC3339), a.Bytes)
+		}
+		if len(s.Associations) == 0 && s.Error == "" {
+			fmt.Fprintf(tw, "%s\t%s\t(none)\t-\t-\n", s.Name, s.Listen)
+		}
+	}
+	tw.Flush()
+}

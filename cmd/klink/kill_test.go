@@ -81,7 +81,13 @@ func clusterPair(t *testing.T, brokers int, srcID, dstID string) (src, dst *kfak
 // startKlink runs `klink run` as a child process; its log goes to logBuf.
 func startKlink(t *testing.T, cfgPath string, logBuf *syncBuffer) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(klinkBinary, "run", "--config", cfgPath)
+	return startKlinkArgs(t, logBuf, "run", "--config", cfgPath)
+}
+
+// startKlinkArgs runs klink with args as a child process.
+func startKlinkArgs(t *testing.T, logBuf *syncBuffer, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(klinkBinary, args...)
 	cmd.Stdout = logBuf
 	cmd.Stderr = logBuf
 	if err := cmd.Start(); err != nil {

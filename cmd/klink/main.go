@@ -24,6 +24,8 @@ Usage:
   klink status [flags]        the running daemon's links and mirror topics (--config, --admin, -o json)
   klink plan --config FILE    what a reload (SIGHUP) with FILE would do now (--admin, -o json)
   klink doctor --config FILE  check every cluster: DNS, TCP, TLS, SASL, advertised brokers, permissions
+  klink netlink serve --config FILE   run the file's network link services
+  klink netlink status [flags]        network link endpoints, services and associations
   klink version               print the version
 `
 
@@ -44,6 +46,8 @@ func main() {
 		err = planCmd(os.Args[2:])
 	case "doctor":
 		err = doctorCmd(os.Args[2:])
+	case "netlink":
+		err = netlinkCmd(os.Args[2:])
 	case "version", "--version":
 		fmt.Println("klink", version)
 	case "help", "-h", "--help":

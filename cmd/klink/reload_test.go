@@ -166,7 +166,16 @@ func TestSighupReload(t *testing.T) {
 		t.Fatalf("an invalid reload changed states: ra %s, rb %s", mirrorState(s, "ra"), mirrorState(s, "rb"))
 	}
 
-	// Resume ra, fail rb over.
+	// Resume ra, fail rb over (once rb holds its 20 records: a failover
+	// stops at once, whatever is mirrored).
+	waitUntil(t, 20*time.Second, "rb to catch up", func() bool {
+		o, err := dstOffsets(ctx, dst, "rb")
+		if err != nil {
+			return false
+		}
+		e, _ := o.Lookup("rb", 0)
+		return e.Offset == 20
+	})
 	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", ""}, [2]string{"rb", "FAILOVER"})
 	hup()
 	waitUntil(t, 20*time.Second, "ra ACTIVE and rb STOPPED", func() bool {

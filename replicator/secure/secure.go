@@ -34,6 +34,9 @@ import (
 type Client struct {
 	TLS  *tls.Config    // nil: plaintext
 	SASL sasl.Mechanism // nil: no SASL
+	// Tunnel, if set, opens the network connections (a network link
+	// endpoint); TLS runs on top of it, end to end with the broker.
+	Tunnel func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New reads the files a cluster's settings name and builds its client
@@ -58,7 +61,10 @@ func New(role string, t config.TLS, s config.SASL, log *zap.Logger) (*Client, er
 // KgoOpts are the kgo options for the cluster.
 func (c *Client) KgoOpts() []kgo.Opt {
 	var opts []kgo.Opt
-	if c.TLS != nil {
+	switch {
+	case c.Tunnel != nil:
+		opts = append(opts, kgo.Dialer(c.Dial)) // tunnel, then TLS if any
+	case c.TLS != nil:
 		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))
 	}
 	if c.SASL != nil {
@@ -70,20 +76,30 @@ func (c *Client) KgoOpts() []kgo.Opt {
 // Dial opens a connection to a broker, with TLS if the cluster uses it
 // (the server name is the broker's host unless the settings override it).
 func (c *Client) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if c.TLS == nil {
+	dial := c.Tunnel
+	if dial == nil {
 		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, network, addr)
+	if err != nil || c.TLS == nil {
+		return conn, err
 	}
 	cfg := c.TLS.Clone()
 	if cfg.ServerName == "" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
+			conn.Close()
 			return nil, err
 		}
 		cfg.ServerName = host
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
-	return d.DialContext(ctx, network, addr)
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // readSecret reads a file holding a secret, warning when others may read

@@ -1,0 +1,164 @@
+package netlink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+)
+
+// Endpoint states.
+const (
+	Connecting   = "CONNECTING"
+	Ready        = "READY"
+	Disconnected = "DISCONNECTED"
+)
+
+// EndpointConfig is a network link endpoint: where its service is, and the
+// TLS to reach it with (klink's client certificate carries its identity).
+type EndpointConfig struct {
+	Name    string
+	Address string
+	TLS     *tls.Config
+}
+
+// Endpoint keeps a tunnel to a service and dials through it.
+type Endpoint struct {
+	cfg EndpointConfig
+	log *zap.Logger
+
+	mu     sync.Mutex
+	sess   *yamux.Session
+	state  string
+	reason string
+	since  time.Time
+}
+
+// EndpointStatus is an endpoint, for status.
+type EndpointStatus struct {
+	Name    string    `json:"name"`
+	Service string    `json:"service"`
+	State   string    `json:"state"`
+	Reason  string    `json:"reason,omitempty"`
+	Since   time.Time `json:"since"`
+}
+
+// NewEndpoint prepares an endpoint; Run connects it.
+func NewEndpoint(cfg EndpointConfig, log *zap.Logger) *Endpoint {
+	return &Endpoint{cfg: cfg, log: log.With(zap.String("networkLink", cfg.Name)), state: Connecting, since: time.Now().UTC()}
+}
+
+// Run keeps the tunnel up until ctx ends, reconnecting with a backoff.
+func (e *Endpoint) Run(ctx context.Context) {
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		sess, err := e.connect(ctx)
+		if err != nil {
+			e.set(Disconnected, err.Error())
+			e.log.Warn("network link not connected; retrying", zap.Error(err), zap.Duration("backoff", wait))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		e.mu.Lock()
+		e.sess = sess
+		e.mu.Unlock()
+		e.set(Ready, "")
+		e.log.Info("network link READY", zap.String("service", e.cfg.Address))
+		select {
+		case <-ctx.Done():
+			sess.Close()
+		case <-sess.CloseChan():
+		}
+		e.mu.Lock()
+		e.sess = nil
+		e.mu.Unlock()
+		if ctx.Err() == nil {
+			e.set(Disconnected, "the connection to the service was closed (revoked, or the network failed)")
+			e.log.Warn("network link disconnected")
+		}
+	}
+}
+
+func (e *Endpoint) set(state, reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state != state || e.reason != reason {
+		e.state, e.reason, e.since = state, reason, time.Now().UTC()
+	}
+}
+
+// connect dials the service, reads its verdict and starts the session.
+func (e *Endpoint) connect(ctx context.Context) (*yamux.Session, error) {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: e.cfg.TLS}
+	c, err := d.DialContext(ctx, "tcp", e.cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("network link service %s: %w", e.cfg.Address, err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := readLine(c)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("network link service %s: %w", e.cfg.Address, err)
+	}
+	if verdict, rest, _ := strings.Cut(line, " "); verdict != "OK" {
+		c.Close()
+		return nil, fmt.Errorf("network link service %s refused this endpoint: %s", e.cfg.Address, rest)
+	}
+	c.SetDeadline(time.Time{})
+	return yamux.Client(c, yamuxConfig())
+}
+
+// Dial opens a connection to addr from inside the service's network.
+func (e *Endpoint) Dial(ctx context.Context, _, addr string) (net.Conn, error) {
+	e.mu.Lock()
+	sess, state, reason := e.sess, e.state, e.reason
+	e.mu.Unlock()
+	if sess == nil {
+		return nil, fmt.Errorf("network link %s is %s: %s", e.cfg.Name, state, reason)
+	}
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("network link %s: %w", e.cfg.Name, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	} else {
+		st.SetDeadline(time.Now().Add(20 * time.Second))
+	}
+	if _, err := io.WriteString(st, addr+"\n"); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("network link %s: %w", e.cfg.Name, err)
+	}
+	line, err := readLine(st)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("network link %s: dial %s: %w", e.cfg.Name, addr, err)
+	}
+	if line != "OK" {
+		st.Close()
+		return nil, fmt.Errorf("network link %s: dial %s: %w", e.cfg.Name, addr, errors.New(strings.TrimPrefix(line, "ERR ")))
+	}
+	st.SetDeadline(time.Time{})
+	return st, nil
+}
+
+// Status reports the endpoint.
+func (e *Endpoint) Status() EndpointStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return EndpointStatus{Name: e.cfg.Name, Service: e.cfg.Address, State: e.state, Reason: e.reason, Since: e.since}
+}
