@@ -62,6 +62,51 @@ type Link struct {
 	// ACLFilters select the source ACLs copied to the destination
 	// (acl.sync.enable), as in the CFK ClusterLink resource.
 	ACLFilters []ACLFilter `koanf:"aclFilters"`
+	// Source-initiated links: LinkMode SOURCE is the klink beside a source
+	// that may only dial out: it connects to Destination (the other
+	// klink) and relays its Kafka connections to the source. LinkMode
+	// DESTINATION (the default) with ConnectionMode INBOUND is that other
+	// klink: it listens (Inbound) and reaches the source only over that
+	// connection. Same link name on both sides; mTLS both ways.
+	LinkMode       string          `koanf:"linkMode"`
+	ConnectionMode string          `koanf:"connectionMode"`
+	Inbound        LinkInbound     `koanf:"inbound"`
+	Destination    LinkDestination `koanf:"destination"`
+}
+
+// Link modes and connection modes.
+const (
+	LinkModeDestination = "DESTINATION"
+	LinkModeSource      = "SOURCE"
+	ConnectionOutbound  = "OUTBOUND"
+	ConnectionInbound   = "INBOUND"
+)
+
+// IsSource reports whether the link runs in source mode (relaying only).
+func (l Link) IsSource() bool { return l.LinkMode == LinkModeSource }
+
+// IsInbound reports whether the link reaches its source over the
+// connection the source side opens.
+func (l Link) IsInbound() bool { return !l.IsSource() && l.ConnectionMode == ConnectionInbound }
+
+// LinkInbound is where the destination side of a source-initiated link
+// listens for the source side.
+type LinkInbound struct {
+	Listen string `koanf:"listen"`
+	// TLS: certFile and keyFile are this side's certificate; caFile signs
+	// the source side's certificate (its identity).
+	TLS    TLS `koanf:"tls"`
+	Accept struct {
+		Networks     []string `koanf:"networks"`
+		Environments []string `koanf:"environments"`
+	} `koanf:"accept"`
+}
+
+// LinkDestination is the destination-side klink a source-mode link dials.
+type LinkDestination struct {
+	Address    string `koanf:"address"`
+	ServerName string `koanf:"serverName"`
+	TLS        TLS    `koanf:"tls"`
 }
 
 // ACLFilter selects source ACLs: a resource filter and an access filter.

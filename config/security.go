@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"strings"
 )
 
 // TLS is a cluster's TLS settings (security protocols SSL and SASL_SSL).
@@ -194,6 +195,55 @@ func checkNetworkLinks(n NetworkLinks, links []Link) []FieldError {
 		if l.Source.NetworkLink != "" && !names[l.Source.NetworkLink] {
 			add(fmt.Sprintf("links[%d].source.networkLink", i), "%q is not one of networkLinks.endpoints", l.Source.NetworkLink)
 		}
+	}
+	return errs
+}
+
+// checkLinkMode checks a link's source-initiated settings.
+func checkLinkMode(lp string, l Link) []FieldError {
+	var errs []FieldError
+	add := func(p, format string, args ...any) {
+		errs = append(errs, FieldError{p, fmt.Sprintf(format, args...)})
+	}
+	switch l.LinkMode {
+	case "", LinkModeDestination, LinkModeSource:
+	default:
+		add(lp+".linkMode", "%q: use DESTINATION or SOURCE", l.LinkMode)
+	}
+	switch l.ConnectionMode {
+	case "", ConnectionOutbound, ConnectionInbound:
+	default:
+		add(lp+".connectionMode", "%q: use OUTBOUND or INBOUND", l.ConnectionMode)
+	}
+	needTLS := func(p string, t TLS) {
+		if !t.Enabled || t.CAFile == "" || t.CertFile == "" {
+			add(p, "enabled, caFile, certFile and keyFile are required: both sides authenticate with certificates")
+		}
+		errs = append(errs, checkSecurity(strings.TrimSuffix(p, ".tls"), t, SASL{})...)
+	}
+	switch {
+	case l.IsSource():
+		if err := checkHostPort(l.Destination.Address); err != nil {
+			add(lp+".destination.address", "%v (source mode dials the destination-side klink)", err)
+		}
+		needTLS(lp+".destination.tls", l.Destination.TLS)
+		if len(l.MirrorTopics) > 0 || l.MirrorTopicOptions.AutoCreateTopics.Enabled {
+			add(lp+".mirrorTopics", "a SOURCE-mode link relays only: mirror topics, filters and sync settings live on the destination side")
+		}
+		if l.ConnectionMode == ConnectionInbound {
+			add(lp+".connectionMode", "INBOUND is the destination side's; a SOURCE-mode link dials out")
+		}
+	case l.IsInbound():
+		if err := checkListen(l.Inbound.Listen); err != nil || l.Inbound.Listen == "off" || l.Inbound.Listen == "" {
+			add(lp+".inbound.listen", "a host:port to listen on for the source side")
+		}
+		needTLS(lp+".inbound.tls", l.Inbound.TLS)
+		if len(l.Inbound.Accept.Networks)+len(l.Inbound.Accept.Environments) == 0 {
+			add(lp+".inbound.accept", "list the source side's network or environment")
+		}
+	}
+	if (l.IsSource() || l.IsInbound()) && l.Source.NetworkLink != "" {
+		add(lp+".source.networkLink", "a source-initiated link is its own tunnel")
 	}
 	return errs
 }

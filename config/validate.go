@@ -35,7 +35,11 @@ func (c *Config) validate() []FieldError {
 	}
 	// A file that only runs network link services (klink netlink serve)
 	// has no destination.
-	if len(c.Links) > 0 || len(c.Destination.Bootstrap) > 0 || len(c.NetworkLinks.Services) == 0 {
+	destinationSide := false
+	for _, l := range c.Links {
+		destinationSide = destinationSide || !l.IsSource()
+	}
+	if destinationSide || len(c.Destination.Bootstrap) > 0 || len(c.Links)+len(c.NetworkLinks.Services) == 0 {
 		errs = append(errs, checkBootstrap("destination.bootstrap", c.Destination.Bootstrap)...)
 	}
 	errs = append(errs, checkSecurity("destination", c.Destination.TLS, c.Destination.SASL)...)
@@ -62,6 +66,7 @@ func (c *Config) validate() []FieldError {
 		errs = append(errs, checkLinkConfigs(lp+".configs", l.Configs)...)
 
 		errs = append(errs, checkMirrorTopicOptions(lp+".mirrorTopicOptions", l.MirrorTopicOptions)...)
+		errs = append(errs, checkLinkMode(lp, l)...)
 		for i, f := range l.ACLFilters {
 			errs = append(errs, checkACLFilter(fmt.Sprintf("%s.aclFilters[%d]", lp, i), f)...)
 		}

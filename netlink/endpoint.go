@@ -35,6 +35,8 @@ type Endpoint struct {
 	cfg EndpointConfig
 	log *zap.Logger
 
+	inbound *inbound // set for the destination side of a source-initiated link
+
 	mu     sync.Mutex
 	sess   *yamux.Session
 	state  string
@@ -58,6 +60,10 @@ func NewEndpoint(cfg EndpointConfig, log *zap.Logger) *Endpoint {
 
 // Run keeps the tunnel up until ctx ends, reconnecting with a backoff.
 func (e *Endpoint) Run(ctx context.Context) {
+	if e.inbound != nil {
+		e.runInbound(ctx)
+		return
+	}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		sess, err := e.connect(ctx)
@@ -103,23 +109,33 @@ func (e *Endpoint) set(state, reason string) {
 
 // connect dials the service, reads its verdict and starts the session.
 func (e *Endpoint) connect(ctx context.Context) (*yamux.Session, error) {
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: e.cfg.TLS}
-	c, err := d.DialContext(ctx, "tcp", e.cfg.Address)
+	c, err := dialAccepted(ctx, "network link service", e.cfg.Address, e.cfg.TLS)
 	if err != nil {
-		return nil, fmt.Errorf("network link service %s: %w", e.cfg.Address, err)
+		return nil, err
+	}
+	return yamux.Client(c, yamuxConfig())
+}
+
+// dialAccepted dials the other side of a tunnel with TLS and reads its
+// verdict on this side's certificate: the connection, once accepted.
+func dialAccepted(ctx context.Context, what, addr string, cfg *tls.Config) (net.Conn, error) {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, addr, err)
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	line, err := readLine(c)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("network link service %s: %w", e.cfg.Address, err)
+		return nil, fmt.Errorf("%s %s: %w", what, addr, err)
 	}
 	if verdict, rest, _ := strings.Cut(line, " "); verdict != "OK" {
 		c.Close()
-		return nil, fmt.Errorf("network link service %s refused this endpoint: %s", e.cfg.Address, rest)
+		return nil, fmt.Errorf("%s %s refused this side: %s", what, addr, rest)
 	}
 	c.SetDeadline(time.Time{})
-	return yamux.Client(c, yamuxConfig())
+	return c, nil
 }
 
 // Dial opens a connection to addr from inside the service's network.

@@ -39,9 +39,22 @@ type Service struct {
 	log *zap.Logger
 	ln  net.Listener
 
+	mu     sync.Mutex
+	accept Accept
+	assocs map[*association]struct{}
+	relay  *relayer
+}
+
+// relayer serves tunnel streams: a target address, then bytes both ways,
+// to allowed addresses only. A service uses one; so does the source side of
+// a source-initiated link (see Dialout).
+type relayer struct {
+	log       *zap.Logger
+	bootstrap []string
+	allow     []string
+	brokersFn func(ctx context.Context) ([]string, error)
+
 	mu          sync.Mutex
-	accept      Accept
-	assocs      map[*association]struct{}
 	brokers     map[string]bool
 	lastRefresh time.Time
 }
@@ -74,8 +87,9 @@ func Listen(addr string, cfg ServiceConfig, log *zap.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network link service %s: %w", cfg.Name, err)
 	}
-	s := &Service{cfg: cfg, log: log.With(zap.String("networkLinkService", cfg.Name)), ln: ln, accept: cfg.Accept,
-		assocs: map[*association]struct{}{}, brokers: map[string]bool{}}
+	l := log.With(zap.String("networkLinkService", cfg.Name))
+	s := &Service{cfg: cfg, log: l, ln: ln, accept: cfg.Accept, assocs: map[*association]struct{}{},
+		relay: &relayer{log: l, bootstrap: cfg.Bootstrap, allow: cfg.Allow, brokersFn: cfg.Brokers, brokers: map[string]bool{}}}
 	return s, nil
 }
 
@@ -188,20 +202,20 @@ func (s *Service) handle(ctx context.Context, conn *tls.Conn) {
 		if err != nil {
 			return
 		}
-		go s.relay(ctx, a, st)
+		go s.relay.relay(ctx, a.id.String(), &a.bytes, st)
 	}
 }
 
 // relay serves one stream: the target address, then bytes both ways.
-func (s *Service) relay(ctx context.Context, a *association, st net.Conn) {
+func (r *relayer) relay(ctx context.Context, who string, bytes *atomic.Int64, st net.Conn) {
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(10 * time.Second))
 	target, err := readLine(st)
 	if err != nil {
 		return
 	}
-	if !s.allowed(ctx, target) {
-		s.log.Warn("refused a dial outside the source cluster's brokers and the allow list", zap.Stringer("endpoint", a.id), zap.String("target", target))
+	if !r.allowed(ctx, target) {
+		r.log.Warn("refused a dial outside the source cluster's brokers and the allow list", zap.String("endpoint", who), zap.String("target", target))
 		fmt.Fprintf(st, "ERR %s is not a broker of the source cluster nor on the allow list\n", target)
 		return
 	}
@@ -218,7 +232,7 @@ func (s *Service) relay(ctx context.Context, a *association, st net.Conn) {
 	}
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		io.Copy(counting{dst, &a.bytes}, src)
+		io.Copy(counting{dst, bytes}, src)
 		dst.Close()
 		src.Close()
 		done <- struct{}{}
@@ -229,34 +243,34 @@ func (s *Service) relay(ctx context.Context, a *association, st net.Conn) {
 	<-done
 }
 
-// allowed reports whether the service may dial target: a bootstrap
-// address, an allow-list entry, or a broker the cluster advertises
-// (learnt again, at most every 5 s, when an address is not known).
-func (s *Service) allowed(ctx context.Context, target string) bool {
-	if slices.Contains(s.cfg.Bootstrap, target) || slices.Contains(s.cfg.Allow, target) {
+// allowed reports whether the relay may dial target: a bootstrap address,
+// an allow-list entry, or a broker the cluster advertises (learnt again,
+// at most every 5 s, when an address is not known).
+func (r *relayer) allowed(ctx context.Context, target string) bool {
+	if slices.Contains(r.bootstrap, target) || slices.Contains(r.allow, target) {
 		return true
 	}
-	s.mu.Lock()
-	known, stale := s.brokers[target], time.Since(s.lastRefresh) > 5*time.Second
-	s.mu.Unlock()
-	if known || !stale || s.cfg.Brokers == nil {
+	r.mu.Lock()
+	known, stale := r.brokers[target], time.Since(r.lastRefresh) > 5*time.Second
+	r.mu.Unlock()
+	if known || !stale || r.brokersFn == nil {
 		return known
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	addrs, err := s.cfg.Brokers(rctx)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastRefresh = time.Now()
+	addrs, err := r.brokersFn(rctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastRefresh = time.Now()
 	if err != nil {
-		s.log.Warn("learning the source cluster's brokers failed", zap.Error(err))
+		r.log.Warn("learning the source cluster's brokers failed", zap.Error(err))
 		return false
 	}
-	s.brokers = map[string]bool{}
+	r.brokers = map[string]bool{}
 	for _, b := range addrs {
-		s.brokers[b] = true
+		r.brokers[b] = true
 	}
-	return s.brokers[target]
+	return r.brokers[target]
 }
 
 // counting is a writer that adds what it writes to n (the association's

@@ -99,3 +99,49 @@ func TestNetworkLink(t *testing.T) {
 	waitCaughtUp(t, src, dst, 40*time.Second, [2]string{"orders", "orders"})
 	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
 }
+
+// A source-initiated link: the klink beside the source (SOURCE mode) dials
+// out to the destination-side klink (INBOUND), which checks its
+// certificate and then reaches the source only over that connection. The
+// mirror is exact; both sides show the link READY.
+func TestSourceInitiatedLink(t *testing.T) {
+	src, dst := testClusters(t)
+	createTopic(t, src, "orders", 2, nil)
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 40, "si")
+	c := netlinktest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+
+	dcfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
+	dl := &dcfg.Links[0]
+	dl.ConnectionMode = config.ConnectionInbound
+	dl.Inbound.Listen = listen
+	dl.Inbound.TLS = config.TLS{Enabled: true, CAFile: c.CAFile, CertFile: c.ServerCert, KeyFile: c.ServerKey}
+	dl.Inbound.Accept.Networks = []string{"n-onprem"}
+	dr, _ := runReplicator(t, dcfg)
+
+	cert, key := c.Endpoint(t, "env-onprem", "n-onprem")
+	scfg := &config.Config{StateDir: t.TempDir(), Links: []config.Link{{Name: dl.Name, LinkMode: config.LinkModeSource,
+		Source:      config.Source{Bootstrap: src.ListenAddrs()[:1]},
+		Destination: config.LinkDestination{Address: listen, ServerName: "127.0.0.1", TLS: config.TLS{Enabled: true, CAFile: c.CAFile, CertFile: cert, KeyFile: key}}}}}
+	sr, _ := runReplicator(t, scfg)
+
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+	for side, r := range map[string]*Replicator{"destination": dr, "source": sr} {
+		st := r.Status().NetworkLinks
+		if st == nil || len(st.SourceLinks) != 1 || st.SourceLinks[0].State != netlink.Ready {
+			t.Fatalf("%s side: %+v", side, st)
+		}
+	}
+	if n := len(sr.Status().Links); n != 0 {
+		t.Fatalf("the source side runs %d mirroring links; it only relays", n)
+	}
+	if sr.nl.dialouts[0].Bytes() == 0 {
+		t.Fatal("the mirror's traffic did not go over the source side's connection")
+	}
+}

@@ -21,6 +21,10 @@ type netLinks struct {
 	endpoints map[string]*netlink.Endpoint
 	errs      map[string]error // endpoints that could not be set up
 	services  []*serviceRun
+	// Source-initiated links: the destination side's inbound endpoints
+	// (by link name) and the source side's dial-outs.
+	inbound  map[string]*netlink.Endpoint
+	dialouts []*netlink.Dialout
 }
 
 type serviceRun struct {
@@ -33,6 +37,9 @@ type serviceRun struct {
 type NetworkLinksStatus struct {
 	Endpoints []netlink.EndpointStatus `json:"endpoints,omitempty"`
 	Services  []ServiceStatus          `json:"services,omitempty"`
+	// SourceLinks are source-initiated links: inbound (this klink is the
+	// destination side) or dial-out (the source side).
+	SourceLinks []netlink.EndpointStatus `json:"sourceLinks,omitempty"`
 }
 
 // ServiceStatus is one network link service and its associations.
@@ -43,8 +50,14 @@ type ServiceStatus struct {
 	Associations []netlink.AssociationStatus `json:"associations"`
 }
 
-func newNetLinks(cfg config.NetworkLinks, log *zap.Logger) *netLinks {
-	n := &netLinks{endpoints: map[string]*netlink.Endpoint{}, errs: map[string]error{}}
+func newNetLinks(cfg config.NetworkLinks, links []config.Link, log *zap.Logger) *netLinks {
+	n := &netLinks{endpoints: map[string]*netlink.Endpoint{}, errs: map[string]error{}, inbound: map[string]*netlink.Endpoint{}}
+	for _, l := range links {
+		if err := n.addSourceInitiated(l, log); err != nil {
+			n.errs["link "+l.Name] = err
+			log.Error("source-initiated link not set up", zap.String("link", l.Name), zap.Error(err))
+		}
+	}
 	for _, e := range cfg.Endpoints {
 		c, err := secure.New("network link endpoint "+e.Name, e.TLS, config.SASL{}, log)
 		if err != nil {
@@ -66,6 +79,77 @@ func newNetLinks(cfg config.NetworkLinks, log *zap.Logger) *netLinks {
 	return n
 }
 
+// addSourceInitiated sets up a link's side of a source-initiated link.
+func (n *netLinks) addSourceInitiated(l config.Link, log *zap.Logger) error {
+	switch {
+	case l.IsInbound():
+		c, err := secure.New("link "+l.Name+" inbound", l.Inbound.TLS, config.SASL{}, log)
+		if err != nil {
+			return err
+		}
+		ep, err := netlink.NewInboundEndpoint(netlink.InboundConfig{Name: "link " + l.Name, Listen: l.Inbound.Listen,
+			TLS:    &tls.Config{Certificates: c.TLS.Certificates, ClientCAs: c.TLS.RootCAs},
+			Accept: netlink.Accept{Networks: l.Inbound.Accept.Networks, Environments: l.Inbound.Accept.Environments}}, log)
+		if err != nil {
+			return err
+		}
+		n.inbound[l.Name] = ep
+	case l.IsSource():
+		c, err := secure.New("link "+l.Name+" destination side", l.Destination.TLS, config.SASL{}, log)
+		if err != nil {
+			return err
+		}
+		srcSec, err := secure.New("source of link "+l.Name, l.Source.TLS, l.Source.SASL, log)
+		if err != nil {
+			return err
+		}
+		tc := c.TLS.Clone()
+		if l.Destination.ServerName != "" {
+			tc.ServerName = l.Destination.ServerName
+		} else if host, _, err := net.SplitHostPort(l.Destination.Address); err == nil {
+			tc.ServerName = host
+		}
+		n.dialouts = append(n.dialouts, netlink.NewDialout(netlink.DialoutConfig{Name: "link " + l.Name, Address: l.Destination.Address, TLS: tc,
+			Bootstrap: l.Source.Bootstrap, Brokers: brokersOf(l.Source.Bootstrap, srcSec)}, log))
+	}
+	return nil
+}
+
+// brokersOf learns the broker addresses a cluster advertises.
+func brokersOf(bootstrap []string, sec *secure.Client) func(ctx context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(bootstrap...)}, sec.KgoOpts()...)...)
+		if err != nil {
+			return nil, err
+		}
+		defer cl.Close()
+		md, err := kadm.NewClient(cl).BrokerMetadata(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, b := range md.Brokers {
+			out = append(out, net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))))
+		}
+		return out, nil
+	}
+}
+
+// tunnelFor is how a link reaches its source: over its source-initiated
+// connection, through its network link, or directly (nil).
+func (n *netLinks) tunnelFor(l config.Link) func(context.Context, string, string) (net.Conn, error) {
+	if l.IsInbound() {
+		if ep, ok := n.inbound[l.Name]; ok {
+			return ep.Dial
+		}
+		err := n.errs["link "+l.Name]
+		return func(context.Context, string, string) (net.Conn, error) {
+			return nil, fmt.Errorf("the inbound side of link %s is not set up: %v", l.Name, err)
+		}
+	}
+	return n.tunnel(l.Source.NetworkLink)
+}
+
 // tunnel is the dial function of the named endpoint ("" : none).
 func (n *netLinks) tunnel(name string) func(context.Context, string, string) (net.Conn, error) {
 	if name == "" {
@@ -84,6 +168,12 @@ func (n *netLinks) tunnel(name string) func(context.Context, string, string) (ne
 func (n *netLinks) run(ctx context.Context, log *zap.Logger, goFn func(func())) {
 	for _, e := range n.endpoints {
 		goFn(func() { e.Run(ctx) })
+	}
+	for _, e := range n.inbound {
+		goFn(func() { e.Run(ctx) })
+	}
+	for _, d := range n.dialouts {
+		goFn(func() { d.Run(ctx) })
 	}
 	for _, s := range n.services {
 		svc, err := startService(s.cfg, log)
@@ -108,22 +198,7 @@ func startService(s config.NetworkLinkService, log *zap.Logger) (*netlink.Servic
 	if err != nil {
 		return nil, err
 	}
-	brokers := func(ctx context.Context) ([]string, error) {
-		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(s.Source.Bootstrap...)}, srcSec.KgoOpts()...)...)
-		if err != nil {
-			return nil, err
-		}
-		defer cl.Close()
-		md, err := kadm.NewClient(cl).BrokerMetadata(ctx)
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, b := range md.Brokers {
-			out = append(out, net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port))))
-		}
-		return out, nil
-	}
+	brokers := brokersOf(s.Source.Bootstrap, srcSec)
 	tc := &tls.Config{Certificates: c.TLS.Certificates, ClientCAs: c.TLS.RootCAs}
 	return netlink.Listen(s.Listen, netlink.ServiceConfig{Name: s.Name, TLS: tc,
 		Accept:    netlink.Accept{Networks: s.Accept.Networks, Environments: s.Accept.Environments},
@@ -148,10 +223,16 @@ func (n *netLinks) reload(cfg config.NetworkLinks) []string {
 }
 
 func (n *netLinks) status() *NetworkLinksStatus {
-	if len(n.endpoints)+len(n.services)+len(n.errs) == 0 {
+	if len(n.endpoints)+len(n.services)+len(n.errs)+len(n.inbound)+len(n.dialouts) == 0 {
 		return nil
 	}
 	st := &NetworkLinksStatus{}
+	for _, e := range n.inbound {
+		st.SourceLinks = append(st.SourceLinks, e.Status())
+	}
+	for _, d := range n.dialouts {
+		st.SourceLinks = append(st.SourceLinks, d.Status())
+	}
 	for _, e := range n.endpoints {
 		st.Endpoints = append(st.Endpoints, e.Status())
 	}
@@ -170,4 +251,18 @@ func (n *netLinks) status() *NetworkLinksStatus {
 		st.Services = append(st.Services, ss)
 	}
 	return st
+}
+
+// hasSourceInitiated reports whether a link's source-initiated side was set
+// up at start.
+func (n *netLinks) hasSourceInitiated(link string) bool {
+	if _, ok := n.inbound[link]; ok {
+		return true
+	}
+	for _, d := range n.dialouts {
+		if d.Status().Name == "link "+link {
+			return true
+		}
+	}
+	return false
 }

@@ -40,7 +40,7 @@ type Replicator struct {
 // it names one.
 func (r *Replicator) newLink(lc config.Link, dest config.Destination) *Link {
 	l := NewLink(lc, dest, r.store, r.log)
-	l.tunnel = r.nl.tunnel(lc.Source.NetworkLink)
+	l.tunnel = r.nl.tunnelFor(lc)
 	return l
 }
 
@@ -53,8 +53,11 @@ type runningLink struct {
 
 // New prepares the links of cfg.
 func New(cfg *config.Config, store *linkstate.Store, log *zap.Logger) *Replicator {
-	r := &Replicator{store: store, log: log, cfg: cfg, nl: newNetLinks(cfg.NetworkLinks, log)}
+	r := &Replicator{store: store, log: log, cfg: cfg, nl: newNetLinks(cfg.NetworkLinks, cfg.Links, log)}
 	for _, lc := range cfg.Links {
+		if lc.IsSource() {
+			continue // it relays (see netLinks); it mirrors nothing here
+		}
 		r.links = append(r.links, &runningLink{Link: r.newLink(lc, cfg.Destination)})
 	}
 	return r
@@ -160,6 +163,15 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 	for _, lc := range cfg.Links {
 		if seen[lc.Name] {
 			continue
+		}
+		if lc.IsSource() || lc.IsInbound() {
+			// Their tunnels are set up at start.
+			if !r.nl.hasSourceInitiated(lc.Name) {
+				res.NotApplied = append(res.NotApplied, fmt.Sprintf("link %s: a source-initiated link takes effect after a restart", lc.Name))
+			}
+			if lc.IsSource() {
+				continue
+			}
 		}
 		nl := &runningLink{Link: r.newLink(lc, cfg.Destination)}
 		r.mu.Lock()
