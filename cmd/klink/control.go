@@ -51,32 +51,41 @@ func statusCmd(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	base, _, err := adminURL(*admin, *path)
+	st, body, err := fetchStatus(*admin, *path)
 	if err != nil {
 		return err
-	}
-	resp, err := adminClient.Get(base + "/status")
-	if err != nil {
-		return fmt.Errorf("asking the daemon at %s: %w (is klink running?)", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("daemon at %s: %s: %s", base, resp.Status, body)
 	}
 	if *out == "json" {
 		_, err := os.Stdout.Write(body)
 		return err
 	}
-	var st replicator.Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("daemon at %s: %w", base, err)
-	}
 	printStatus(os.Stdout, st)
 	return nil
+}
+
+// fetchStatus asks the running daemon for /status.
+func fetchStatus(adminFlag, path string) (replicator.Status, []byte, error) {
+	var st replicator.Status
+	base, _, err := adminURL(adminFlag, path)
+	if err != nil {
+		return st, nil, err
+	}
+	resp, err := adminClient.Get(base + "/status")
+	if err != nil {
+		return st, nil, fmt.Errorf("asking the daemon at %s: %w (is klink running?)", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, nil, fmt.Errorf("daemon at %s: %s: %s", base, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, nil, fmt.Errorf("daemon at %s: %w", base, err)
+	}
+	return st, body, nil
 }
 
 func printStatus(w io.Writer, st replicator.Status) {
@@ -245,17 +254,8 @@ func netlinkCmd(args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		base, _, err := adminURL(*admin, *path)
+		st, _, err := fetchStatus(*admin, *path)
 		if err != nil {
-			return err
-		}
-		resp, err := adminClient.Get(base + "/status")
-		if err != nil {
-			return fmt.Errorf("asking the daemon at %s: %w", base, err)
-		}
-		defer resp.Body.Close()
-		var st replicator.Status
-		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 			return err
 		}
 		printNetlinks(os.Stdout, st.NetworkLinks)

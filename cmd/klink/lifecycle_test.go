@@ -143,14 +143,7 @@ func TestSighupLifecycle(t *testing.T) {
 	}()
 	cmd := startKlink(t, path, &logs)
 	defer cmd.Process.Kill()
-	var addr string
-	waitUntil(t, 20*time.Second, "the admin listener", func() bool {
-		if m := adminAddr.FindStringSubmatch(logs.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
+	addr := adminAddress(t, &logs)
 	reload := func(c lifecycleConfig) {
 		t.Helper()
 		c.write(t, path, state, src, dst)

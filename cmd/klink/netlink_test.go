@@ -57,14 +57,7 @@ networkLinks:
 	}()
 	cmd := startKlinkArgs(t, &logs, "netlink", "serve", "--config", path)
 	defer cmd.Process.Kill()
-	var addr string
-	waitUntil(t, 20*time.Second, "the admin listener", func() bool {
-		if m := adminAddr.FindStringSubmatch(logs.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
+	addr := adminAddress(t, &logs)
 	cert, key := c.Endpoint(t, "env-1", "n-1")
 	ep := netlink.NewEndpoint(netlink.EndpointConfig{Name: "to-east", Address: listen, TLS: c.ClientTLS(t, cert, key)}, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -43,6 +43,20 @@ func reloadConfig(t *testing.T, path, stateDir string, src, dst *kfake.Cluster, 
 
 var adminAddr = regexp.MustCompile(`"msg":"admin listener","address":"([^"]+)"`)
 
+// adminAddress waits for klink's log to say where its admin listener is.
+func adminAddress(t *testing.T, logs *syncBuffer) string {
+	t.Helper()
+	var addr string
+	waitUntil(t, 20*time.Second, "the admin listener", func() bool {
+		if m := adminAddr.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	return addr
+}
+
 func klinkStatus(t *testing.T, addr string) replicator.Status {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/status")
@@ -104,14 +118,7 @@ func TestSighupReload(t *testing.T) {
 	}()
 	cmd := startKlink(t, path, &logs)
 	defer cmd.Process.Kill()
-	var addr string
-	waitUntil(t, 20*time.Second, "the admin listener", func() bool {
-		if m := adminAddr.FindStringSubmatch(logs.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
+	addr := adminAddress(t, &logs)
 	waitUntil(t, 30*time.Second, "both mirrors ACTIVE", func() bool {
 		s := klinkStatus(t, addr)
 		return mirrorState(s, "ra") == "ACTIVE" && mirrorState(s, "rb") == "ACTIVE"

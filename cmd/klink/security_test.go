@@ -78,14 +78,7 @@ links:
 	}()
 	cmd := startKlink(t, path, &logs)
 	defer cmd.Process.Kill()
-	var addr string
-	waitUntil(t, 20*time.Second, "the admin listener", func() bool {
-		if m := adminAddr.FindStringSubmatch(logs.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
+	addr := adminAddress(t, &logs)
 	waitUntil(t, 30*time.Second, "the link LINK_FAILED with a reason", func() bool {
 		s := klinkStatus(t, addr)
 		return len(s.Links) == 1 && s.Links[0].State == "LINK_FAILED" && strings.Contains(s.Links[0].Error, "SASL")
