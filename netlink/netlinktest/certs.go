@@ -16,8 +16,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Certs is a CA and what it signed, as PEM files in Dir.
@@ -113,4 +116,11 @@ func (c *Certs) ClientTLS(t testing.TB, certFile, keyFile string) *tls.Config {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg
+}
+
+// Record is the i-th record the isolated source writes, so a test that
+// cannot read that source can still check a mirror of it record by record.
+func Record(i int) *kgo.Record {
+	return &kgo.Record{Key: []byte("key-" + strconv.Itoa(i)), Value: []byte("isolated record " + strconv.Itoa(i)),
+		Headers: []kgo.RecordHeader{{Key: "n", Value: []byte(strconv.Itoa(i))}}, Timestamp: time.UnixMilli(1_700_000_000_000 + int64(i))}
 }
