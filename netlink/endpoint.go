@@ -64,21 +64,7 @@ func (e *Endpoint) Run(ctx context.Context) {
 		e.runInbound(ctx)
 		return
 	}
-	wait := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		sess, err := e.connect(ctx)
-		if err != nil {
-			e.set(Disconnected, err.Error())
-			e.log.Warn("network link not connected; retrying", zap.Error(err), zap.Duration("backoff", wait))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 30*time.Second)
-			continue
-		}
-		wait = 100 * time.Millisecond
+	reconnect(ctx, e.log, "network link", e.connect, func(err error) { e.set(Disconnected, err.Error()) }, func(sess *yamux.Session) {
 		e.mu.Lock()
 		e.sess = sess
 		e.mu.Unlock()
@@ -96,6 +82,29 @@ func (e *Endpoint) Run(ctx context.Context) {
 			e.set(Disconnected, "the connection to the service was closed (revoked, or the network failed)")
 			e.log.Warn("network link disconnected")
 		}
+	})
+}
+
+// reconnect calls connect until ctx ends. On failure it reports the error
+// and waits (100 ms, doubling up to 30 s); on success it hands the session
+// to up, which returns when the session has ended.
+func reconnect(ctx context.Context, log *zap.Logger, what string, connect func(context.Context) (*yamux.Session, error), failed func(error), up func(*yamux.Session)) {
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		sess, err := connect(ctx)
+		if err != nil {
+			failed(err)
+			log.Warn(what+" not connected; retrying", zap.Error(err), zap.Duration("backoff", wait))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		up(sess)
 	}
 }
 

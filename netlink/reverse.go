@@ -168,27 +168,11 @@ func (d *Dialout) Bytes() int64 { return d.bytes.Load() }
 
 // Run keeps the connection up until ctx ends, reconnecting with a backoff.
 func (d *Dialout) Run(ctx context.Context) {
-	wait := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		sess, err := d.connect(ctx)
-		if err != nil {
-			d.set(Disconnected, err.Error())
-			d.log.Warn("source side not connected; retrying", zap.Error(err), zap.Duration("backoff", wait))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 30*time.Second)
-			continue
-		}
-		wait = 100 * time.Millisecond
+	reconnect(ctx, d.log, "source side", d.connect, func(err error) { d.set(Disconnected, err.Error()) }, func(sess *yamux.Session) {
 		d.set(Ready, "")
 		d.log.Info("source side connected to the destination side", zap.String("destination", d.cfg.Address))
-		go func() {
-			<-ctx.Done()
-			sess.Close()
-		}()
+		stop := context.AfterFunc(ctx, func() { sess.Close() })
+		defer stop()
 		for {
 			st, err := sess.AcceptStream()
 			if err != nil {
@@ -199,7 +183,7 @@ func (d *Dialout) Run(ctx context.Context) {
 		if ctx.Err() == nil {
 			d.set(Disconnected, "the connection to the destination side was closed")
 		}
-	}
+	})
 }
 
 func (d *Dialout) connect(ctx context.Context) (*yamux.Session, error) {

@@ -84,6 +84,21 @@ func startKlink(t *testing.T, cfgPath string, logBuf *syncBuffer) *exec.Cmd {
 	return startKlinkArgs(t, logBuf, "run", "--config", cfgPath)
 }
 
+// startKlinkLogged runs klink with args; its log is printed if the test
+// fails, and it is killed when the test ends (if still running).
+func startKlinkLogged(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	cmd := startKlinkArgs(t, logs, args...)
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("klink log:\n%s", logs.String())
+		}
+	})
+	return cmd, logs
+}
+
 // startKlinkArgs runs klink with args as a child process.
 func startKlinkArgs(t *testing.T, logBuf *syncBuffer, args ...string) *exec.Cmd {
 	t.Helper()

@@ -135,15 +135,8 @@ func TestSighupLifecycle(t *testing.T) {
 	path, state := filepath.Join(dir, "klink.yaml"), filepath.Join(dir, "state")
 	cfg := lifecycleConfig{withWest: true, west: []string{"w.orders:orders", "w.events:events"}}
 	cfg.write(t, path, state, src, dst)
-	var logs syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("klink log:\n%s", logs.String())
-		}
-	}()
-	cmd := startKlink(t, path, &logs)
-	defer cmd.Process.Kill()
-	addr := adminAddress(t, &logs)
+	cmd, logs := startKlinkLogged(t, "run", "--config", path)
+	addr := adminAddress(t, logs)
 	reload := func(c lifecycleConfig) {
 		t.Helper()
 		c.write(t, path, state, src, dst)

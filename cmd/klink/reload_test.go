@@ -110,15 +110,8 @@ func TestSighupReload(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "klink.yaml")
 	reloadConfig(t, path, filepath.Join(dir, "state"), src, dst, "", [2]string{"ra", ""}, [2]string{"rb", ""})
-	var logs syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("klink log:\n%s", logs.String())
-		}
-	}()
-	cmd := startKlink(t, path, &logs)
-	defer cmd.Process.Kill()
-	addr := adminAddress(t, &logs)
+	cmd, logs := startKlinkLogged(t, "run", "--config", path)
+	addr := adminAddress(t, logs)
 	waitUntil(t, 30*time.Second, "both mirrors ACTIVE", func() bool {
 		s := klinkStatus(t, addr)
 		return mirrorState(s, "ra") == "ACTIVE" && mirrorState(s, "rb") == "ACTIVE"

@@ -70,15 +70,8 @@ links:
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("klink log:\n%s", logs.String())
-		}
-	}()
-	cmd := startKlink(t, path, &logs)
-	defer cmd.Process.Kill()
-	addr := adminAddress(t, &logs)
+	cmd, logs := startKlinkLogged(t, "run", "--config", path)
+	addr := adminAddress(t, logs)
 	waitUntil(t, 30*time.Second, "the link LINK_FAILED with a reason", func() bool {
 		s := klinkStatus(t, addr)
 		return len(s.Links) == 1 && s.Links[0].State == "LINK_FAILED" && strings.Contains(s.Links[0].Error, "SASL")
