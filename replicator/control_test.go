@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
@@ -480,5 +482,26 @@ func TestPlanDuringReload(t *testing.T) {
 	next.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "x"}}
 	if res := r.Reload(next); len(res.Applied) != 1 || !strings.Contains(res.Applied[0], "restarted") {
 		t.Fatalf("filters changed: %+v", res)
+	}
+}
+
+// Partition logs are rate-limited per message (no storm when a cluster is
+// down); what is dropped is counted.
+func TestPartitionLogRateLimited(t *testing.T) {
+	core, seen := observer.New(zap.InfoLevel)
+	log := rateLimited(zap.New(core))
+	before := testutil.ToFloat64(logsDropped)
+	for p := range 200 {
+		log.With(zap.Int("partition", p)).Info("partition restarting")
+	}
+	log.Info("something else")
+	if n := seen.FilterMessage("partition restarting").Len(); n != 5 {
+		t.Fatalf("%d of 200 identical lines written, want 5", n)
+	}
+	if seen.FilterMessage("something else").Len() != 1 {
+		t.Fatal("another message was limited with the first")
+	}
+	if d := testutil.ToFloat64(logsDropped) - before; d != 195 {
+		t.Fatalf("suppressed lines counted %v, want 195", d)
 	}
 }

@@ -44,6 +44,7 @@ type Link struct {
 	// The last round of each sync (see groupsync.go).
 	offsetSync, configSync, aclSync *SyncStatus
 	secrets                         string                                                  // linkFingerprint when created
+	partLog                         *zap.Logger                                             // partitions\' logger: repeats rate-limited (see rateLimited)
 	tunnel                          func(context.Context, string, string) (net.Conn, error) // the source's network link, if any
 	syncMu                          sync.Mutex                                              // one sync round at a time; a promote's last sync after them
 }
@@ -65,6 +66,7 @@ const (
 // NewLink prepares a link; Run starts it.
 func NewLink(cfg config.Link, dest config.Destination, store *linkstate.Store, log *zap.Logger) *Link {
 	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting}
+	l.partLog = rateLimited(l.log)
 	l.secrets, _ = linkFingerprint(cfg, dest) // unreadable files fail the link when it connects
 	for _, mc := range cfg.MirrorTopics {
 		l.mirrors = append(l.mirrors, newMirror(l, mc))

@@ -1,7 +1,11 @@
 package replicator
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // The data path's own instruments, for /metrics (status-derived metrics
@@ -18,6 +22,10 @@ var (
 		Help:    "Produce requests to destination brokers, from send to answer.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	}, []string{"link"})
+	logsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "klink_log_lines_suppressed_total",
+		Help: "Repeated partition log lines not written (more than 5 of one message a second per link).",
+	})
 	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "klink_errors_total",
 		Help: "Errors by kind: fetch, partition_restart (an append or start failed; retried), mirror_failed, sync_offsets, sync_configs, sync_acls.",
@@ -26,7 +34,23 @@ var (
 
 // Collectors are the instruments above, to register once per process.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{fetchSeconds, produceSeconds, errorsTotal}
+	return []prometheus.Collector{fetchSeconds, produceSeconds, errorsTotal, logsDropped}
 }
 
 func countError(link, kind string) { errorsTotal.WithLabelValues(link, kind).Inc() }
+
+// rateLimited wraps a link's logger for its partitions: when a cluster is
+// down, thousands of partitions retrying would each log the same line. A
+// message (at one level) is written at most 5 times a second across the
+// link's partitions; the rest are counted in klink_log_lines_suppressed_total.
+// State changes of links and mirrors use the link's own logger, which is
+// never limited: each is logged once.
+func rateLimited(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0, zapcore.SamplerHook(func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+			if d&zapcore.LogDropped != 0 {
+				logsDropped.Inc()
+			}
+		}))
+	}))
+}

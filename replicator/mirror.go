@@ -91,7 +91,7 @@ func (m *mirror) newPartition(id int32, startOffset int64) *partition {
 	p := &partition{
 		m:           m,
 		id:          id,
-		log:         m.log.With(zap.Int32("partition", id)),
+		log:         m.link.partLog.With(zap.String("mirror", m.name), zap.Int32("partition", id)),
 		cur:         newCursor(m.sourceTopic, m.sourceTopicID, id),
 		sp:          newSinkPart(m.name, id),
 		startOffset: startOffset,
