@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/klink-io/klink/netlink"
 	"github.com/klink-io/klink/replicator"
 )
 
@@ -35,10 +36,12 @@ var (
 	syncErr   = prometheus.NewDesc("klink_sync_error", "1 when the sync's last round failed.", []string{"link", "kind"}, nil)
 	syncSkip  = prometheus.NewDesc("klink_sync_groups_skipped_active", "Groups left alone because they have members on the destination.", []string{"link"}, nil)
 	reloadOK  = prometheus.NewDesc("klink_reload_success", "1 when the last reload was applied, 0 when it was refused.", nil, nil)
+	nlState   = prometheus.NewDesc("klink_network_link_state", "1 for a network link endpoint's (or source-initiated link's) current state.", []string{"name", "state"}, nil)
+	nlAssoc   = prometheus.NewDesc("klink_network_link_associations", "Endpoints connected to a network link service now.", []string{"service"}, nil)
 )
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{linkState, mirState, mirLag, mirLagS, mirRecs, mirBytes, mirFill, partLag, partLagS, partRecs, syncLast, syncErr, syncSkip, reloadOK} {
+	for _, d := range []*prometheus.Desc{linkState, mirState, mirLag, mirLagS, mirRecs, mirBytes, mirFill, partLag, partLagS, partRecs, syncLast, syncErr, syncSkip, reloadOK, nlState, nlAssoc} {
 		ch <- d
 	}
 }
@@ -93,6 +96,14 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(mirRecs, float64(recs), l.Name, m.Name)
 			counter(mirBytes, float64(bytes), l.Name, m.Name)
 			counter(mirFill, float64(fill), l.Name, m.Name)
+		}
+	}
+	if nl := st.NetworkLinks; nl != nil {
+		for _, e := range append(append([]netlink.EndpointStatus(nil), nl.Endpoints...), nl.SourceLinks...) {
+			gauge(nlState, 1, e.Name, e.State)
+		}
+		for _, s := range nl.Services {
+			gauge(nlAssoc, float64(len(s.Associations)), s.Name)
 		}
 	}
 	if lr := st.LastReload; lr != nil {

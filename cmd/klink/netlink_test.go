@@ -72,6 +72,9 @@ networkLinks:
 	if out := klinkOutput(t, "netlink", "status", "--config", path, "--admin", addr); !strings.Contains(out, "klink://env-1/n-1") {
 		t.Fatalf("klink netlink status:\n%s", out)
 	}
+	if _, m := httpGet(t, "http://"+addr+"/metrics"); !strings.Contains(m, `klink_network_link_associations{service="east"} 1`) {
+		t.Fatalf("/metrics lacks the association:\n%s", m)
+	}
 
 	write("n-2")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
