@@ -51,7 +51,24 @@ func NewInboundEndpoint(cfg InboundConfig, log *zap.Logger) (*Endpoint, error) {
 
 type inbound struct {
 	ln     net.Listener
-	accept Accept
+	accept Accept   // e.mu
+	peer   Identity // the source side connected now (e.mu)
+}
+
+// SetAccept replaces an inbound endpoint's accept list (a reload): a
+// connected source side no longer on it is disconnected at once, and
+// refused when it comes back.
+func (e *Endpoint) SetAccept(a Accept) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.inbound == nil {
+		return
+	}
+	e.inbound.accept = a
+	if e.sess != nil && a.Allows(e.inbound.peer) != nil {
+		e.log.Warn("source side no longer accepted: disconnected", zap.Stringer("source", e.inbound.peer))
+		e.sess.Close()
+	}
 }
 
 // runInbound accepts the source side's connections; the newest accepted
@@ -82,7 +99,9 @@ func (e *Endpoint) acceptSource(ctx context.Context, c *tls.Conn) {
 	}
 	id, err := IdentityOf(c.ConnectionState().PeerCertificates[0])
 	if err == nil {
+		e.mu.Lock()
 		err = e.inbound.accept.Allows(id)
+		e.mu.Unlock()
 	}
 	if err != nil {
 		e.log.Warn("source side refused", zap.Stringer("from", c.RemoteAddr()), zap.Error(err))
@@ -98,8 +117,13 @@ func (e *Endpoint) acceptSource(ctx context.Context, c *tls.Conn) {
 		return
 	}
 	e.mu.Lock()
+	if err := e.inbound.accept.Allows(id); err != nil { // a reload in between
+		e.mu.Unlock()
+		sess.Close()
+		return
+	}
 	old := e.sess
-	e.sess = sess
+	e.sess, e.inbound.peer = sess, id
 	e.mu.Unlock()
 	if old != nil {
 		old.Close()

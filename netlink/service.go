@@ -54,6 +54,7 @@ type relayer struct {
 	allow     []string
 	brokersFn func(ctx context.Context) ([]string, error)
 
+	refreshMu   sync.Mutex // one metadata refresh at a time
 	mu          sync.Mutex
 	brokers     map[string]bool
 	lastRefresh time.Time
@@ -250,10 +251,18 @@ func (r *relayer) allowed(ctx context.Context, target string) bool {
 	if slices.Contains(r.bootstrap, target) || slices.Contains(r.allow, target) {
 		return true
 	}
-	r.mu.Lock()
-	known, stale := r.brokers[target], time.Since(r.lastRefresh) > 5*time.Second
-	r.mu.Unlock()
-	if known || !stale || r.brokersFn == nil {
+	check := func() (known, stale bool) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.brokers[target], time.Since(r.lastRefresh) > 5*time.Second
+	}
+	if known, stale := check(); known || !stale || r.brokersFn == nil {
+		return known
+	}
+	// Streams asking at once wait for one refresh, not one each.
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	if known, stale := check(); known || !stale {
 		return known
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)

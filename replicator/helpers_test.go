@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -184,6 +185,17 @@ func startOffsets(t *testing.T, c *kfake.Cluster, topic string) map[int32]int64 
 
 func listOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) map[int32]int64 {
 	t.Helper()
+	out, err := tryListOffsets(t, c, topic, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tryListOffsets is listOffsets returning the error (a wait loop retries
+// a passing one: a dropped connection under load).
+func tryListOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) (map[int32]int64, error) {
+	t.Helper()
 	adm := kadm.NewClient(newClient(t, c))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -195,7 +207,7 @@ func listOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) map[i
 		l, err = adm.ListEndOffsets(ctx, topic)
 	}
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	out := map[int32]int64{}
 	l.Each(func(o kadm.ListedOffset) {
@@ -203,7 +215,7 @@ func listOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) map[i
 			out[o.Partition] = o.Offset
 		}
 	})
-	return out
+	return out, nil
 }
 
 // waitCaughtUp waits until every partition of each (source, destination)
@@ -215,7 +227,12 @@ func waitCaughtUp(t *testing.T, src, dst *kfake.Cluster, timeout time.Duration, 
 		ok := true
 		var last string
 		for _, pr := range pairs {
-			se, de := endOffsets(t, src, pr[0]), endOffsets(t, dst, pr[1])
+			se, err1 := tryListOffsets(t, src, pr[0], false)
+			de, err2 := tryListOffsets(t, dst, pr[1], false)
+			if err := errors.Join(err1, err2); err != nil {
+				ok, last = false, err.Error()
+				continue
+			}
 			for p, o := range se {
 				if de[p] != o {
 					ok = false

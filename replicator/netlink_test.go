@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,7 +142,26 @@ func TestSourceInitiatedLink(t *testing.T) {
 	if n := len(sr.Status().Links); n != 0 {
 		t.Fatalf("the source side runs %d mirroring links; it only relays", n)
 	}
-	if sr.nl.dialouts[0].Bytes() == 0 {
+	if sr.nl.dialouts[dl.Name].Bytes() == 0 {
 		t.Fatal("the mirror's traffic did not go over the source side's connection")
+	}
+
+	// A reload that takes the source side off the accept list disconnects
+	// it and refuses it from then on.
+	next := *dcfg
+	next.Links = slices.Clone(dcfg.Links)
+	next.Links[0].Inbound.Accept.Networks = []string{"n-other"}
+	dr.Reload(&next)
+	waitFor(t, 10*time.Second, "the source side refused", func() bool {
+		st := sr.Status().NetworkLinks.SourceLinks[0]
+		return st.State == netlink.Disconnected && strings.Contains(st.Reason, "accept list")
+	})
+	// Removing the link on the source side stops its relay.
+	res := sr.Reload(&config.Config{StateDir: scfg.StateDir})
+	if len(res.Applied) != 1 || !strings.Contains(res.Applied[0], "source side stopped") {
+		t.Fatalf("source side reload: %+v", res)
+	}
+	if st := sr.Status().NetworkLinks; st != nil && len(st.SourceLinks) != 0 {
+		t.Fatalf("the removed source link still shows: %+v", st)
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"reflect"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,9 +25,13 @@ type netLinks struct {
 	errs      map[string]error // endpoints that could not be set up
 	services  []*serviceRun
 	// Source-initiated links: the destination side's inbound endpoints
-	// (by link name) and the source side's dial-outs.
+	// (by link name) and the source side's dial-outs (by link name).
 	inbound  map[string]*netlink.Endpoint
-	dialouts []*netlink.Dialout
+	dialouts map[string]*netlink.Dialout
+	// stop ends each running piece (by kind and name), for a reload that
+	// removes it.
+	mu   sync.Mutex
+	stop map[string]context.CancelFunc
 }
 
 type serviceRun struct {
@@ -51,7 +58,8 @@ type ServiceStatus struct {
 }
 
 func newNetLinks(cfg config.NetworkLinks, links []config.Link, log *zap.Logger) *netLinks {
-	n := &netLinks{endpoints: map[string]*netlink.Endpoint{}, errs: map[string]error{}, inbound: map[string]*netlink.Endpoint{}}
+	n := &netLinks{endpoints: map[string]*netlink.Endpoint{}, errs: map[string]error{}, inbound: map[string]*netlink.Endpoint{},
+		dialouts: map[string]*netlink.Dialout{}, stop: map[string]context.CancelFunc{}}
 	for _, l := range links {
 		if err := n.addSourceInitiated(l, log); err != nil {
 			n.errs["link "+l.Name] = err
@@ -68,8 +76,8 @@ func newNetLinks(cfg config.NetworkLinks, links []config.Link, log *zap.Logger) 
 		tc := c.TLS.Clone()
 		if e.Service.ServerName != "" {
 			tc.ServerName = e.Service.ServerName
-		} else if host, _, err := net.SplitHostPort(e.Service.Address); err == nil {
-			tc.ServerName = host
+		} else if host, _, err := net.SplitHostPort(e.Service.Address); err == nil && tc.ServerName == "" {
+			tc.ServerName = host // tls.serverName, if set, stays
 		}
 		n.endpoints[e.Name] = netlink.NewEndpoint(netlink.EndpointConfig{Name: e.Name, Address: e.Service.Address, TLS: tc}, log)
 	}
@@ -106,11 +114,11 @@ func (n *netLinks) addSourceInitiated(l config.Link, log *zap.Logger) error {
 		tc := c.TLS.Clone()
 		if l.Destination.ServerName != "" {
 			tc.ServerName = l.Destination.ServerName
-		} else if host, _, err := net.SplitHostPort(l.Destination.Address); err == nil {
-			tc.ServerName = host
+		} else if host, _, err := net.SplitHostPort(l.Destination.Address); err == nil && tc.ServerName == "" {
+			tc.ServerName = host // tls.serverName, if set, stays
 		}
-		n.dialouts = append(n.dialouts, netlink.NewDialout(netlink.DialoutConfig{Name: "link " + l.Name, Address: l.Destination.Address, TLS: tc,
-			Bootstrap: l.Source.Bootstrap, Brokers: brokersOf(l.Source.Bootstrap, srcSec)}, log))
+		n.dialouts[l.Name] = netlink.NewDialout(netlink.DialoutConfig{Name: "link " + l.Name, Address: l.Destination.Address, TLS: tc,
+			Bootstrap: l.Source.Bootstrap, Brokers: brokersOf(l.Source.Bootstrap, srcSec)}, log)
 	}
 	return nil
 }
@@ -166,14 +174,21 @@ func (n *netLinks) tunnel(name string) func(context.Context, string, string) (ne
 
 // run starts the endpoints and the services; they stop with ctx.
 func (n *netLinks) run(ctx context.Context, log *zap.Logger, goFn func(func())) {
-	for _, e := range n.endpoints {
-		goFn(func() { e.Run(ctx) })
+	start := func(key string, run func(context.Context)) {
+		c, cancel := context.WithCancel(ctx)
+		n.mu.Lock()
+		n.stop[key] = cancel
+		n.mu.Unlock()
+		goFn(func() { run(c) })
 	}
-	for _, e := range n.inbound {
-		goFn(func() { e.Run(ctx) })
+	for name, e := range n.endpoints {
+		start("endpoint "+name, e.Run)
 	}
-	for _, d := range n.dialouts {
-		goFn(func() { d.Run(ctx) })
+	for name, e := range n.inbound {
+		start("inbound "+name, e.Run)
+	}
+	for name, d := range n.dialouts {
+		start("dialout "+name, d.Run)
 	}
 	for _, s := range n.services {
 		svc, err := startService(s.cfg, log)
@@ -183,7 +198,18 @@ func (n *netLinks) run(ctx context.Context, log *zap.Logger, goFn func(func())) 
 			continue
 		}
 		s.svc = svc
-		goFn(func() { svc.Serve(ctx) })
+		start("service "+s.cfg.Name, svc.Serve)
+	}
+}
+
+// end stops a running piece (removed by a reload).
+func (n *netLinks) end(key string) {
+	n.mu.Lock()
+	cancel := n.stop[key]
+	delete(n.stop, key)
+	n.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 }
 
@@ -205,24 +231,75 @@ func startService(s config.NetworkLinkService, log *zap.Logger) (*netlink.Servic
 		Bootstrap: s.Source.Bootstrap, Allow: s.Allow, Brokers: brokers}, log)
 }
 
-// reload applies new accept lists to running services (same name); other
-// network link changes wait for a restart.
-func (n *netLinks) reload(cfg config.NetworkLinks) []string {
-	var notApplied []string
+// reload applies what it can at once: new accept lists (services and
+// inbound links: whoever is no longer accepted is disconnected), and
+// removals (a removed service, source-mode or inbound link stops). Other
+// changes wait for a restart and are reported.
+func (n *netLinks) reload(cfg config.NetworkLinks, links []config.Link, log *zap.Logger) (applied, notApplied []string) {
+	var stop []string
+	defer func() { // after the lock: end takes it too
+		for _, key := range stop {
+			n.end(key)
+		}
+	}()
+	n.mu.Lock() // status reads what this changes
+	defer n.mu.Unlock()
 	byName := map[string]config.NetworkLinkService{}
 	for _, s := range cfg.Services {
 		byName[s.Name] = s
 	}
+	var kept []*serviceRun
 	for _, s := range n.services {
-		if next, ok := byName[s.cfg.Name]; ok && s.svc != nil {
+		next, ok := byName[s.cfg.Name]
+		switch {
+		case !ok:
+			stop = append(stop, "service "+s.cfg.Name)
+			applied = append(applied, fmt.Sprintf("network link service %s: removed (stopped)", s.cfg.Name))
+			continue
+		case s.svc != nil:
 			s.svc.SetAccept(netlink.Accept{Networks: next.Accept.Networks, Environments: next.Accept.Environments})
+			cur := s.cfg
+			cur.Accept = next.Accept
+			if !reflect.DeepEqual(cur, next) {
+				notApplied = append(notApplied, fmt.Sprintf("network link service %s: settings other than accept take effect after a restart", s.cfg.Name))
+			}
 			s.cfg.Accept = next.Accept
 		}
+		kept = append(kept, s)
 	}
-	return notApplied
+	n.services = kept
+	for _, s := range cfg.Services {
+		if !slices.ContainsFunc(n.services, func(r *serviceRun) bool { return r.cfg.Name == s.Name }) {
+			notApplied = append(notApplied, fmt.Sprintf("network link service %s: a new service starts after a restart", s.Name))
+		}
+	}
+	byLink := map[string]config.Link{}
+	for _, l := range links {
+		byLink[l.Name] = l
+	}
+	for name, ep := range n.inbound {
+		l, ok := byLink[name]
+		if !ok || !l.IsInbound() {
+			stop = append(stop, "inbound "+name)
+			delete(n.inbound, name)
+			applied = append(applied, fmt.Sprintf("link %s: inbound side stopped", name))
+			continue
+		}
+		ep.SetAccept(netlink.Accept{Networks: l.Inbound.Accept.Networks, Environments: l.Inbound.Accept.Environments})
+	}
+	for name := range n.dialouts {
+		if l, ok := byLink[name]; !ok || !l.IsSource() {
+			stop = append(stop, "dialout "+name)
+			delete(n.dialouts, name)
+			applied = append(applied, fmt.Sprintf("link %s: source side stopped (no longer relays)", name))
+		}
+	}
+	return applied, notApplied
 }
 
 func (n *netLinks) status() *NetworkLinksStatus {
+	n.mu.Lock() // reload changes the maps
+	defer n.mu.Unlock()
 	if len(n.endpoints)+len(n.services)+len(n.errs)+len(n.inbound)+len(n.dialouts) == 0 {
 		return nil
 	}
@@ -256,13 +333,11 @@ func (n *netLinks) status() *NetworkLinksStatus {
 // hasSourceInitiated reports whether a link's source-initiated side was set
 // up at start.
 func (n *netLinks) hasSourceInitiated(link string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if _, ok := n.inbound[link]; ok {
 		return true
 	}
-	for _, d := range n.dialouts {
-		if d.Status().Name == "link "+link {
-			return true
-		}
-	}
-	return false
+	_, ok := n.dialouts[link]
+	return ok
 }

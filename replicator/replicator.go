@@ -128,7 +128,9 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 	running := r.ctx != nil
 	r.mu.Unlock()
 	res.NotApplied = restartOnlyChanges(old, cfg)
-	r.nl.reload(cfg.NetworkLinks)
+	nlApplied, nlNotApplied := r.nl.reload(cfg.NetworkLinks, cfg.Links, r.log)
+	res.Applied = append(res.Applied, nlApplied...)
+	res.NotApplied = append(res.NotApplied, nlNotApplied...)
 
 	want := map[string]config.Link{}
 	for _, lc := range cfg.Links {

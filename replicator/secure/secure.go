@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -196,7 +197,9 @@ func mechanism(role string, s config.SASL, log *zap.Logger) (sasl.Mechanism, err
 // tokenSource fetches OAUTHBEARER tokens with the client-credentials flow
 // and caches each until shortly before it expires.
 type tokenSource struct {
-	ts oauth2.TokenSource
+	mu   sync.Mutex         // connections authenticate concurrently
+	ts   oauth2.TokenSource // caching
+	base oauth2.TokenSource // the endpoint itself
 }
 
 // TokenSource is the OAUTHBEARER token flow for s, with the client secret.
@@ -207,11 +210,21 @@ func TokenSource(s config.SASL, secret string) interface {
 	// Refresh a minute before expiry, so a connection never starts with a
 	// token about to lapse.
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 15 * time.Second})
-	return &tokenSource{ts: oauth2.ReuseTokenSourceWithExpiry(nil, cc.TokenSource(ctx), time.Minute)}
+	base := cc.TokenSource(ctx)
+	return &tokenSource{ts: oauth2.ReuseTokenSourceWithExpiry(nil, base, time.Minute), base: base}
 }
 
 func (t *tokenSource) Token(context.Context) (oauth.Auth, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	tok, err := t.ts.Token()
+	if err == nil && tok.Expiry.IsZero() {
+		// No expires_in: do not trust it forever; fetch again in a while.
+		cp := *tok
+		cp.Expiry = time.Now().Add(5 * time.Minute)
+		t.ts = oauth2.ReuseTokenSourceWithExpiry(&cp, t.base, time.Minute)
+		tok = &cp
+	}
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil {

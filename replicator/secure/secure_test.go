@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -37,7 +38,11 @@ func tokenServer(t *testing.T, secret string, expiresIn int) (*httptest.Server, 
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"access_token": "tok-" + r.Form.Get("scope"), "token_type": "Bearer", "expires_in": expiresIn})
+		body := map[string]any{"access_token": "tok-" + r.Form.Get("scope"), "token_type": "Bearer"}
+		if expiresIn > 0 {
+			body["expires_in"] = expiresIn
+		}
+		json.NewEncoder(w).Encode(body)
 	}))
 	t.Cleanup(srv.Close)
 	return srv, &hits
@@ -75,6 +80,23 @@ func TestOAuthTokenFlow(t *testing.T) {
 	}
 	if shortHits.Load() != 2 {
 		t.Fatalf("token endpoint called %d times for tokens about to expire, want 2", shortHits.Load())
+	}
+
+	// No expires_in: the token is fetched again after a while, not
+	// trusted forever (checked by aging it).
+	noExp, noExpHits := tokenServer(t, secret, 0)
+	s.TokenEndpoint = noExp.URL
+	ts = TokenSource(s, secret)
+	if _, err := ts.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	src := ts.(*tokenSource)
+	tok, _ := src.ts.Token()
+	if tok.Expiry.IsZero() || time.Until(tok.Expiry) > 6*time.Minute {
+		t.Fatalf("a token without expires_in is kept until %v", tok.Expiry)
+	}
+	if noExpHits.Load() != 1 {
+		t.Fatalf("token endpoint called %d times", noExpHits.Load())
 	}
 
 	// A wrong secret: the error names the refusal, not the secret.
