@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,22 +114,13 @@ func sortedACLs(set map[linkstate.ACL]bool) []linkstate.ACL {
 	for a := range set {
 		out = append(out, a)
 	}
-	slices.SortFunc(out, func(a, b linkstate.ACL) int {
-		return cmpACL(a, b)
-	})
+	slices.SortFunc(out, cmpACL)
 	return out
 }
 
 func cmpACL(a, b linkstate.ACL) int {
-	ka := fmt.Sprintf("%d|%s|%d|%s|%s|%d|%d", a.ResourceType, a.ResourceName, a.PatternType, a.Principal, a.Host, a.Operation, a.Permission)
-	kb := fmt.Sprintf("%d|%s|%d|%s|%s|%d|%d", b.ResourceType, b.ResourceName, b.PatternType, b.Principal, b.Host, b.Operation, b.Permission)
-	switch {
-	case ka < kb:
-		return -1
-	case ka > kb:
-		return 1
-	}
-	return 0
+	return cmp.Or(cmp.Compare(a.ResourceType, b.ResourceType), cmp.Compare(a.ResourceName, b.ResourceName), cmp.Compare(a.PatternType, b.PatternType),
+		cmp.Compare(a.Principal, b.Principal), cmp.Compare(a.Host, b.Host), cmp.Compare(a.Operation, b.Operation), cmp.Compare(a.Permission, b.Permission))
 }
 
 // mapACL maps a source ACL to the destination: topic resources get the

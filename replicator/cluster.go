@@ -331,6 +331,39 @@ func (c *cluster) fetchOnce(ctx context.Context, topic string, p int32, offset i
 	return fetched{}, fmt.Errorf("%s fetch %s[%d]@%d: partition missing from response", c.role, topic, p, offset)
 }
 
+// errScanEnd: a scan found no more batches before the end of its range.
+var errScanEnd = errors.New("no more batches")
+
+// scan calls fn with each batch of topic[p] that holds offsets in
+// [from, to), in order, fetching as it goes (read_uncommitted, raw
+// batches); fn returns stop to end it early. to < 0 means no bound. It
+// returns errScanEnd when the partition has no batch left before to.
+func (c *cluster) scan(ctx context.Context, topic string, p int32, from, to int64, fn func(batch.Batch) (stop bool, err error)) error {
+	for off := from; to < 0 || off < to; {
+		f, err := c.fetchOnce(ctx, topic, p, off, maxPartitionBuffered, 0)
+		if err != nil {
+			return err
+		}
+		progressed := false
+		for _, b := range f.batches {
+			if b.NextOffset() <= off {
+				continue
+			}
+			if to >= 0 && b.BaseOffset() >= to {
+				return nil
+			}
+			off, progressed = b.NextOffset(), true
+			if stop, err := fn(b); stop || err != nil {
+				return err
+			}
+		}
+		if !progressed {
+			return fmt.Errorf("%s %s[%d] at offset %d: %w", c.role, topic, p, off, errScanEnd)
+		}
+	}
+	return nil
+}
+
 // newFetchRequest is a sessionless consumer fetch.
 func newFetchRequest(isolation int8, maxWait time.Duration, maxBytes int32) *kmsg.FetchRequest {
 	req := kmsg.NewPtrFetchRequest()

@@ -373,7 +373,7 @@ func (m *mirror) lastSourceOffsets(ctx context.Context) (map[int32]int64, error)
 // source up to its high watermark, over all partitions (fresh offsets from
 // both clusters).
 func (m *mirror) behind(ctx context.Context) (int64, error) {
-	rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
+	mirrored, err := m.lastSourceOffsets(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -387,20 +387,14 @@ func (m *mirror) behind(ctx context.Context) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		pr, ok := rec.Partitions[id]
+		at, ok := mirrored[id]
 		if !ok {
 			// Added to the source and not mirrored yet: all of it is
 			// missing (and the destination needs the partition).
 			n += max(srcEnd, 1)
 			continue
 		}
-		dstEnd, err := m.link.dst.listOffset(ctx, m.name, id, offsetLatest)
-		if err != nil {
-			return 0, err
-		}
-		if d := srcEnd - (dstEnd - pr.Delta()); d > 0 {
-			n += d
-		}
+		n += max(srcEnd-at, 0)
 	}
 	return n, nil
 }

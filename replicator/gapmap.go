@@ -193,36 +193,19 @@ func (p *partition) txnData(ctx context.Context, pid, lo, x int64) ([]batch.Batc
 		from := max(lo, x-window)
 		var data []batch.Batch
 		ended := false // a marker of pid was seen: the transaction starts after it
-		for off := from; off < x; {
-			f, err := dst.fetchOnce(ctx, p.m.name, p.id, off, maxPartitionBuffered, 0)
-			if err != nil {
-				return nil, err
-			}
-			progressed := false
-			for _, b := range f.batches {
-				if b.NextOffset() <= off {
-					continue
-				}
-				if b.BaseOffset() >= x {
-					off = x
-					break
-				}
-				off, progressed = b.NextOffset(), true
-				if b.ProducerID() != pid {
-					continue
-				}
-				if b.IsControl() {
-					data, ended = data[:0], true
-					continue
-				}
-				if filler, err := b.IsFillerBatch(); err != nil || filler || p.inCopies(b.BaseOffset()) {
-					continue
-				}
+		err := dst.scan(ctx, p.m.name, p.id, from, x, func(b batch.Batch) (bool, error) {
+			switch filler, ferr := b.IsFillerBatch(); {
+			case b.ProducerID() != pid:
+			case b.IsControl():
+				data, ended = data[:0], true
+			case ferr != nil || filler || p.inCopies(b.BaseOffset()):
+			default:
 				data = append(data, b)
 			}
-			if !progressed && off < x {
-				return nil, fmt.Errorf("destination %s[%d]: fetch at offset %d returned no batch below %d", p.m.name, p.id, off, x)
-			}
+			return false, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		if ended || from == lo {
 			return data, nil
@@ -283,30 +266,22 @@ func (p *partition) copying() bool {
 // sourceOutcome finds whether source producer pid's transaction, open at
 // offset from, committed: its marker is at or after from.
 func (p *partition) sourceOutcome(ctx context.Context, pid, from int64) (bool, error) {
-	src := p.m.link.src
-	for off := from; ; {
-		f, err := src.fetchOnce(ctx, p.m.sourceTopic, p.id, off, maxPartitionBuffered, 0)
+	var commit bool
+	err := p.m.link.src.scan(ctx, p.m.sourceTopic, p.id, from, -1, func(b batch.Batch) (bool, error) {
+		if !b.IsControl() || b.ProducerID() != pid {
+			return false, nil
+		}
+		typ, err := b.ControlType()
 		if err != nil {
-			return false, err
+			return true, fatalf("source %s[%d] marker at offset %d is unreadable: %v", p.m.sourceTopic, p.id, b.BaseOffset(), err)
 		}
-		progressed := false
-		for _, b := range f.batches {
-			if b.NextOffset() <= off {
-				continue
-			}
-			off, progressed = b.NextOffset(), true
-			if b.IsControl() && b.ProducerID() == pid {
-				typ, err := b.ControlType()
-				if err != nil {
-					return false, fatalf("source %s[%d] marker at offset %d is unreadable: %v", p.m.sourceTopic, p.id, b.BaseOffset(), err)
-				}
-				return typ == batch.ControlCommit, nil
-			}
-		}
-		if !progressed {
-			return false, fmt.Errorf("source %s[%d]: no marker for producer %d after offset %d yet", p.m.sourceTopic, p.id, pid, from)
-		}
+		commit = typ == batch.ControlCommit
+		return true, nil
+	})
+	if errors.Is(err, errScanEnd) {
+		return false, fmt.Errorf("source %s[%d]: no marker for producer %d after offset %d yet", p.m.sourceTopic, p.id, pid, from)
 	}
+	return commit, err // with no bound, the scan ends only at the marker or errScanEnd
 }
 
 // finishCopies appends again, in a transaction of their own that it
@@ -366,8 +341,7 @@ func (p *partition) copiesCommitted(ctx context.Context, c *linkstate.CopyRange)
 		return false, nil
 	}
 	b := f.batches[0]
-	typ, err := b.ControlType()
-	return b.IsControl() && b.BaseOffset() == p.next-1 && err == nil && typ == batch.ControlCommit && p.ourPIDs[b.ProducerID()], nil
+	return b.BaseOffset() == p.next-1 && p.ownMarker(b, batch.ControlCommit), nil
 }
 
 // abortCopies aborts a copies transaction left open by a crash: its marker
@@ -444,25 +418,14 @@ var errShiftedAppend = errors.New("the destination took an offset for a marker o
 
 // ownAbortIn reports whether the destination range [from, to) holds an
 // abort marker of klink's: the destination aborted one of klink's
-// transactions there (or klink's own marker, when to is its end).
+// transactions there (or it is klink's own marker, when to is its end).
 func (p *partition) ownAbortIn(ctx context.Context, from, to int64) bool {
-	for off := from; off < to; off++ {
-		if p.landedAfterOwnMarker(ctx, off) {
-			return true
-		}
-	}
-	return false
+	_, found, err := p.findOwnAbort(ctx, from, to)
+	return err == nil && found
 }
 
-// landedAfterOwnMarker reports whether the destination holds an abort
-// marker of klink's at offset at: an append expected there landed later
-// because the destination aborted one of klink's transactions.
-func (p *partition) landedAfterOwnMarker(ctx context.Context, at int64) bool {
-	f, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, at, 1, 0)
-	if err != nil || len(f.batches) == 0 {
-		return false
-	}
-	b := f.batches[0]
-	typ, err := b.ControlType()
-	return b.BaseOffset() == at && b.IsControl() && err == nil && typ == batch.ControlAbort && p.ourPIDs[b.ProducerID()]
+// ownMarker reports whether b is a marker of klink's of the given type.
+func (p *partition) ownMarker(b batch.Batch, typ int16) bool {
+	t, err := b.ControlType()
+	return b.IsControl() && err == nil && t == typ && p.ourPIDs[b.ProducerID()]
 }

@@ -88,17 +88,12 @@ func (l *Link) Run(ctx context.Context) {
 		return
 	}
 	srcSec.Tunnel = l.tunnel
-	dstSec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
-	if err != nil {
-		l.setFailed(err)
-		return
-	}
 	if l.src, err = newCluster("source", l.cfg.Source.Bootstrap, srcSec, l.log); err != nil {
 		l.setFailed(err)
 		return
 	}
 	defer l.src.close()
-	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, dstSec, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
+	if l.dst, err = l.newDestination(); err != nil {
 		l.setFailed(err)
 		return
 	}
@@ -431,12 +426,8 @@ func (l *Link) retireRemovedMirrors(ctx context.Context) {
 // retire fails over, through the destination alone, the mirrors of a link
 // removed from the config while klink was stopped.
 func (l *Link) retire(ctx context.Context) {
-	dstSec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
-	if err != nil {
-		l.log.Error("failing over the mirrors of a removed link: destination settings", zap.Error(err))
-		return
-	}
-	if l.dst, err = newCluster("destination", l.dcfg.Bootstrap, dstSec, l.log, kgo.MaxVersions(destinationVersions())); err != nil {
+	var err error
+	if l.dst, err = l.newDestination(); err != nil {
 		l.log.Error("failing over the mirrors of a removed link: cannot reach the destination", zap.Error(err))
 		return
 	}
@@ -530,4 +521,14 @@ func (l *Link) autoCreate(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// newDestination is the link's client of the destination cluster, with its
+// TLS and SASL settings and the request versions klink replays with.
+func (l *Link) newDestination() (*cluster, error) {
+	sec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
+	if err != nil {
+		return nil, err
+	}
+	return newCluster("destination", l.dcfg.Bootstrap, sec, l.log, kgo.MaxVersions(destinationVersions()))
 }

@@ -112,26 +112,16 @@ const maxShiftSearch = 1 << 20
 // the destination range [from, to).
 func (p *partition) findOwnAbort(ctx context.Context, from, to int64) (int64, bool, error) {
 	found, at := false, int64(0)
-	for off := from; off < to; {
-		f, err := p.m.link.dst.fetchOnce(ctx, p.m.name, p.id, off, maxPartitionBuffered, 0)
-		if err != nil {
-			return 0, false, err
+	err := p.m.link.dst.scan(ctx, p.m.name, p.id, from, to, func(b batch.Batch) (bool, error) {
+		if p.ownMarker(b, batch.ControlAbort) && b.BaseOffset() >= from {
+			found, at = true, b.BaseOffset()
 		}
-		progressed := false
-		for _, b := range f.batches {
-			if b.NextOffset() <= off || b.BaseOffset() >= to {
-				continue
-			}
-			off, progressed = b.NextOffset(), true
-			if typ, err := b.ControlType(); b.IsControl() && err == nil && typ == batch.ControlAbort && p.ourPIDs[b.ProducerID()] {
-				found, at = true, b.BaseOffset()
-			}
-		}
-		if !progressed {
-			break
-		}
+		return false, nil
+	})
+	if errors.Is(err, errScanEnd) {
+		err = nil // the range runs past the end: what was found stands
 	}
-	return at, found, nil
+	return at, found, err
 }
 
 // compareWithSource checks one destination batch against the source, at
@@ -139,10 +129,7 @@ func (p *partition) findOwnAbort(ctx context.Context, from, to int64) (int64, bo
 func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error {
 	src := p.m.link.src
 	at := d.BaseOffset() - p.delta
-	unplanned := func() bool {
-		typ, err := d.ControlType()
-		return d.IsControl() && err == nil && typ == batch.ControlAbort && p.ourPIDs[d.ProducerID()]
-	}
+	unplanned := func() bool { return p.ownMarker(d, batch.ControlAbort) }
 	f, err := src.fetchOnce(ctx, p.m.sourceTopic, p.id, at, 1, 0)
 	if errors.Is(err, kerr.OffsetOutOfRange) {
 		end, lerr := src.listOffset(ctx, p.m.sourceTopic, p.id, offsetLatest)
