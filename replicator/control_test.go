@@ -3,7 +3,6 @@ package replicator
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -13,13 +12,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/kafkatest"
 )
 
 // withMirrors returns a copy of cfg (same state dir and clusters) whose
@@ -67,7 +66,7 @@ func produceN(t *testing.T, cl *kgo.Client, topic string, partitions int32, n in
 
 // steadyProducer writes to topic until stopped; it returns how many
 // records it wrote.
-func steadyProducer(t *testing.T, c *kfake.Cluster, topic string) (stop func() int64) {
+func steadyProducer(t *testing.T, c *kafkatest.Cluster, topic string) (stop func() int64) {
 	cl := newClient(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0))
 	ctx, cancel := context.WithCancel(context.Background())
 	var n atomic.Int64
@@ -97,7 +96,7 @@ func steadyProducer(t *testing.T, c *kfake.Cluster, topic string) (stop func() i
 // link running untouched: same partition goroutines, and its destination
 // keeps growing during the reloads.
 func TestReloadPauseResumeOthersUntouched(t *testing.T) {
-	src, dst := testClusters(t)
+	src, dst := testClusters(t, kafkatest.KFake)
 	createTopic(t, src, "paused", 2, nil)
 	createTopic(t, src, "busy", 1, nil)
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "paused"}, config.MirrorTopic{Name: "busy"})
@@ -183,113 +182,117 @@ func partitionsOf(r *Replicator, mirrorName string) []*partition {
 // offsets recorded, and nothing more written by klink even as the source
 // grows. The topic is an ordinary topic: anyone may write into it.
 func TestReloadPromote(t *testing.T) {
-	src, dst := testClusters(t)
-	createTopic(t, src, "promo", 1, nil)
-	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "promo"})
-	r, _ := runReplicator(t, cfg)
-	stopProducer := steadyProducer(t, src, "promo")
-	waitState(t, r, "promo", linkstate.Active, 30*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		src, dst := testClusters(t, k)
+		createTopic(t, src, "promo", 1, nil)
+		cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "promo"})
+		r, _ := runReplicator(t, cfg)
+		stopProducer := steadyProducer(t, src, "promo")
+		waitState(t, r, "promo", linkstate.Active, 30*time.Second)
+		time.Sleep(300 * time.Millisecond)
 
-	// An open source transaction: the mirror cannot catch up with the
-	// source's high watermark until it ends.
-	txn := newClient(t, src, kgo.TransactionalID("open-txn"), kgo.DefaultProduceTopic("promo"))
-	if err := txn.BeginTransaction(); err != nil {
-		t.Fatal(err)
-	}
-	produceSync(t, txn, &kgo.Record{Key: []byte("txn"), Value: []byte("in an open transaction")})
+		// An open source transaction: the mirror cannot catch up with the
+		// source's high watermark until it ends.
+		txn := newClient(t, src, kgo.TransactionalID("open-txn"), kgo.DefaultProduceTopic("promo"))
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		produceSync(t, txn, &kgo.Record{Key: []byte("txn"), Value: []byte("in an open transaction")})
 
-	r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "promo", State: "PROMOTE"}))
-	waitState(t, r, "promo", linkstate.PendingStopped, 15*time.Second)
-	time.Sleep(1500 * time.Millisecond)
-	if m := mirrorStatus(t, r, "promo"); m.State != string(linkstate.PendingStopped) {
-		t.Fatalf("promoted while behind the source: %+v", m)
-	}
-	stopProducer()
-	if err := txn.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
-		t.Fatal(err)
-	}
-	m := waitState(t, r, "promo", linkstate.Stopped, 30*time.Second)
-	srcEnd := endOffsets(t, src, "promo")[0]
-	if m.Stop == nil || m.Stop.By != "PROMOTE" || m.Stop.LastSourceOffsets[0] != srcEnd {
-		t.Fatalf("stop record %+v; the source ends at %d", m.Stop, srcEnd)
-	}
-	requireSameRecords(t, readAll(t, src, "promo"), readAll(t, dst, "promo"))
+		r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "promo", State: "PROMOTE"}))
+		waitState(t, r, "promo", linkstate.PendingStopped, 15*time.Second)
+		time.Sleep(1500 * time.Millisecond)
+		if m := mirrorStatus(t, r, "promo"); m.State != string(linkstate.PendingStopped) {
+			t.Fatalf("promoted while behind the source: %+v", m)
+		}
+		stopProducer()
+		if err := txn.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+		m := waitState(t, r, "promo", linkstate.Stopped, 30*time.Second)
+		srcEnd := endOffsets(t, src, "promo")[0]
+		if m.Stop == nil || m.Stop.By != "PROMOTE" || m.Stop.LastSourceOffsets[0] != srcEnd {
+			t.Fatalf("stop record %+v; the source ends at %d", m.Stop, srcEnd)
+		}
+		requireSameRecords(t, readAll(t, src, "promo"), readAll(t, dst, "promo"))
 
-	// klink never writes into it again; an ordinary producer may.
-	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "promo", 1, 20, "after")
-	own := newClient(t, dst, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	produceN(t, own, "promo", 1, 3, "own")
-	time.Sleep(time.Second)
-	if end := endOffsets(t, dst, "promo")[0]; end != srcEnd+3 {
-		t.Fatalf("destination end %d after the promote, want %d (its own 3 records only)", end, srcEnd+3)
-	}
-	// Asking for ACTIVE again is refused with a way out.
-	r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "promo"}))
-	waitFor(t, 10*time.Second, "the refusal", func() bool {
-		return strings.Contains(mirrorStatus(t, r, "promo").Refused, "remove it from mirrorTopics")
+		// klink never writes into it again; an ordinary producer may.
+		produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "promo", 1, 20, "after")
+		own := newClient(t, dst, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		produceN(t, own, "promo", 1, 3, "own")
+		time.Sleep(time.Second)
+		if end := endOffsets(t, dst, "promo")[0]; end != srcEnd+3 {
+			t.Fatalf("destination end %d after the promote, want %d (its own 3 records only)", end, srcEnd+3)
+		}
+		// Asking for ACTIVE again is refused with a way out.
+		r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "promo"}))
+		waitFor(t, 10*time.Second, "the refusal", func() bool {
+			return strings.Contains(mirrorStatus(t, r, "promo").Refused, "remove it from mirrorTopics")
+		})
 	})
 }
 
 // FAILOVER stops at once, whatever the lag; removing a mirror fails it
 // over too; removing the link fails over all its mirrors. Topics stay.
 func TestReloadFailoverAndRemove(t *testing.T) {
-	src, dst := testClusters(t)
-	for _, tp := range []string{"fo", "gone", "stay"} {
-		createTopic(t, src, tp, 1, nil)
-	}
-	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "fo"}, config.MirrorTopic{Name: "gone"}, config.MirrorTopic{Name: "stay"})
-	r, stop := runReplicator(t, cfg)
-	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	for _, tp := range []string{"fo", "gone", "stay"} {
-		produceN(t, cl, tp, 1, 30, "x")
-	}
-	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"fo", "fo"}, [2]string{"gone", "gone"}, [2]string{"stay", "stay"})
-
-	res := r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "fo", State: "FAILOVER"}, config.MirrorTopic{Name: "stay"}))
-	if len(res.Applied) != 2 {
-		t.Fatalf("reload applied %v", res.Applied)
-	}
-	for name, by := range map[string]string{"fo": "FAILOVER", "gone": "REMOVED"} {
-		m := waitState(t, r, name, linkstate.Stopped, 15*time.Second)
-		if m.Stop == nil || m.Stop.By != by || m.Stop.LastSourceOffsets[0] != 30 {
-			t.Fatalf("%s: stop record %+v", name, m.Stop)
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		src, dst := testClusters(t, k)
+		for _, tp := range []string{"fo", "gone", "stay"} {
+			createTopic(t, src, tp, 1, nil)
 		}
-		if got := endOffsets(t, dst, name)[0]; got != 30 {
-			t.Fatalf("%s: destination end %d after the stop, want 30 (topic kept)", name, got)
+		cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "fo"}, config.MirrorTopic{Name: "gone"}, config.MirrorTopic{Name: "stay"})
+		r, stop := runReplicator(t, cfg)
+		cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		for _, tp := range []string{"fo", "gone", "stay"} {
+			produceN(t, cl, tp, 1, 30, "x")
 		}
-	}
-	if m := mirrorStatus(t, r, "stay"); m.State != string(linkstate.Active) {
-		t.Fatalf("untouched mirror: %+v", m)
-	}
+		waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"fo", "fo"}, [2]string{"gone", "gone"}, [2]string{"stay", "stay"})
 
-	// Removing the link fails over its remaining mirror.
-	empty := *cfg
-	empty.Links = nil
-	r.Reload(&empty)
-	m := waitState(t, r, "stay", linkstate.Stopped, 15*time.Second)
-	if m.Stop == nil || m.Stop.By != "REMOVED" {
-		t.Fatalf("stay: %+v", m.Stop)
-	}
-	if st := r.Status().Links[0].State; st != LinkRemoved {
-		t.Fatalf("removed link shows %s", st)
-	}
-
-	// After a restart the link's history is still in status: every
-	// mirror with its stop record.
-	stop()
-	r, _ = runReplicator(t, &empty)
-	waitFor(t, 15*time.Second, "the removed link's mirrors in status after a restart", func() bool {
-		ls := r.Status().Links
-		if len(ls) != 1 || ls[0].State != LinkRemoved || len(ls[0].Mirrors) != 3 {
-			return false
+		res := r.Reload(withMirrors(cfg, config.MirrorTopic{Name: "fo", State: "FAILOVER"}, config.MirrorTopic{Name: "stay"}))
+		if len(res.Applied) != 2 {
+			t.Fatalf("reload applied %v", res.Applied)
 		}
-		for _, m := range ls[0].Mirrors {
-			if m.State != string(linkstate.Stopped) || m.Stop == nil || m.Stop.LastSourceOffsets[0] != 30 {
-				return false
+		for name, by := range map[string]string{"fo": "FAILOVER", "gone": "REMOVED"} {
+			m := waitState(t, r, name, linkstate.Stopped, 15*time.Second)
+			if m.Stop == nil || m.Stop.By != by || m.Stop.LastSourceOffsets[0] != 30 {
+				t.Fatalf("%s: stop record %+v", name, m.Stop)
+			}
+			if got := endOffsets(t, dst, name)[0]; got != 30 {
+				t.Fatalf("%s: destination end %d after the stop, want 30 (topic kept)", name, got)
 			}
 		}
-		return true
+		if m := mirrorStatus(t, r, "stay"); m.State != string(linkstate.Active) {
+			t.Fatalf("untouched mirror: %+v", m)
+		}
+
+		// Removing the link fails over its remaining mirror.
+		empty := *cfg
+		empty.Links = nil
+		r.Reload(&empty)
+		m := waitState(t, r, "stay", linkstate.Stopped, 15*time.Second)
+		if m.Stop == nil || m.Stop.By != "REMOVED" {
+			t.Fatalf("stay: %+v", m.Stop)
+		}
+		if st := r.Status().Links[0].State; st != LinkRemoved {
+			t.Fatalf("removed link shows %s", st)
+		}
+
+		// After a restart the link's history is still in status: every
+		// mirror with its stop record.
+		stop()
+		r, _ = runReplicator(t, &empty)
+		waitFor(t, 15*time.Second, "the removed link's mirrors in status after a restart", func() bool {
+			ls := r.Status().Links
+			if len(ls) != 1 || ls[0].State != LinkRemoved || len(ls[0].Mirrors) != 3 {
+				return false
+			}
+			for _, m := range ls[0].Mirrors {
+				if m.State != string(linkstate.Stopped) || m.Stop == nil || m.Stop.LastSourceOffsets[0] != 30 {
+					return false
+				}
+			}
+			return true
+		})
 	})
 }
 
@@ -298,55 +301,45 @@ func TestReloadFailoverAndRemove(t *testing.T) {
 // it returns (same data dir, same port), mirroring on exactly. A deleted
 // source topic shows SOURCE_UNAVAILABLE.
 func TestLinkFailedAndSourceUnavailable(t *testing.T) {
-	dataDir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	openSource := func() *kfake.Cluster {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dataDir), kfake.ClusterID("source-cluster"))
-		if err != nil {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		if k == kafkatest.Kafka {
+			kafkatest.RequireManaged(t)
+		}
+		src := kafkatest.Start(t, k, "source", kafkatest.Brokers(1), kafkatest.Restartable())
+		dst := kafkatest.Start(t, k, "destination", kafkatest.Strict())
+		createTopic(t, src, "lf", 1, nil)
+		createTopic(t, src, "del", 1, nil)
+		cfg := testConfig(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "1000"}, config.MirrorTopic{Name: "lf"}, config.MirrorTopic{Name: "del"})
+		r, _ := runReplicator(t, cfg)
+		cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		produceN(t, cl, "lf", 1, 20, "before")
+		waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"lf", "lf"})
+
+		// A deleted source topic.
+		if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "del"); err != nil {
 			t.Fatal(err)
 		}
-		return c
-	}
-	src := openSource()
-	defer func() { src.Close() }()
-	_, dst := testClusters(t)
-	createTopic(t, src, "lf", 1, nil)
-	createTopic(t, src, "del", 1, nil)
-	cfg := testConfig(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "1000"}, config.MirrorTopic{Name: "lf"}, config.MirrorTopic{Name: "del"})
-	r, _ := runReplicator(t, cfg)
-	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	produceN(t, cl, "lf", 1, 20, "before")
-	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"lf", "lf"})
+		m := waitState(t, r, "del", linkstate.SourceUnavailable, 20*time.Second)
+		if !strings.Contains(m.Reason, "source topic del does not exist") {
+			t.Fatalf("reason %q", m.Reason)
+		}
+		cl.Close()
 
-	// A deleted source topic.
-	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "del"); err != nil {
-		t.Fatal(err)
-	}
-	m := waitState(t, r, "del", linkstate.SourceUnavailable, 20*time.Second)
-	if !strings.Contains(m.Reason, "source topic del does not exist") {
-		t.Fatalf("reason %q", m.Reason)
-	}
-	cl.Close()
-
-	// The source cluster goes away, then comes back.
-	src.Close()
-	m = waitState(t, r, "lf", linkstate.LinkFailed, 20*time.Second)
-	if !strings.Contains(m.Reason, "cluster.link.retry.timeout.ms 1000") {
-		t.Fatalf("reason %q", m.Reason)
-	}
-	src = openSource()
-	waitState(t, r, "lf", linkstate.Active, 30*time.Second)
-	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "lf", 1, 20, "after")
-	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"lf", "lf"})
-	requireSameRecords(t, readAll(t, src, "lf"), readAll(t, dst, "lf"))
-	if got := len(readAll(t, dst, "lf")[0]); got != 40 {
-		t.Fatalf("destination has %d records, want 40", got)
-	}
+		// The source cluster goes away, then comes back.
+		src.Stop(t)
+		m = waitState(t, r, "lf", linkstate.LinkFailed, 20*time.Second)
+		if !strings.Contains(m.Reason, "cluster.link.retry.timeout.ms 1000") {
+			t.Fatalf("reason %q", m.Reason)
+		}
+		src.Restart(t)
+		waitState(t, r, "lf", linkstate.Active, 60*time.Second)
+		produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "lf", 1, 20, "after")
+		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"lf", "lf"})
+		requireSameRecords(t, readAll(t, src, "lf"), readAll(t, dst, "lf"))
+		if got := len(readAll(t, dst, "lf")[0]); got != 40 {
+			t.Fatalf("destination has %d records, want 40", got)
+		}
+	})
 }
 
 // autoCreateTopics with a prefix and filters: every selected source topic
@@ -354,59 +347,61 @@ func TestLinkFailedAndSourceUnavailable(t *testing.T) {
 // new source topic is picked up within the refresh interval, and
 // partitions added to a source topic are mirrored.
 func TestAutoCreateMirrors(t *testing.T) {
-	src, dst := testClusters(t)
-	for _, tp := range []string{"orders", "payments", "tmp.scratch"} {
-		createTopic(t, src, tp, 1, nil)
-	}
-	cfg := testConfig(t, src, dst, config.Properties{"auto.create.mirror.topics.refresh.ms": "300"},
-		config.MirrorTopic{Name: "east.orders", SourceTopicName: "orders"})
-	cfg.Links[0].MirrorTopicOptions = config.MirrorTopicOptions{Prefix: "east.", AutoCreateTopics: config.AutoCreateTopics{Enabled: true, TopicFilters: []config.TopicFilter{
-		{FilterType: "INCLUDE", Name: "*", PatternType: "LITERAL"},
-		{FilterType: "EXCLUDE", Name: "tmp.", PatternType: "PREFIXED"},
-	}}}
-	r, _ := runReplicator(t, cfg)
-	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	for _, tp := range []string{"orders", "payments", "tmp.scratch"} {
-		produceN(t, cl, tp, 1, 25, tp)
-	}
-	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "east.orders"}, [2]string{"payments", "east.payments"})
-	requireSameRecords(t, readAll(t, src, "payments"), readAll(t, dst, "east.payments"))
-	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "east.orders"))
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		src, dst := testClusters(t, k)
+		for _, tp := range []string{"orders", "payments", "tmp.scratch"} {
+			createTopic(t, src, tp, 1, nil)
+		}
+		cfg := testConfig(t, src, dst, config.Properties{"auto.create.mirror.topics.refresh.ms": "300"},
+			config.MirrorTopic{Name: "east.orders", SourceTopicName: "orders"})
+		cfg.Links[0].MirrorTopicOptions = config.MirrorTopicOptions{Prefix: "east.", AutoCreateTopics: config.AutoCreateTopics{Enabled: true, TopicFilters: []config.TopicFilter{
+			{FilterType: "INCLUDE", Name: "*", PatternType: "LITERAL"},
+			{FilterType: "EXCLUDE", Name: "tmp.", PatternType: "PREFIXED"},
+		}}}
+		r, _ := runReplicator(t, cfg)
+		cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		for _, tp := range []string{"orders", "payments", "tmp.scratch"} {
+			produceN(t, cl, tp, 1, 25, tp)
+		}
+		waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "east.orders"}, [2]string{"payments", "east.payments"})
+		requireSameRecords(t, readAll(t, src, "payments"), readAll(t, dst, "east.payments"))
+		requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "east.orders"))
 
-	// A new source topic, and a partition added to one.
-	createTopic(t, src, "refunds", 1, nil)
-	produceN(t, cl, "refunds", 1, 10, "refunds")
-	if _, err := kadm.NewClient(cl).CreatePartitions(context.Background(), 1, "payments"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the new partition in the producer's metadata", func() bool {
-		return len(endOffsets(t, src, "payments")) == 2
-	})
-	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "payments", 2, 5, "grown")
-	waitFor(t, 30*time.Second, "east.refunds and the new partition of east.payments", func() bool {
-		return len(endOffsets(t, dst, "east.payments")) == 2 && len(endOffsets(t, dst, "east.refunds")) == 1
-	})
-	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"refunds", "east.refunds"}, [2]string{"payments", "east.payments"})
-	requireSameRecords(t, readAll(t, src, "refunds"), readAll(t, dst, "east.refunds"))
-	requireSameRecords(t, readAll(t, src, "payments"), readAll(t, dst, "east.payments"))
+		// A new source topic, and a partition added to one.
+		createTopic(t, src, "refunds", 1, nil)
+		produceN(t, cl, "refunds", 1, 10, "refunds")
+		if _, err := kadm.NewClient(cl).CreatePartitions(context.Background(), 1, "payments"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the new partition in the producer's metadata", func() bool {
+			return len(endOffsets(t, src, "payments")) == 2
+		})
+		produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "payments", 2, 5, "grown")
+		waitFor(t, 30*time.Second, "east.refunds and the new partition of east.payments", func() bool {
+			return len(endOffsets(t, dst, "east.payments")) == 2 && len(endOffsets(t, dst, "east.refunds")) == 1
+		})
+		waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"refunds", "east.refunds"}, [2]string{"payments", "east.payments"})
+		requireSameRecords(t, readAll(t, src, "refunds"), readAll(t, dst, "east.refunds"))
+		requireSameRecords(t, readAll(t, src, "payments"), readAll(t, dst, "east.payments"))
 
-	var names []string
-	for _, m := range r.Status().Links[0].Mirrors {
-		names = append(names, m.Name)
-	}
-	slices.Sort(names)
-	if !slices.Equal(names, []string{"east.orders", "east.payments", "east.refunds"}) {
-		t.Fatalf("mirrors %v", names)
-	}
-	if _, ok := endOffsets(t, dst, "east.tmp.scratch")[0]; ok {
-		t.Fatal("an excluded topic was mirrored")
-	}
+		var names []string
+		for _, m := range r.Status().Links[0].Mirrors {
+			names = append(names, m.Name)
+		}
+		slices.Sort(names)
+		if !slices.Equal(names, []string{"east.orders", "east.payments", "east.refunds"}) {
+			t.Fatalf("mirrors %v", names)
+		}
+		if _, ok := endOffsets(t, dst, "east.tmp.scratch")[0]; ok {
+			t.Fatal("an excluded topic was mirrored")
+		}
+	})
 }
 
 // A promote waits for partitions added to the source just before it (found
 // in review: it stopped without them).
 func TestPromoteWaitsForNewPartitions(t *testing.T) {
-	src, dst := testClusters(t)
+	src, dst := testClusters(t, kafkatest.KFake)
 	createTopic(t, src, "g", 1, nil)
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "g"})
 	r, _ := runReplicator(t, cfg)
@@ -431,7 +426,7 @@ func TestPromoteWaitsForNewPartitions(t *testing.T) {
 // removed one stops first, records STOPPED, and the one added back refuses
 // to write into it (found in review: it kept writing).
 func TestRemoveThenAddBack(t *testing.T) {
-	src, dst := testClusters(t)
+	src, dst := testClusters(t, kafkatest.KFake)
 	createTopic(t, src, "x", 1, nil)
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "x"})
 	r, _ := runReplicator(t, cfg)

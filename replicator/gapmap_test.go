@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -32,83 +32,85 @@ func TestDestinationAbortsKlinkTransaction(t *testing.T) {
 		restart bool // klink is stopped while the destination aborts
 	}{{"while running", false}, {"while stopped", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			shortTxnTimeout(t)
-			src, dst := testClusters(t)
-			createTopic(t, src, "gt", 1, nil)
-			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
-			r, stop := runReplicator(t, cfg)
-			if !tc.restart {
-				stop = nil
-			}
-			// Source: P's records at 0..4, Q's first record at 5, P's
-			// commit at 6, held back from read_committed readers (and
-			// so from klink, which replays P's records in a destination
-			// transaction and waits for the marker) by Q's open
-			// transaction, until the destination aborts klink's.
-			q := abortScenario(t, src, dst, "gt", 5, stop, "p")
-			plain := newClient(t, src, kgo.DefaultProduceTopic("gt"))
-			for i := 0; i < 3; i++ {
-				produceSync(t, plain, &kgo.Record{Key: fmt.Appendf(nil, "plain-%d", i), Value: fmt.Appendf(nil, "plain record %d", i), Headers: []kgo.RecordHeader{{Key: "from", Value: []byte("plain")}}})
-			}
-			if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
-				t.Fatal(err)
-			}
-			if tc.restart {
-				r, _ = runReplicator(t, cfg)
-			}
-			shifts := waitShiftedCaughtUp(t, r, src, dst, "gt")
-			if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
-				t.Fatalf("mirror %s: %s", m.State, m.Reason)
-			}
-			t.Logf("gap map: %+v", shifts)
-
-			// Every source record past the aborted range is at its
-			// translated offset, and P's records, committed on the
-			// source, are seen once by a read_committed reader.
-			srcRecs := readAllAs(t, src, "gt", mirrorcheck.ReadCommitted)[0]
-			dstRecs := readAllAs(t, dst, "gt", mirrorcheck.ReadCommitted)[0]
-			byOffset := map[int64]*kgo.Record{}
-			for _, d := range dstRecs {
-				if mirrorcheck.IsFiller(d) {
-					t.Fatalf("read_committed reader sees a filler at %d", d.Offset)
+			kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+				shortTxnTimeout(t)
+				src, dst := testClusters(t, k, txnAbortOpts)
+				createTopic(t, src, "gt", 1, nil)
+				cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
+				r, stop := runReplicator(t, cfg)
+				if !tc.restart {
+					stop = nil
 				}
-				byOffset[d.Offset] = d
-			}
-			if len(dstRecs) != len(srcRecs) {
-				t.Fatalf("read_committed: source has %d records, destination %d", len(srcRecs), len(dstRecs))
-			}
-			affected := shifts[0].AffectedFrom
-			for _, s := range srcRecs {
-				if s.Offset < shifts[0].SourceOffset && s.Offset >= affected {
-					found := 0
-					for _, d := range dstRecs {
-						if bytes.Equal(d.Key, s.Key) {
-							found++
-							if err := sameButOffset(s, d); err != nil {
-								t.Fatalf("copy of source offset %d at %d: %v", s.Offset, d.Offset, err)
-							}
-						}
-					}
-					if found != 1 {
-						t.Fatalf("record of source offset %d (%s) seen %d times by a read_committed reader", s.Offset, s.Key, found)
-					}
-					continue
+				// Source: P's records at 0..4, Q's first record at 5, P's
+				// commit at 6, held back from read_committed readers (and
+				// so from klink, which replays P's records in a destination
+				// transaction and waits for the marker) by Q's open
+				// transaction, until the destination aborts klink's.
+				q := abortScenario(t, src, dst, "gt", 5, stop, "p")
+				plain := newClient(t, src, kgo.DefaultProduceTopic("gt"))
+				for i := 0; i < 3; i++ {
+					produceSync(t, plain, &kgo.Record{Key: fmt.Appendf(nil, "plain-%d", i), Value: fmt.Appendf(nil, "plain record %d", i), Headers: []kgo.RecordHeader{{Key: "from", Value: []byte("plain")}}})
 				}
-				at, err := r.TranslateOffset(cfg.Links[0].Name, "gt", 0, s.Offset)
-				if err != nil {
+				if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
 					t.Fatal(err)
 				}
-				d, ok := byOffset[at]
-				if !ok {
-					t.Fatalf("source offset %d translates to %d, which holds no record", s.Offset, at)
+				if tc.restart {
+					r, _ = runReplicator(t, cfg)
 				}
-				if err := sameButOffset(s, d); err != nil {
-					t.Fatalf("source offset %d, destination %d: %v", s.Offset, at, err)
+				shifts := waitShiftedCaughtUp(t, r, src, dst, "gt")
+				if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
+					t.Fatalf("mirror %s: %s", m.State, m.Reason)
 				}
-			}
-			if shifts[0].Copies == nil || shifts[0].Copies.Pending {
-				t.Fatalf("the aborted records were not copied: %+v", shifts[0])
-			}
+				t.Logf("gap map: %+v", shifts)
+
+				// Every source record past the aborted range is at its
+				// translated offset, and P's records, committed on the
+				// source, are seen once by a read_committed reader.
+				srcRecs := readAllAs(t, src, "gt", mirrorcheck.ReadCommitted)[0]
+				dstRecs := readAllAs(t, dst, "gt", mirrorcheck.ReadCommitted)[0]
+				byOffset := map[int64]*kgo.Record{}
+				for _, d := range dstRecs {
+					if mirrorcheck.IsFiller(d) {
+						t.Fatalf("read_committed reader sees a filler at %d", d.Offset)
+					}
+					byOffset[d.Offset] = d
+				}
+				if len(dstRecs) != len(srcRecs) {
+					t.Fatalf("read_committed: source has %d records, destination %d", len(srcRecs), len(dstRecs))
+				}
+				affected := shifts[0].AffectedFrom
+				for _, s := range srcRecs {
+					if s.Offset < shifts[0].SourceOffset && s.Offset >= affected {
+						found := 0
+						for _, d := range dstRecs {
+							if bytes.Equal(d.Key, s.Key) {
+								found++
+								if err := sameButOffset(s, d); err != nil {
+									t.Fatalf("copy of source offset %d at %d: %v", s.Offset, d.Offset, err)
+								}
+							}
+						}
+						if found != 1 {
+							t.Fatalf("record of source offset %d (%s) seen %d times by a read_committed reader", s.Offset, s.Key, found)
+						}
+						continue
+					}
+					at, err := r.TranslateOffset(cfg.Links[0].Name, "gt", 0, s.Offset)
+					if err != nil {
+						t.Fatal(err)
+					}
+					d, ok := byOffset[at]
+					if !ok {
+						t.Fatalf("source offset %d translates to %d, which holds no record", s.Offset, at)
+					}
+					if err := sameButOffset(s, d); err != nil {
+						t.Fatalf("source offset %d, destination %d: %v", s.Offset, at, err)
+					}
+				}
+				if shifts[0].Copies == nil || shifts[0].Copies.Pending {
+					t.Fatalf("the aborted records were not copied: %+v", shifts[0])
+				}
+			})
 		})
 	}
 }
@@ -126,7 +128,7 @@ func sameButOffset(s, d *kgo.Record) error {
 // is held open by producer q's open transaction; then stops klink (if
 // stop is given) and waits until the destination has aborted klink's
 // transactions. It returns q so the caller can end it.
-func abortScenario(t *testing.T, src, dst *kfake.Cluster, topic string, n int, stop func(), who ...string) *kgo.Client {
+func abortScenario(t *testing.T, src, dst *kafkatest.Cluster, topic string, n int, stop func(), who ...string) *kgo.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -165,7 +167,7 @@ func abortScenario(t *testing.T, src, dst *kfake.Cluster, topic string, n int, s
 
 // requireReadCommittedOnce checks a read_committed reader of the
 // destination sees every source record (by key and value) exactly once.
-func requireReadCommittedOnce(t *testing.T, src, dst *kfake.Cluster, topic string) {
+func requireReadCommittedOnce(t *testing.T, src, dst *kafkatest.Cluster, topic string) {
 	t.Helper()
 	seen := map[string]int{}
 	for _, d := range readAllAs(t, dst, topic, mirrorcheck.ReadCommitted)[0] {
@@ -187,7 +189,7 @@ func requireReadCommittedOnce(t *testing.T, src, dst *kfake.Cluster, topic strin
 
 // waitShiftedCaughtUp waits until the destination holds the whole source,
 // shifted as the gap map says, with no copies pending.
-func waitShiftedCaughtUp(t *testing.T, r *Replicator, src, dst *kfake.Cluster, topic string) []linkstate.OffsetShift {
+func waitShiftedCaughtUp(t *testing.T, r *Replicator, src, dst *kafkatest.Cluster, topic string) []linkstate.OffsetShift {
 	t.Helper()
 	var shifts []linkstate.OffsetShift
 	waitFor(t, 30*time.Second, "the destination to catch up with the shift", func() bool {
@@ -211,20 +213,22 @@ func waitShiftedCaughtUp(t *testing.T, r *Replicator, src, dst *kfake.Cluster, t
 // Two of klink's transactions are open when the destination aborts both:
 // both are copied (found in review: the second one's records were lost).
 func TestDestinationAbortsTwoTransactions(t *testing.T) {
-	shortTxnTimeout(t)
-	src, dst := testClusters(t)
-	createTopic(t, src, "gt", 1, nil)
-	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
-	_, stop := runReplicator(t, cfg)
-	q := abortScenario(t, src, dst, "gt", 2, stop, "p", "r")
-	if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
-		t.Fatal(err)
-	}
-	produceSync(t, newClient(t, src, kgo.DefaultProduceTopic("gt")), &kgo.Record{Key: []byte("z"), Value: []byte("z")})
-	r, _ := runReplicator(t, cfg)
-	shifts := waitShiftedCaughtUp(t, r, src, dst, "gt")
-	requireReadCommittedOnce(t, src, dst, "gt")
-	t.Logf("gap map: %+v", shifts)
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		shortTxnTimeout(t)
+		src, dst := testClusters(t, k, txnAbortOpts)
+		createTopic(t, src, "gt", 1, nil)
+		cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
+		_, stop := runReplicator(t, cfg)
+		q := abortScenario(t, src, dst, "gt", 2, stop, "p", "r")
+		if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+		produceSync(t, newClient(t, src, kgo.DefaultProduceTopic("gt")), &kgo.Record{Key: []byte("z"), Value: []byte("z")})
+		r, _ := runReplicator(t, cfg)
+		shifts := waitShiftedCaughtUp(t, r, src, dst, "gt")
+		requireReadCommittedOnce(t, src, dst, "gt")
+		t.Logf("gap map: %+v", shifts)
+	})
 }
 
 // The destination's abort marker lands on a source offset the cleaner
@@ -232,7 +236,7 @@ func TestDestinationAbortsTwoTransactions(t *testing.T) {
 // was copied).
 func TestDestinationAbortInSourceHole(t *testing.T) {
 	shortTxnTimeout(t)
-	src, dst := testClusters(t)
+	src, dst := testClusters(t, kafkatest.KFake)
 	createTopic(t, src, "gt", 1, map[string]*string{"cleanup.policy": kmsgStr("compact")})
 	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
 	_, stop := runReplicator(t, cfg)
@@ -244,7 +248,7 @@ func TestDestinationAbortInSourceHole(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		produceSync(t, plain, &kgo.Record{Key: []byte("q"), Value: fmt.Appendf(nil, "q overwritten %d", i)})
 	}
-	src.Compact()
+	src.Fake().Compact()
 	r, _ := runReplicator(t, cfg)
 	waitShiftedCaughtUp(t, r, src, dst, "gt")
 	requireReadCommittedOnce(t, src, dst, "gt")
@@ -253,30 +257,36 @@ func TestDestinationAbortInSourceHole(t *testing.T) {
 // klink fails between appending the copies and committing them (found in
 // review: the next start failed the mirror); the copies are made again.
 func TestDestinationAbortCopiesInterrupted(t *testing.T) {
-	shortTxnTimeout(t)
-	var once atomic.Bool
-	testHookBeforeCopiesCommit = func() error {
-		if once.CompareAndSwap(false, true) {
-			return errors.New("injected failure before the copies commit")
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		shortTxnTimeout(t)
+		var once atomic.Bool
+		testHookBeforeCopiesCommit = func() error {
+			if once.CompareAndSwap(false, true) {
+				return errors.New("injected failure before the copies commit")
+			}
+			return nil
 		}
-		return nil
-	}
-	t.Cleanup(func() { testHookBeforeCopiesCommit = nil })
-	src, dst := testClusters(t)
-	createTopic(t, src, "gt", 1, nil)
-	cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
-	_, stop := runReplicator(t, cfg)
-	q := abortScenario(t, src, dst, "gt", 5, stop, "p")
-	if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
-		t.Fatal(err)
-	}
-	r, _ := runReplicator(t, cfg)
-	waitShiftedCaughtUp(t, r, src, dst, "gt")
-	if !once.Load() {
-		t.Fatal("the copies were never interrupted")
-	}
-	requireReadCommittedOnce(t, src, dst, "gt")
+		t.Cleanup(func() { testHookBeforeCopiesCommit = nil })
+		src, dst := testClusters(t, k, txnAbortOpts)
+		createTopic(t, src, "gt", 1, nil)
+		cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "gt"})
+		_, stop := runReplicator(t, cfg)
+		q := abortScenario(t, src, dst, "gt", 5, stop, "p")
+		if err := q.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+		r, _ := runReplicator(t, cfg)
+		waitShiftedCaughtUp(t, r, src, dst, "gt")
+		if !once.Load() {
+			t.Fatal("the copies were never interrupted")
+		}
+		requireReadCommittedOnce(t, src, dst, "gt")
+	})
 }
+
+// txnAbortOpts make a real broker look for timed-out transactions to abort
+// every 500 ms (not 10 s).
+var txnAbortOpts = kafkatest.BrokerConfig("transaction.abort.timed.out.transaction.cleanup.interval.ms=500")
 
 // shortTxnTimeout makes the destination abort klink's transactions after
 // 2 s, for the test.

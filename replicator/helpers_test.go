@@ -10,82 +10,28 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
-	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
-// testClusters starts a source and a destination kfake cluster.
-func testClusters(t *testing.T, srcOpts ...kfake.Opt) (src, dst *kfake.Cluster) {
+// testClusters starts a source and a destination cluster of kind k (see
+// kafkatest: on kfake, the destination refuses what a real broker refuses).
+func testClusters(t *testing.T, k kafkatest.Kind, opts ...kafkatest.Opt) (src, dst *kafkatest.Cluster) {
 	t.Helper()
-	var err error
-	src, err = kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(3), kfake.ClusterID("source-cluster")}, srcOpts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	dst, err = kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("destination-cluster"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dst.Close)
-	strictProduce(t, dst)
-	return src, dst
+	return kafkatest.Pair(t, k, opts...)
 }
 
-// strictProduce makes a kfake cluster refuse, as a real Kafka broker does,
-// produced batches that kfake would take (see KAFKA-FACTS.md): the
-// LogAppendTime flag, empty batches, batches with holes, control batches,
-// an idempotent producer id without a sequence. A refused batch fails the
-// test: klink must never send one.
-func strictProduce(t *testing.T, c *kfake.Cluster) {
-	c.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		req := kreq.(*kmsg.ProduceRequest)
-		for ti := range req.Topics {
-			rt := &req.Topics[ti]
-			for pi := range rt.Partitions {
-				rp := &rt.Partitions[pi]
-				bs, err := batch.Split(rp.Records)
-				var why string
-				switch {
-				case err != nil:
-					why = err.Error()
-				case len(bs) != 1 || len(bs[0]) != len(rp.Records):
-					why = fmt.Sprintf("%d batches in one partition", len(bs))
-				case bs[0].BaseOffset() != 0:
-					why = "baseOffset is not 0"
-				case bs[0].IsLogAppendTime():
-					why = "LogAppendTime flag set"
-				case bs[0].IsControl():
-					why = "control batch"
-				case bs[0].NumRecords() == 0:
-					why = "empty batch"
-				case int64(bs[0].NumRecords()) != bs[0].OffsetSpan():
-					why = "lastOffsetDelta is not record count - 1"
-				case bs[0].ProducerID() >= 0 && bs[0].BaseSequence() < 0:
-					why = "producer id without sequence"
-				}
-				if why != "" {
-					t.Errorf("klink sent %s[%d] a batch real Kafka refuses: %s", rt.Topic, rp.Partition, why)
-					rp.Records = []byte{} // kfake answers CORRUPT_MESSAGE
-				}
-			}
-		}
-		return nil, nil, false
-	})
-}
-
-func testConfig(t *testing.T, src, dst *kfake.Cluster, linkConfigs config.Properties, mirrors ...config.MirrorTopic) *config.Config {
+// testConfig is a config with one link from src to dst, connecting to
+// each as its client identity (its TLS and SASL, if any).
+func testConfig(t *testing.T, src, dst *kafkatest.Cluster, linkConfigs config.Properties, mirrors ...config.MirrorTopic) *config.Config {
 	t.Helper()
-	return &config.Config{
+	cfg := &config.Config{
 		StateDir:    t.TempDir(),
 		Destination: config.Destination{Bootstrap: dst.ListenAddrs()},
 		Links: []config.Link{{
@@ -95,6 +41,9 @@ func testConfig(t *testing.T, src, dst *kfake.Cluster, linkConfigs config.Proper
 			MirrorTopics: mirrors,
 		}},
 	}
+	cfg.Destination.TLS, cfg.Destination.SASL = dst.Klink(t)
+	cfg.Links[0].Source.TLS, cfg.Links[0].Source.SASL = src.Klink(t)
+	return cfg
 }
 
 // runReplicator runs the config's links in-process until the test ends
@@ -143,7 +92,7 @@ func runReplicatorLogged(t *testing.T, cfg *config.Config, log *zap.Logger) (*Re
 	return r, stop
 }
 
-func newClient(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
+func newClient(t *testing.T, c *kafkatest.Cluster, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := mirrorcheck.NewClient(c.ListenAddrs(), opts...) // with the cluster's TLS or SASL, if registered
 	if err != nil {
@@ -153,12 +102,12 @@ func newClient(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-func createTopic(t *testing.T, c *kfake.Cluster, topic string, partitions int32, configs map[string]*string) {
+func createTopic(t *testing.T, c *kafkatest.Cluster, topic string, partitions int32, configs map[string]*string) {
 	t.Helper()
 	adm := kadm.NewClient(newClient(t, c))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := adm.CreateTopic(ctx, partitions, 1, configs, topic); err != nil {
+	if _, err := adm.CreateTopic(ctx, partitions, -1, configs, topic); err != nil {
 		t.Fatalf("create %s: %v", topic, err)
 	}
 }
@@ -173,17 +122,17 @@ func produceSync(t *testing.T, cl *kgo.Client, rs ...*kgo.Record) {
 }
 
 // endOffsets returns each partition's end offset of a topic.
-func endOffsets(t *testing.T, c *kfake.Cluster, topic string) map[int32]int64 {
+func endOffsets(t *testing.T, c *kafkatest.Cluster, topic string) map[int32]int64 {
 	t.Helper()
 	return listOffsets(t, c, topic, false)
 }
 
-func startOffsets(t *testing.T, c *kfake.Cluster, topic string) map[int32]int64 {
+func startOffsets(t *testing.T, c *kafkatest.Cluster, topic string) map[int32]int64 {
 	t.Helper()
 	return listOffsets(t, c, topic, true)
 }
 
-func listOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) map[int32]int64 {
+func listOffsets(t *testing.T, c *kafkatest.Cluster, topic string, start bool) map[int32]int64 {
 	t.Helper()
 	out, err := tryListOffsets(t, c, topic, start)
 	if err != nil {
@@ -194,7 +143,7 @@ func listOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) map[i
 
 // tryListOffsets is listOffsets returning the error (a wait loop retries
 // a passing one: a dropped connection under load).
-func tryListOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) (map[int32]int64, error) {
+func tryListOffsets(t *testing.T, c *kafkatest.Cluster, topic string, start bool) (map[int32]int64, error) {
 	t.Helper()
 	adm := kadm.NewClient(newClient(t, c))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -220,7 +169,7 @@ func tryListOffsets(t *testing.T, c *kfake.Cluster, topic string, start bool) (m
 
 // waitCaughtUp waits until every partition of each (source, destination)
 // topic pair has the same end offset on both sides.
-func waitCaughtUp(t *testing.T, src, dst *kfake.Cluster, timeout time.Duration, pairs ...[2]string) {
+func waitCaughtUp(t *testing.T, src, dst *kafkatest.Cluster, timeout time.Duration, pairs ...[2]string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -252,12 +201,12 @@ func waitCaughtUp(t *testing.T, src, dst *kfake.Cluster, timeout time.Duration, 
 
 // readAll consumes every record of a topic from its start to its current
 // end, read_uncommitted.
-func readAll(t *testing.T, c *kfake.Cluster, topic string) mirrorcheck.Records {
+func readAll(t *testing.T, c *kafkatest.Cluster, topic string) mirrorcheck.Records {
 	t.Helper()
 	return readAllAs(t, c, topic, mirrorcheck.ReadUncommitted)
 }
 
-func readAllAs(t *testing.T, c *kfake.Cluster, topic string, iso mirrorcheck.Isolation) mirrorcheck.Records {
+func readAllAs(t *testing.T, c *kafkatest.Cluster, topic string, iso mirrorcheck.Isolation) mirrorcheck.Records {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -280,7 +229,7 @@ func requireSameRecords(t *testing.T, src, dst mirrorcheck.Records) {
 
 // requireIdenticalBatches checks that every source data batch has a copy on
 // the destination at the same offsets with a byte-identical records section.
-func requireIdenticalBatches(t *testing.T, src, dst *kfake.Cluster, srcTopic, dstTopic string, p int32) {
+func requireIdenticalBatches(t *testing.T, src, dst *kafkatest.Cluster, srcTopic, dstTopic string, p int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -17,6 +17,7 @@ import (
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/netlink"
 	"github.com/klink-io/klink/netlink/netlinktest"
+	"github.com/klink-io/klink/replicator/kafkatest"
 )
 
 // Loopback: klink reaches its source only through a network link
@@ -26,7 +27,7 @@ import (
 // disconnects the endpoint within a second, the link's mirrors show it, and
 // putting it back recovers them.
 func TestNetworkLink(t *testing.T) {
-	src, dst := testClusters(t)
+	src, dst := testClusters(t, kafkatest.KFake)
 	createTopic(t, src, "orders", 2, nil)
 	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 50, "nl")
 	c := netlinktest.New(t)
@@ -106,7 +107,7 @@ func TestNetworkLink(t *testing.T) {
 // certificate and then reaches the source only over that connection. The
 // mirror is exact; both sides show the link READY.
 func TestSourceInitiatedLink(t *testing.T) {
-	src, dst := testClusters(t)
+	src, dst := testClusters(t, kafkatest.KFake)
 	createTopic(t, src, "orders", 2, nil)
 	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 40, "si")
 	c := netlinktest.New(t)

@@ -2,8 +2,11 @@ package replicator
 
 import (
 	"bytes"
-	"crypto/tls"
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,13 +18,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/netlink/netlinktest"
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -79,50 +82,72 @@ func requireNoSecret(t *testing.T, secret string, logs *logCapture, r *Replicato
 	}
 }
 
-// SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on both the source and the
-// destination: klink mirrors record by record, and its password, read
-// from a file, appears in no log, status or state file.
+// SASL PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and (on real brokers, with
+// Kafka's unsecured JWS validator) OAUTHBEARER on both the source and the
+// destination: klink mirrors record by record, and its secret, read from a
+// file, appears in no log, status or state file.
 func TestSASLMirroring(t *testing.T) {
-	for _, mech := range []string{config.MechPlain, config.MechScram256, config.MechScram512} {
+	for _, mech := range []string{config.MechPlain, config.MechScram256, config.MechScram512, config.MechOAuthBearer} {
 		t.Run(mech, func(t *testing.T) {
-			pass := "pw-" + strings.ToLower(mech) + "-Zq81x"
-			open := func(id string) *kfake.Cluster {
-				c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.EnableSASL(), kfake.Superuser(mech, "klink", pass))
-				if err != nil {
-					t.Fatal(err)
+			kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+				if k == kafkatest.Kafka {
+					kafkatest.RequireManaged(t)
+				} else if mech == config.MechOAuthBearer {
+					t.Skip("kfake has no OAUTHBEARER (its token flow is tested against an httptest endpoint in package secure)")
 				}
-				t.Cleanup(c.Close)
-				return c
-			}
-			src, dst := open("sasl-src"), open("sasl-dst")
-			dir := t.TempDir()
-			pwFile := writeSecret(t, dir, "pass", pass, 0o600)
-			s := config.SASL{Mechanism: mech, Username: "klink", PasswordFile: pwFile}
-			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
-			cfg.Destination.SASL = s
-			cfg.Links[0].Source.SASL = s
-
-			var m kgo.Opt
-			switch mech {
-			case config.MechPlain:
-				m = kgo.SASL(plain.Auth{User: "klink", Pass: pass}.AsMechanism())
-			case config.MechScram256:
-				m = kgo.SASL(scram.Auth{User: "klink", Pass: pass}.AsSha256Mechanism())
-			default:
-				m = kgo.SASL(scram.Auth{User: "klink", Pass: pass}.AsSha512Mechanism())
-			}
-			mirrorcheck.ClientOpts(src.ListenAddrs(), m)
-			mirrorcheck.ClientOpts(dst.ListenAddrs(), m)
-			createTopic(t, src, "orders", 2, nil)
-			logs := &logCapture{}
-			r, _ := runReplicatorLogged(t, cfg, logs.logger())
-			cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-			produceN(t, cl, "orders", 2, 50, "sasl")
-			waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
-			requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
-			requireNoSecret(t, pass, logs, r, cfg.StateDir)
+				secret := "pw-" + strings.ToLower(mech) + "-Zq81x"
+				var opts []kafkatest.Opt
+				if mech == config.MechOAuthBearer {
+					opts = []kafkatest.Opt{kafkatest.OAuthBearer()}
+				} else {
+					opts = []kafkatest.Opt{kafkatest.SASL(kafkatest.User{Mechanism: mech, Name: "klink", Password: secret, Super: true})}
+				}
+				src, dst := testClusters(t, k, append(opts, kafkatest.Brokers(1))...)
+				cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
+				if mech == config.MechOAuthBearer {
+					s := unsecuredJWSEndpoint(t, secret, src, dst)
+					cfg.Destination.SASL, cfg.Links[0].Source.SASL = s, s
+				}
+				createTopic(t, src, "orders", 2, nil)
+				logs := &logCapture{}
+				r, _ := runReplicatorLogged(t, cfg, logs.logger())
+				cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+				produceN(t, cl, "orders", 2, 50, "sasl")
+				waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+				requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+				requireNoSecret(t, secret, logs, r, cfg.StateDir)
+			})
 		})
 	}
+}
+
+// unsecuredJWSEndpoint runs an OAuth token endpoint (client credentials,
+// client "klink" with the given secret) that hands out the unsigned JWTs
+// Kafka's unsecured validator takes, and registers the same tokens for
+// the test's own clients of every cluster (mirrorcheck). It returns
+// klink's sasl settings for it.
+func unsecuredJWSEndpoint(t *testing.T, secret string, clusters ...*kafkatest.Cluster) config.SASL {
+	t.Helper()
+	token := func() string {
+		enc := base64.RawURLEncoding.EncodeToString
+		now := time.Now().Unix()
+		claims, _ := json.Marshal(map[string]any{"sub": "klink", "iat": now, "exp": now + 3600, "scope": "kafka"})
+		return enc([]byte(`{"alg":"none"}`)) + "." + enc(claims) + "."
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, sec, ok := r.BasicAuth(); !ok || id != "klink" || sec != secret {
+			http.Error(w, "bad client credentials", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"access_token": token(), "token_type": "Bearer", "expires_in": 3600})
+	}))
+	t.Cleanup(srv.Close)
+	for _, c := range clusters {
+		mirrorcheck.ClientOpts(c.ListenAddrs(), kgo.SASL(oauth.Oauth(func(context.Context) (oauth.Auth, error) { return oauth.Auth{Token: token()}, nil })))
+	}
+	return config.SASL{Mechanism: config.MechOAuthBearer, TokenEndpoint: srv.URL, ClientID: "klink",
+		ClientSecretFile: writeSecret(t, t.TempDir(), "client.secret", secret, 0o600), Scopes: []string{"kafka"}}
 }
 
 // TLS with a CA made by the test, and mTLS: brokers that require a client
@@ -134,34 +159,21 @@ func TestTLSAndMTLSMirroring(t *testing.T) {
 			name = "mTLS"
 		}
 		t.Run(name, func(t *testing.T) {
-			c := netlinktest.New(t)
-			serverCfg := &tls.Config{Certificates: []tls.Certificate{c.Server}, MinVersion: tls.VersionTLS12}
-			clientTLS := c.ClientTLS(t, "", "")
-			tc := config.TLS{Enabled: true, CAFile: c.CAFile}
-			if mtls {
-				serverCfg.ClientAuth, serverCfg.ClientCAs = tls.RequireAndVerifyClientCert, c.Pool
-				clientTLS = c.ClientTLS(t, c.ClientCert, c.ClientKey)
-				tc.CertFile, tc.KeyFile = c.ClientCert, c.ClientKey
-			}
-			open := func(id string) *kfake.Cluster {
-				k, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.TLS(serverCfg))
-				if err != nil {
-					t.Fatal(err)
+			kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+				if k == kafkatest.Kafka {
+					kafkatest.RequireManaged(t)
 				}
-				t.Cleanup(k.Close)
-				return k
-			}
-			src, dst := open("tls-src"), open("tls-dst")
-			cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
-			cfg.Destination.TLS = tc
-			cfg.Links[0].Source.TLS = tc
-			mirrorcheck.ClientOpts(src.ListenAddrs(), kgo.DialTLSConfig(clientTLS))
-			mirrorcheck.ClientOpts(dst.ListenAddrs(), kgo.DialTLSConfig(clientTLS))
-			createTopic(t, src, "orders", 2, nil)
-			runReplicator(t, cfg)
-			produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 50, "tls")
-			waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
-			requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+				src, dst := testClusters(t, k, kafkatest.TLS(netlinktest.New(t), mtls), kafkatest.Brokers(1))
+				cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "orders"})
+				if !cfg.Destination.TLS.Enabled || (cfg.Destination.TLS.CertFile != "") != mtls {
+					t.Fatalf("destination tls settings %+v", cfg.Destination.TLS)
+				}
+				createTopic(t, src, "orders", 2, nil)
+				runReplicator(t, cfg)
+				produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 50, "tls")
+				waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+				requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+			})
 		})
 	}
 }
@@ -171,18 +183,7 @@ func TestTLSAndMTLSMirroring(t *testing.T) {
 // and mirrors record by record. Neither password appears in any output.
 func TestWrongPasswordFixedByReload(t *testing.T) {
 	const right, wrong = "the-right-Pw0rd", "a-wrong-Pw0rd"
-	open := func(id string) *kfake.Cluster {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.EnableSASL(), kfake.Superuser(config.MechScram256, "klink", right))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	src, dst := open("pw-src"), open("pw-dst")
-	m := kgo.SASL(scram.Auth{User: "klink", Pass: right}.AsSha256Mechanism())
-	mirrorcheck.ClientOpts(src.ListenAddrs(), m)
-	mirrorcheck.ClientOpts(dst.ListenAddrs(), m)
+	src, dst := testClusters(t, kafkatest.KFake, kafkatest.Brokers(1), kafkatest.SASL(kafkatest.User{Mechanism: config.MechScram256, Name: "klink", Password: right, Super: true}))
 	createTopic(t, src, "orders", 1, nil)
 	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 1, 30, "x")
 
@@ -239,30 +240,28 @@ func TestLeastPrivilegeSource(t *testing.T) {
 	acls = append(acls, allow(kmsg.ACLResourceTypeTopic, "*", kmsg.ACLOperationRead, kmsg.ACLOperationDescribe, kmsg.ACLOperationDescribeConfigs)...)
 	acls = append(acls, allow(kmsg.ACLResourceTypeGroup, "*", kmsg.ACLOperationDescribe)...)
 	acls = append(acls, allow(kmsg.ACLResourceTypeCluster, "kafka-cluster", kmsg.ACLOperationDescribe)...)
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("lp-src"), kfake.EnableSASL(), kfake.EnableACLs(),
-		kfake.Superuser(config.MechScram256, "admin", "admin-pw"), kfake.User(config.MechScram256, "klink", "klink-pw", acls...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("lp-dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dst.Close)
-	mirrorcheck.ClientOpts(src.ListenAddrs(), kgo.SASL(scram.Auth{User: "admin", Pass: "admin-pw"}.AsSha256Mechanism()))
-	createTopic(t, src, "orders", 2, map[string]*string{"retention.ms": kmsgStr("86400000")})
-	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 40, "lp")
-	commitOn(t, src, "app", "orders", map[int32]int64{0: 10})
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		if k == kafkatest.Kafka {
+			kafkatest.RequireManaged(t)
+		}
+		// The test's own clients are the super user admin; klink is klink.
+		src := kafkatest.Start(t, k, "source", kafkatest.Brokers(1), kafkatest.SASL(
+			kafkatest.User{Mechanism: config.MechScram256, Name: "admin", Password: "admin-pw", Super: true},
+			kafkatest.User{Mechanism: config.MechScram256, Name: "klink", Password: "klink-pw", ACLs: acls}))
+		dst := kafkatest.Start(t, k, "destination", kafkatest.Brokers(1), kafkatest.Strict())
+		createTopic(t, src, "orders", 2, map[string]*string{"retention.ms": kmsgStr("86400000")})
+		produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 40, "lp")
+		commitOn(t, src, "app", "orders", map[int32]int64{0: 10})
 
-	cfg := testConfig(t, src, dst, config.Properties{"consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "200"}, config.MirrorTopic{Name: "orders"})
-	cfg.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "*"}}
-	cfg.Links[0].Source.SASL = config.SASL{Mechanism: config.MechScram256, Username: "klink", PasswordFile: writeSecret(t, t.TempDir(), "pw", "klink-pw", 0o600)}
-	r, _ := runReplicator(t, cfg)
-	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
-	requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
-	waitCommitted(t, dst, "app", "orders", map[int32]int64{0: 10})
-	if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
-		t.Fatalf("mirror %s: %s", m.State, m.Reason)
-	}
+		cfg := testConfig(t, src, dst, config.Properties{"consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "200"}, config.MirrorTopic{Name: "orders"})
+		cfg.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "*"}}
+		cfg.Links[0].Source.SASL = config.SASL{Mechanism: config.MechScram256, Username: "klink", PasswordFile: writeSecret(t, t.TempDir(), "pw", "klink-pw", 0o600)}
+		r, _ := runReplicator(t, cfg)
+		waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"orders", "orders"})
+		requireSameRecords(t, readAll(t, src, "orders"), readAll(t, dst, "orders"))
+		waitCommitted(t, dst, "app", "orders", map[int32]int64{0: 10})
+		if m := r.Status().Links[0].Mirrors[0]; m.State != "ACTIVE" {
+			t.Fatalf("mirror %s: %s", m.State, m.Reason)
+		}
+	})
 }

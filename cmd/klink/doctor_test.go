@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -35,8 +36,8 @@ func TestDoctor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	_, dst, _ := clusterPair(t, 1, "doctor-src", "doctor-dst")
-	good, _, adm := clusterPair(t, 1, "doctor-good", "doctor-unused")
+	_, dst, _ := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
+	good, _, adm := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
 	if _, err := adm.CreateTopic(context.Background(), 1, 1, nil, "orders"); err != nil {
 		t.Fatal(err)
 	}

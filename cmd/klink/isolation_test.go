@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/klink-io/klink/netlink/netlinktest"
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -113,11 +112,7 @@ networkLinks:
 	defer func() { svc.Process.Kill(); svc.Wait() }()
 
 	// klink on the host, the destination beside it.
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("iso-dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	dst := kafkatest.Start(t, kafkatest.KFake, "destination", kafkatest.Brokers(1), kafkatest.Strict())
 	cert, key := certs.Endpoint(t, "env-1", "n-1")
 	cfg := filepath.Join(dir, "klink.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`stateDir: %s

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,9 +17,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -41,7 +42,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func writeConfig(t *testing.T, src, dst *kfake.Cluster, stateDir string, topics ...string) string {
+func writeConfig(t *testing.T, src, dst *kafkatest.Cluster, stateDir string, topics ...string) string {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "stateDir: %s\nadmin: {listen: \"off\"}\nlog: {level: info, format: json}\n", stateDir)
@@ -57,25 +58,12 @@ func writeConfig(t *testing.T, src, dst *kfake.Cluster, stateDir string, topics 
 	return p
 }
 
-// clusterPair starts a source and a destination kfake cluster for a test,
-// and an admin client on the source.
-func clusterPair(t *testing.T, brokers int, srcID, dstID string) (src, dst *kfake.Cluster, adm *kadm.Client) {
+// clusterPair starts a source and a destination cluster of kind k for a
+// test (see kafkatest), and an admin client on the source.
+func clusterPair(t *testing.T, k kafkatest.Kind, opts ...kafkatest.Opt) (src, dst *kafkatest.Cluster, adm *kadm.Client) {
 	t.Helper()
-	var err error
-	if src, err = kfake.NewCluster(kfake.NumBrokers(brokers), kfake.ClusterID(srcID)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	if dst, err = kfake.NewCluster(kfake.NumBrokers(brokers), kfake.ClusterID(dstID)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dst.Close)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return src, dst, kadm.NewClient(cl)
+	src, dst = kafkatest.Pair(t, k, opts...)
+	return src, dst, src.Admin(t)
 }
 
 // startKlink runs `klink run` as a child process; its log goes to logBuf.
@@ -128,156 +116,172 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// Test 4: klink killed with SIGKILL five times at random moments while a
-// producer writes; afterwards the destination equals the source record by
-// record: nothing lost, nothing duplicated.
-func TestKillNineWhileProducing(t *testing.T) {
-	src, dst, adm := clusterPair(t, 3, "kill-src", "kill-dst")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	topics := []string{"orders", "events"}
-	for _, tp := range topics {
-		if _, err := adm.CreateTopic(ctx, 3, 1, nil, tp); err != nil {
-			t.Fatal(err)
+// soakKills is how many times TestKillNineWhileProducing kills klink:
+// $KLINK_SOAK_KILLS (make soak sets 50), else 5.
+func soakKills(t *testing.T) int {
+	n := 5
+	if v := os.Getenv("KLINK_SOAK_KILLS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("KLINK_SOAK_KILLS=%q: want a positive count", v)
 		}
 	}
-
-	// A producer writes throughout, across codecs.
-	prodCtx, stopProducing := context.WithCancel(ctx)
-	var acked sync.WaitGroup
-	var produced, failed int64
-	var countMu sync.Mutex
-	var wg sync.WaitGroup
-	for i, codec := range []kgo.CompressionCodec{kgo.ZstdCompression(), kgo.GzipCompression(), kgo.Lz4Compression(), kgo.SnappyCompression(), kgo.NoCompression()} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(3*time.Millisecond))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer cl.Close()
-			for n := 0; prodCtx.Err() == nil; n++ {
-				r := &kgo.Record{
-					Topic:   topics[n%2],
-					Key:     []byte(fmt.Sprintf("k%d-%d", i, n%50)),
-					Value:   []byte(fmt.Sprintf("value %d from producer %d", n, i)),
-					Headers: []kgo.RecordHeader{{Key: "p", Value: []byte{byte(i)}}},
-				}
-				acked.Add(1)
-				cl.Produce(prodCtx, r, func(_ *kgo.Record, err error) {
-					countMu.Lock()
-					if err == nil {
-						produced++
-					} else {
-						failed++
-					}
-					countMu.Unlock()
-					acked.Done()
-				})
-				if n%20 == 0 {
-					time.Sleep(2 * time.Millisecond)
-				}
-			}
-			fctx, fcancel := context.WithTimeout(context.Background(), 20*time.Second)
-			cl.Flush(fctx)
-			fcancel()
-		}()
-	}
-
-	stateDir := t.TempDir()
-	cfgPath := writeConfig(t, src, dst, stateDir, topics...)
-	var logs syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("klink log:\n%s", logs.String())
-		}
-	}()
-	for i := 0; i < 5; i++ {
-		cmd := startKlink(t, cfgPath, &logs)
-		time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		cmd.Wait()
-	}
-	// A last run that stays up while the producer finishes.
-	cmd := startKlink(t, cfgPath, &logs)
-	time.Sleep(500 * time.Millisecond)
-	stopProducing()
-	wg.Wait()
-	acked.Wait()
-
-	// Wait until the destination has caught up with the source.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		caught := true
-		for _, tp := range topics {
-			se, err := adm.ListEndOffsets(ctx, tp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			de, err := dstOffsets(ctx, dst, tp)
-			if err != nil {
-				caught = false
-				continue
-			}
-			se.Each(func(o kadm.ListedOffset) {
-				if d, ok := de.Lookup(tp, o.Partition); !ok || d.Offset != o.Offset {
-					caught = false
-				}
-			})
-		}
-		if caught {
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatal("destination did not catch up within 60s after the last restart")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// SIGTERM: a clean stop, exit status 0.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("klink exited with %v after SIGTERM", err)
-	}
-
-	total := 0
-	for _, tp := range topics {
-		s, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), tp, mirrorcheck.ReadUncommitted)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), tp, mirrorcheck.ReadUncommitted)
-		if err != nil {
-			t.Fatal(err)
-		}
-		matched, fillers, err := mirrorcheck.Compare(s, d)
-		if err != nil {
-			t.Fatalf("%s: %v", tp, err)
-		}
-		if fillers != 0 || matched != s.Count() || d.Count() != s.Count() {
-			t.Fatalf("%s: %d source records, %d destination records, %d matched, %d fillers", tp, s.Count(), d.Count(), matched, fillers)
-		}
-		for p := int32(0); p < 3; p++ {
-			if _, _, err := mirrorcheck.ComparePartitionBatches(ctx, src.ListenAddrs(), dst.ListenAddrs(), tp, tp, p); err != nil {
-				t.Fatal(err)
-			}
-		}
-		total += s.Count()
-	}
-	if int64(total) != produced {
-		t.Fatalf("source holds %d records, the producer had %d acknowledged (%d failed)", total, produced, failed)
-	}
-	t.Logf("%d records mirrored exactly across 5 SIGKILLs", total)
+	return n
 }
 
-func dstOffsets(ctx context.Context, dst *kfake.Cluster, topic string) (kadm.ListedOffsets, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(dst.ListenAddrs()...))
+// Test 4: klink killed with SIGKILL at random moments (five times, or
+// $KLINK_SOAK_KILLS) while producers write; afterwards the destination
+// equals the source record by record: nothing lost, nothing duplicated.
+func TestKillNineWhileProducing(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		src, dst, adm := clusterPair(t, k)
+		kills := soakKills(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(kills)*3*time.Second)
+		defer cancel()
+		topics := []string{"orders", "events"}
+		for _, tp := range topics {
+			if _, err := adm.CreateTopic(ctx, 3, -1, nil, tp); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		// A producer writes throughout, across codecs.
+		prodCtx, stopProducing := context.WithCancel(ctx)
+		var acked sync.WaitGroup
+		var produced, failed int64
+		var countMu sync.Mutex
+		var wg sync.WaitGroup
+		for i, codec := range []kgo.CompressionCodec{kgo.ZstdCompression(), kgo.GzipCompression(), kgo.Lz4Compression(), kgo.SnappyCompression(), kgo.NoCompression()} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(3*time.Millisecond))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer cl.Close()
+				for n := 0; prodCtx.Err() == nil; n++ {
+					r := &kgo.Record{
+						Topic:   topics[n%2],
+						Key:     []byte(fmt.Sprintf("k%d-%d", i, n%50)),
+						Value:   []byte(fmt.Sprintf("value %d from producer %d", n, i)),
+						Headers: []kgo.RecordHeader{{Key: "p", Value: []byte{byte(i)}}},
+					}
+					acked.Add(1)
+					cl.Produce(prodCtx, r, func(_ *kgo.Record, err error) {
+						countMu.Lock()
+						if err == nil {
+							produced++
+						} else {
+							failed++
+						}
+						countMu.Unlock()
+						acked.Done()
+					})
+					if n%20 == 0 {
+						time.Sleep(2 * time.Millisecond)
+					}
+				}
+				fctx, fcancel := context.WithTimeout(context.Background(), 20*time.Second)
+				cl.Flush(fctx)
+				fcancel()
+			}()
+		}
+
+		stateDir := t.TempDir()
+		cfgPath := writeConfig(t, src, dst, stateDir, topics...)
+		var logs syncBuffer
+		defer func() {
+			if t.Failed() {
+				t.Logf("klink log:\n%s", logs.String())
+			}
+		}()
+		for i := 0; i < kills; i++ {
+			cmd := startKlink(t, cfgPath, &logs)
+			time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+		}
+		// A last run that stays up while the producer finishes.
+		cmd := startKlink(t, cfgPath, &logs)
+		time.Sleep(500 * time.Millisecond)
+		stopProducing()
+		wg.Wait()
+		acked.Wait()
+
+		// Wait until the destination has caught up with the source.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			caught := true
+			for _, tp := range topics {
+				se, err := adm.ListEndOffsets(ctx, tp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				de, err := dstOffsets(ctx, dst, tp)
+				if err != nil {
+					caught = false
+					continue
+				}
+				se.Each(func(o kadm.ListedOffset) {
+					if d, ok := de.Lookup(tp, o.Partition); !ok || d.Offset != o.Offset {
+						caught = false
+					}
+				})
+			}
+			if caught {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatal("destination did not catch up within 60s after the last restart")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// SIGTERM: a clean stop, exit status 0.
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("klink exited with %v after SIGTERM", err)
+		}
+
+		total := 0
+		for _, tp := range topics {
+			s, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), tp, mirrorcheck.ReadUncommitted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), tp, mirrorcheck.ReadUncommitted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			matched, fillers, err := mirrorcheck.Compare(s, d)
+			if err != nil {
+				t.Fatalf("%s: %v", tp, err)
+			}
+			if fillers != 0 || matched != s.Count() || d.Count() != s.Count() {
+				t.Fatalf("%s: %d source records, %d destination records, %d matched, %d fillers", tp, s.Count(), d.Count(), matched, fillers)
+			}
+			for p := int32(0); p < 3; p++ {
+				if _, _, err := mirrorcheck.ComparePartitionBatches(ctx, src.ListenAddrs(), dst.ListenAddrs(), tp, tp, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			total += s.Count()
+		}
+		if int64(total) != produced {
+			t.Fatalf("source holds %d records, the producer had %d acknowledged (%d failed)", total, produced, failed)
+		}
+		t.Logf("%d records mirrored exactly across %d SIGKILLs", total, kills)
+	})
+}
+
+func dstOffsets(ctx context.Context, dst *kafkatest.Cluster, topic string) (kadm.ListedOffsets, error) {
+	cl, err := mirrorcheck.NewClient(dst.ListenAddrs())
 	if err != nil {
 		return nil, err
 	}
@@ -294,96 +298,98 @@ func dstOffsets(ctx context.Context, dst *kfake.Cluster, topic string) (kadm.Lis
 // with klink killed with SIGKILL twice: read_committed and
 // read_uncommitted readers agree on both sides, every marker at its offset.
 func TestKillNineDuringTransactions(t *testing.T) {
-	src, dst, adm := clusterPair(t, 3, "txn-src", "txn-dst")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	const topic, partitions = "streams-out", 8
-	if _, err := adm.CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-
-	prodCtx, stopProducing := context.WithTimeout(ctx, 30*time.Second)
-	defer stopProducing()
-	var wg sync.WaitGroup
-	var txns, aborted atomic.Int64
-	for i := 0; i < 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.TransactionalID(fmt.Sprint("streams-task-", i)),
-				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(time.Millisecond))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer cl.Close()
-			r := rand.New(rand.NewPCG(uint64(i), 7))
-			for n := 0; prodCtx.Err() == nil; n++ {
-				if err := cl.BeginTransaction(); err != nil {
-					t.Error(err)
-					return
-				}
-				for j, k := 0, 1+r.IntN(4); j < k; j++ {
-					cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.Int32N(partitions), Key: fmt.Appendf(nil, "task-%d-key-%d", i, r.IntN(100)), Value: fmt.Appendf(nil, "task %d txn %d record %d", i, n, j)}, nil)
-				}
-				if err := cl.Flush(ctx); err != nil {
-					t.Error(err)
-					return
-				}
-				commit := r.IntN(10) != 0
-				if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
-					t.Error(err)
-					return
-				}
-				txns.Add(1)
-				if !commit {
-					aborted.Add(1)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
-	}
-
-	cfgPath := writeConfig(t, src, dst, t.TempDir(), topic)
-	var logs syncBuffer
-	defer func() {
-		if t.Failed() {
-			t.Logf("klink log:\n%s", logs.String())
-		}
-	}()
-	cmd := startKlink(t, cfgPath, &logs)
-	for _, at := range []time.Duration{8 * time.Second, 10 * time.Second} {
-		time.Sleep(at + time.Duration(rand.IntN(1000))*time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		src, dst, adm := clusterPair(t, k)
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		const topic, partitions = "streams-out", 8
+		if _, err := adm.CreateTopic(ctx, partitions, -1, nil, topic); err != nil {
 			t.Fatal(err)
 		}
-		cmd.Wait()
-		cmd = startKlink(t, cfgPath, &logs)
-	}
-	wg.Wait()
-	if txns.Load() < 100 || aborted.Load() == 0 {
-		t.Fatalf("%d transactions, %d aborted: not the pattern under test", txns.Load(), aborted.Load())
-	}
-	waitDestinationCaughtUp(t, ctx, adm, dst, cmd, topic)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("klink exited with %v after SIGTERM", err)
-	}
-	e, err := mirrorcheck.CompareExact(ctx, src.ListenAddrs(), dst.ListenAddrs(), topic, topic, partitions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.Committed == 0 || e.Uncommitted <= e.Committed {
-		t.Fatalf("%+v: the comparison saw no aborted data", e)
-	}
-	t.Logf("%d transactions (%d aborted) across 2 SIGKILLs: %+v", txns.Load(), aborted.Load(), e)
+
+		prodCtx, stopProducing := context.WithTimeout(ctx, 30*time.Second)
+		defer stopProducing()
+		var wg sync.WaitGroup
+		var txns, aborted atomic.Int64
+		for i := 0; i < 3; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.TransactionalID(fmt.Sprint("streams-task-", i)),
+					kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(time.Millisecond))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer cl.Close()
+				r := rand.New(rand.NewPCG(uint64(i), 7))
+				for n := 0; prodCtx.Err() == nil; n++ {
+					if err := cl.BeginTransaction(); err != nil {
+						t.Error(err)
+						return
+					}
+					for j, k := 0, 1+r.IntN(4); j < k; j++ {
+						cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: r.Int32N(partitions), Key: fmt.Appendf(nil, "task-%d-key-%d", i, r.IntN(100)), Value: fmt.Appendf(nil, "task %d txn %d record %d", i, n, j)}, nil)
+					}
+					if err := cl.Flush(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+					commit := r.IntN(10) != 0
+					if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+						t.Error(err)
+						return
+					}
+					txns.Add(1)
+					if !commit {
+						aborted.Add(1)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+		}
+
+		cfgPath := writeConfig(t, src, dst, t.TempDir(), topic)
+		var logs syncBuffer
+		defer func() {
+			if t.Failed() {
+				t.Logf("klink log:\n%s", logs.String())
+			}
+		}()
+		cmd := startKlink(t, cfgPath, &logs)
+		for _, at := range []time.Duration{8 * time.Second, 10 * time.Second} {
+			time.Sleep(at + time.Duration(rand.IntN(1000))*time.Millisecond)
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+			cmd = startKlink(t, cfgPath, &logs)
+		}
+		wg.Wait()
+		if txns.Load() < 100 || aborted.Load() == 0 {
+			t.Fatalf("%d transactions, %d aborted: not the pattern under test", txns.Load(), aborted.Load())
+		}
+		waitDestinationCaughtUp(t, ctx, adm, dst, cmd, topic)
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("klink exited with %v after SIGTERM", err)
+		}
+		e, err := mirrorcheck.CompareExact(ctx, src.ListenAddrs(), dst.ListenAddrs(), topic, topic, partitions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Committed == 0 || e.Uncommitted <= e.Committed {
+			t.Fatalf("%+v: the comparison saw no aborted data", e)
+		}
+		t.Logf("%d transactions (%d aborted) across 2 SIGKILLs: %+v", txns.Load(), aborted.Load(), e)
+	})
 }
 
 // waitDestinationCaughtUp waits until every partition of topic has the
 // same end offset on the destination as on the source.
-func waitDestinationCaughtUp(t *testing.T, ctx context.Context, srcAdm *kadm.Client, dst *kfake.Cluster, cmd *exec.Cmd, topic string) {
+func waitDestinationCaughtUp(t *testing.T, ctx context.Context, srcAdm *kadm.Client, dst *kafkatest.Cluster, cmd *exec.Cmd, topic string) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {

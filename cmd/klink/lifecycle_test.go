@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,10 +11,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/klink-io/klink/replicator"
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -26,7 +25,7 @@ type lifecycleConfig struct {
 	withWest bool
 }
 
-func (c lifecycleConfig) write(t *testing.T, path, stateDir string, src, dst *kfake.Cluster) {
+func (c lifecycleConfig) write(t *testing.T, path, stateDir string, src, dst *kafkatest.Cluster) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "stateDir: %s\nadmin: {listen: \"127.0.0.1:0\"}\nlog: {level: info, format: json}\n", stateDir)
@@ -85,26 +84,8 @@ func statusMirror(s replicator.Status, name string) (replicator.MirrorStatus, st
 // record against its source at the end.
 func TestSighupLifecycle(t *testing.T) {
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	openSource := func() *kfake.Cluster {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(filepath.Join(dir, "source-data")), kfake.ClusterID("life-src"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	src := openSource()
-	defer func() { src.Close() }()
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("life-dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	src := kafkatest.Start(t, kafkatest.KFake, "source", kafkatest.Brokers(1), kafkatest.Restartable())
+	dst := kafkatest.Start(t, kafkatest.KFake, "destination", kafkatest.Brokers(1), kafkatest.Strict())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	client := func() (*kgo.Client, *kadm.Client) {
@@ -252,9 +233,9 @@ func TestSighupLifecycle(t *testing.T) {
 	// The source cluster closed and reopened.
 	cl.Close()
 	cl2.Close()
-	src.Close()
+	src.Stop(t)
 	waitMirror("e.events", "LINK_FAILED", 20*time.Second)
-	src = openSource()
+	src.Restart(t)
 	waitMirror("e.events", "ACTIVE", 40*time.Second)
 	cl3, adm3 := client()
 	adm = adm3

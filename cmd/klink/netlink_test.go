@@ -15,6 +15,7 @@ import (
 
 	"github.com/klink-io/klink/netlink"
 	"github.com/klink-io/klink/netlink/netlinktest"
+	"github.com/klink-io/klink/replicator/kafkatest"
 )
 
 // klink netlink serve as a process: an accepted endpoint connects and dials
@@ -22,7 +23,7 @@ import (
 // association; removing the endpoint's network from the accept list and
 // sending SIGHUP disconnects it within a second.
 func TestNetlinkServe(t *testing.T) {
-	src, _, _ := clusterPair(t, 1, "nls-src", "nls-unused")
+	src, _, _ := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
 	c := netlinktest.New(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,13 +10,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klink-io/klink/replicator/kafkatest"
 )
 
 // klink's systemd notifications, read from a fake NOTIFY_SOCKET: READY=1
 // with a status line once started, watchdog pings, RELOADING=1 with
 // MONOTONIC_USEC then READY=1 around a SIGHUP, STOPPING=1 on SIGTERM.
 func TestSystemdNotify(t *testing.T) {
-	src, dst, _ := clusterPair(t, 1, "notify-src", "notify-dst")
+	src, dst, _ := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "notify.sock")
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -76,7 +78,7 @@ func TestSystemdNotify(t *testing.T) {
 
 // log.level changes at once on a reload.
 func TestLogLevelReload(t *testing.T) {
-	src, dst, _ := clusterPair(t, 1, "lvl-src", "lvl-dst")
+	src, dst, _ := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
 	path := writeConfig(t, src, dst, filepath.Join(t.TempDir(), "state"), "orders")
 	var logs syncBuffer
 	cmd := startKlink(t, path, &logs)

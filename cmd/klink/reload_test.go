@@ -15,16 +15,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/klink-io/klink/replicator"
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
 // reloadConfig writes klink's file with an admin listener on a free port
 // and the given mirrors (name -> state line, "" for none).
-func reloadConfig(t *testing.T, path, stateDir string, src, dst *kfake.Cluster, extra string, mirrors ...[2]string) {
+func reloadConfig(t *testing.T, path, stateDir string, src, dst *kafkatest.Cluster, extra string, mirrors ...[2]string) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "stateDir: %s\nadmin: {listen: \"127.0.0.1:0\"}\nlog: {level: info, format: json}\n%s", stateDir, extra)
@@ -86,7 +86,7 @@ func mirrorState(s replicator.Status, name string) string {
 // an invalid file (refused, nothing changes, the error names the key path,
 // klink keeps running), resume and failover.
 func TestSighupReload(t *testing.T) {
-	src, dst, adm := clusterPair(t, 1, "reload-src", "reload-dst")
+	src, dst, adm := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
 
@@ -29,7 +30,7 @@ func TestWrongPasswordFixedBySighup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	_, dst, _ := clusterPair(t, 1, "unused", "sec-dst")
+	_, dst, _ := clusterPair(t, kafkatest.KFake, kafkatest.Brokers(1))
 	mech := kgo.SASL(scram.Auth{User: "klink", Pass: right}.AsSha512Mechanism())
 	mirrorcheck.ClientOpts(src.ListenAddrs(), mech)
 	cl, err := mirrorcheck.NewClient(src.ListenAddrs(), kgo.DefaultProduceTopic("orders"))

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 
@@ -393,7 +394,8 @@ func readBatches(ctx context.Context, seeds []string, topic string, p int32, sta
 // the source holds at the same offsets:
 //   - a data batch has a copy whose records section is byte-identical
 //     (nothing was decompressed or recompressed), with the transactional
-//     flag kept and klink's producer id instead of the source's;
+//     flag kept and klink's producer id instead of the source's (told
+//     apart where ids are random: kfake's);
 //   - a transaction marker has a marker with the same outcome;
 //   - a batch with holes left by the log cleaner has, for each run of
 //     consecutive records, a batch holding exactly those records.
@@ -432,7 +434,12 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 		if s.IsTransactional() != d.IsTransactional() {
 			return identical, rebuilt, fmt.Errorf("batch at offset %d: transactional %v on the source, %v on the destination", s.BaseOffset(), s.IsTransactional(), d.IsTransactional())
 		}
-		if s.ProducerID() >= 0 && d.ProducerID() == s.ProducerID() {
+		// kfake hands out random 63-bit producer ids, so a destination
+		// batch with its source's id was forwarded, not rewritten. Kafka
+		// numbers producers from 0 on every cluster: there equal small
+		// ids are a coincidence, and the broker itself refuses batches
+		// of producers it does not know at the wrong sequence.
+		if s.ProducerID() > math.MaxInt32 && d.ProducerID() == s.ProducerID() {
 			return identical, rebuilt, fmt.Errorf("batch at offset %d carries the source producer id %d", s.BaseOffset(), s.ProducerID())
 		}
 		if d.LastOffsetDelta() != s.LastOffsetDelta() || d.NumRecords() != s.NumRecords() || d.Codec() != s.Codec() {
