@@ -30,6 +30,7 @@ type mirror struct {
 	// Set by setup before partitions start.
 	maxMessageBytes int
 	sourceTopicID   [16]byte
+	destTopicID     [16]byte // the destination topic klink created and writes into
 
 	// wake tells run the desired state changed (see control.go).
 	wake chan struct{}
@@ -173,6 +174,7 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 			return rec, err
 		}
 	}
+	m.destTopicID = dm.id
 	if err := m.loadMaxMessageBytes(ctx); err != nil {
 		return rec, err
 	}
@@ -228,6 +230,33 @@ func (m *mirror) checkSourceIdentity(ctx context.Context) error {
 	}
 	if sm.id != m.sourceTopicID && m.sourceTopicID != ([16]byte{}) {
 		return fatalf("source topic %s was deleted and recreated (topic ID %s, mirrored from %s): its offsets are not the ones mirrored", m.sourceTopic, topicIDString(sm.id), topicIDString(m.sourceTopicID))
+	}
+	return nil
+}
+
+// checkDestinationIdentity checks, when a partition starts again (after an
+// append error, for one), that the destination topic is still the one
+// klink created: someone may have deleted it, or deleted and recreated it,
+// while klink mirrored into it. Either fails the mirror: klink never
+// recreates a topic silently, nor writes into one it did not create. A
+// topic reported missing is asked about again a second later, so that a
+// broker whose metadata lags cannot fail the mirror alone.
+func (m *mirror) checkDestinationIdentity(ctx context.Context) error {
+	dm, err := m.link.dst.topic(ctx, m.name)
+	if errors.Is(err, errTopicNotFound) {
+		if !sleepCtx(ctx, time.Second) {
+			return ctx.Err()
+		}
+		dm, err = m.link.dst.topic(ctx, m.name)
+		if errors.Is(err, errTopicNotFound) {
+			return fatalf("destination topic %s (topic ID %s, created by klink) was deleted while klink mirrored into it; klink does not recreate it silently: remove the mirror from the config, or delete its state with the topic", m.name, topicIDString(m.destTopicID))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if dm.id != m.destTopicID && m.destTopicID != ([16]byte{}) && dm.id != ([16]byte{}) {
+		return fatalf("destination topic %s was deleted and recreated by someone else while klink mirrored into it (topic ID %s, klink created %s); klink never writes into a topic it did not create", m.name, topicIDString(dm.id), topicIDString(m.destTopicID))
 	}
 	return nil
 }

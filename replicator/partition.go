@@ -148,6 +148,9 @@ func (p *partition) start(ctx context.Context) error {
 	if err := p.m.checkSourceIdentity(ctx); err != nil {
 		return err
 	}
+	if err := p.m.checkDestinationIdentity(ctx); err != nil {
+		return err
+	}
 	dst := p.m.link.dst
 	topic := p.m.name
 	leader, err := dst.leader(ctx, topic, p.id)
