@@ -24,6 +24,14 @@ import (
 // aborted by the destination's coordinator, and its abort marker takes the
 // destination's next offset, where klink meant to put something else.
 //
+// The destination can also write one of klink's markers twice: its
+// transaction coordinator, restarted after its markers were written but
+// before it recorded the transaction complete, completes it again, and the
+// second marker takes the next offset (seen on Kafka 3.8 with the broker
+// SIGKILLed under transactional load; klink cannot prevent it, since the
+// marker is written whatever klink does). It is absorbed the same way:
+// recorded as a shift of one offset, nothing to copy.
+//
 // From that offset on the partition is mirrored one offset further on, and
 // the shift is recorded in the state file (linkstate.OffsetShift), so that
 // offsets translate exactly (linkstate.Partition.Translate). If the source
@@ -116,6 +124,12 @@ func (p *partition) sourceOffsetOf(dest int64) int64 {
 // took an offset the source has nothing at) and, if the source committed
 // the transaction's records, schedules their copies (finishCopies).
 func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
+	if dup, err := p.duplicateMarker(ctx, d); err != nil || dup {
+		if err != nil {
+			return err
+		}
+		return p.absorbDuplicate(ctx, d)
+	}
 	x := d.BaseOffset()
 	srcX := x - p.delta
 	originals, err := p.txnData(ctx, d.ProducerID(), 0, x)
@@ -176,6 +190,77 @@ func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
 	p.log.Warn("source offsets no longer at the same destination offsets", zap.Int64("sourceOffset", sh.SourceOffset),
 		zap.Int64("destinationOffset", sh.DestOffset), zap.String("reason", sh.Reason))
 	return nil
+}
+
+// errDuplicateMarker: compareWithSource found a marker of klink's that
+// repeats the one before it (see duplicateMarker).
+var errDuplicateMarker = errors.New("a marker of klink's transaction written twice by the destination")
+
+// duplicateMarker reports whether marker d of one of klink's producers
+// repeats that producer's previous batch: a marker of the same epoch and
+// outcome with nothing of the producer between them. klink never ends a
+// transaction twice; the destination's coordinator does when it completes
+// a transaction again after a restart.
+func (p *partition) duplicateMarker(ctx context.Context, d batch.Batch) (bool, error) {
+	typ, err := d.ControlType()
+	if !d.IsControl() || err != nil || !p.ourPIDs[d.ProducerID()] {
+		return false, nil
+	}
+	prev, err := p.lastOfProducer(ctx, d.ProducerID(), d.BaseOffset())
+	if err != nil || prev == nil || !prev.IsControl() || prev.ProducerEpoch() != d.ProducerEpoch() {
+		return false, err
+	}
+	prevTyp, err := prev.ControlType()
+	return err == nil && prevTyp == typ, nil
+}
+
+// absorbDuplicate records the shift a duplicate marker at x makes: the
+// source offset klink meant to put at x goes to x+1 (unless the source has
+// nothing there, where a filler would have stood).
+func (p *partition) absorbDuplicate(ctx context.Context, d batch.Batch) error {
+	x := d.BaseOffset()
+	srcX := x - p.delta
+	_, sourceHas, err := p.sourceAt(ctx, srcX)
+	if err != nil || !sourceHas {
+		return err
+	}
+	sh := linkstate.OffsetShift{SourceOffset: srcX, DestOffset: x + 1, AffectedFrom: srcX, At: time.Now().UTC(),
+		Reason: fmt.Sprintf("the destination wrote the marker of klink's transaction (producer id %d) again at offset %d: its transaction coordinator completed the transaction a second time after a restart", d.ProducerID(), x)}
+	p.shifts = append(p.shifts, sh)
+	if err := p.saveShifts(); err != nil {
+		p.shifts = p.shifts[:len(p.shifts)-1]
+		return err
+	}
+	p.delta = sh.DestOffset - sh.SourceOffset
+	p.log.Warn("source offsets no longer at the same destination offsets", zap.Int64("sourceOffset", sh.SourceOffset),
+		zap.Int64("destinationOffset", sh.DestOffset), zap.String("reason", sh.Reason))
+	return nil
+}
+
+// lastOfProducer is producer pid's last destination batch before offset x
+// (nil if it has none), read back from x in growing windows.
+func (p *partition) lastOfProducer(ctx context.Context, pid, x int64) (batch.Batch, error) {
+	dst := p.m.link.dst
+	logStart, err := dst.listOffset(ctx, p.m.name, p.id, offsetEarliest)
+	if err != nil {
+		return nil, err
+	}
+	for window := int64(64); ; window *= 4 {
+		from := max(logStart, x-window)
+		var last batch.Batch
+		err := dst.scan(ctx, p.m.name, p.id, from, x, func(b batch.Batch) (bool, error) {
+			if b.ProducerID() == pid {
+				last = b
+			}
+			return false, nil
+		})
+		if err != nil && !errors.Is(err, errScanEnd) {
+			return nil, err
+		}
+		if last != nil || from == logStart {
+			return last, nil
+		}
+	}
 }
 
 // txnData returns the data batches (not fillers, not copies) of the
@@ -414,7 +499,7 @@ func (p *partition) copiesDone(i int) error {
 
 // errShiftedAppend: an append landed after an offset the destination
 // took for one of klink's markers.
-var errShiftedAppend = errors.New("the destination took an offset for a marker of klink's transaction (transaction timeout); reconciling")
+var errShiftedAppend = errors.New("the destination took an offset for a marker of klink's transaction (transaction timeout, or a transaction completed again); reconciling")
 
 // ownAbortIn reports whether the destination range [from, to) holds an
 // abort marker of klink's: the destination aborted one of klink's
@@ -422,6 +507,17 @@ var errShiftedAppend = errors.New("the destination took an offset for a marker o
 func (p *partition) ownAbortIn(ctx context.Context, from, to int64) bool {
 	_, found, err := p.findOwnAbort(ctx, from, to)
 	return err == nil && found
+}
+
+// ownMarkerIn reports whether the destination range [from, to) holds a
+// marker of klink's of either outcome (one the destination wrote again).
+func (p *partition) ownMarkerIn(ctx context.Context, from, to int64) bool {
+	found := false
+	err := p.m.link.dst.scan(ctx, p.m.name, p.id, from, to, func(b batch.Batch) (bool, error) {
+		found = b.IsControl() && p.ourPIDs[b.ProducerID()]
+		return found, nil
+	})
+	return (err == nil || errors.Is(err, errScanEnd)) && found
 }
 
 // ownMarker reports whether b is a marker of klink's of the given type.

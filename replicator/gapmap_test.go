@@ -3,17 +3,23 @@ package replicator
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/batch"
 	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
@@ -85,7 +91,7 @@ func TestDestinationAbortsKlinkTransaction(t *testing.T) {
 						for _, d := range dstRecs {
 							if bytes.Equal(d.Key, s.Key) {
 								found++
-								if err := sameButOffset(s, d); err != nil {
+								if err := mirrorcheck.SameRecord(s, d); err != nil {
 									t.Fatalf("copy of source offset %d at %d: %v", s.Offset, d.Offset, err)
 								}
 							}
@@ -103,7 +109,7 @@ func TestDestinationAbortsKlinkTransaction(t *testing.T) {
 					if !ok {
 						t.Fatalf("source offset %d translates to %d, which holds no record", s.Offset, at)
 					}
-					if err := sameButOffset(s, d); err != nil {
+					if err := mirrorcheck.SameRecord(s, d); err != nil {
 						t.Fatalf("source offset %d, destination %d: %v", s.Offset, at, err)
 					}
 				}
@@ -113,14 +119,6 @@ func TestDestinationAbortsKlinkTransaction(t *testing.T) {
 			})
 		})
 	}
-}
-
-// sameButOffset compares two records as mirrorcheck.Same does, except for
-// their offsets.
-func sameButOffset(s, d *kgo.Record) error {
-	c := *d
-	c.Offset = s.Offset
-	return mirrorcheck.Same(s, &c)
 }
 
 // abortScenario writes, on the source, transactions of the given producers
@@ -294,4 +292,134 @@ func shortTxnTimeout(t *testing.T) {
 	old := txnTimeout
 	txnTimeout = 2 * time.Second
 	t.Cleanup(func() { txnTimeout = old })
+}
+
+// The destination writes one of klink's markers twice: its transaction
+// coordinator, restarted after it wrote a transaction's markers and before
+// it recorded the transaction complete, completes the transaction again
+// (found on Kafka 3.8 with the broker SIGKILLed under transactional load;
+// here the second marker is written with WriteTxnMarkers, the request the
+// coordinator sends). klink absorbs it into the gap map whether it was
+// stopped (the restart's tail check) or running (its next append lands one
+// offset late): the source goes on one offset further on, exactly, nothing
+// lost or duplicated.
+func TestDestinationWritesMarkerTwice(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		commit  bool
+		stopped bool
+	}{{"commit while stopped", true, true}, {"abort while running", false, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+				src, dst := testClusters(t, k)
+				createTopic(t, src, "dm", 1, nil)
+				txn := newClient(t, src, kgo.TransactionalID("dm-app"), kgo.DefaultProduceTopic("dm"))
+				plain := newClient(t, src, kgo.DefaultProduceTopic("dm"))
+				transaction := func(tag string, commit bool) {
+					t.Helper()
+					if err := txn.BeginTransaction(); err != nil {
+						t.Fatal(err)
+					}
+					for i := 0; i < 3; i++ {
+						produceSync(t, txn, &kgo.Record{Key: fmt.Appendf(nil, "%s-%d", tag, i), Value: fmt.Appendf(nil, "%s transactional record %d", tag, i)})
+					}
+					if err := txn.EndTransaction(context.Background(), kgo.TransactionEndTry(commit)); err != nil {
+						t.Fatal(err)
+					}
+					produceSync(t, plain, &kgo.Record{Key: fmt.Appendf(nil, "%s-plain", tag), Value: []byte("plain record")})
+				}
+				transaction("before", tc.commit)
+				cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "dm"})
+				r, stop := runReplicator(t, cfg)
+				waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"dm", "dm"})
+				if tc.stopped {
+					stop()
+				}
+
+				// The marker klink wrote for the source's transaction,
+				// written again by the "coordinator".
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				bs, err := mirrorcheck.ReadBatches(ctx, dst.ListenAddrs(), "dm", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var marker batch.Batch
+				for _, b := range bs {
+					if b.IsControl() {
+						marker = b
+					}
+				}
+				if marker == nil {
+					t.Fatal("no marker on the destination")
+				}
+				before := endOffsets(t, dst, "dm")[0]
+				writeMarkerAgain(t, dst, "dm", marker, tc.commit)
+				if end := endOffsets(t, dst, "dm")[0]; end != before+1 {
+					t.Fatalf("the second marker did not land: end %d -> %d", before, end)
+				}
+
+				transaction("after", true)
+				if tc.stopped {
+					r, _ = runReplicator(t, cfg)
+				}
+				waitCaughtUpShifted(t, r, src, dst, "dm", 30*time.Second)
+				shifts := mirrorStatus(t, r, "dm").Partitions[0].OffsetShifts
+				if len(shifts) != 1 || shifts[0].DestOffset-shifts[0].SourceOffset != 1 || shifts[0].SourceOffset != before || !strings.Contains(shifts[0].Reason, "again") {
+					t.Fatalf("gap map %+v, want one shift of 1 at source offset %d", shifts, before)
+				}
+				e, err := mirrorcheck.CompareExactTranslated(ctx, src.ListenAddrs(), dst.ListenAddrs(), "dm", "dm", 1, translator(t, r, "dm"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := 5; !tc.commit && e.Committed != want || tc.commit && e.Committed != want+3 {
+					t.Fatalf("%+v", e)
+				}
+				if m := mirrorStatus(t, r, "dm"); m.State != "ACTIVE" {
+					t.Fatalf("mirror %s: %s", m.State, m.Reason)
+				}
+				t.Logf("gap map: %s; %+v", shifts[0].Reason, e)
+			})
+		})
+	}
+}
+
+// writeMarkerAgain writes marker again into partition 0 of a destination
+// topic, as the transaction coordinator does (WriteTxnMarkers, to the
+// partition's leader, with the coordinator epoch marker carries: a higher
+// one would fence the real coordinator's later markers on Kafka).
+func writeMarkerAgain(t *testing.T, c *kafkatest.Cluster, topic string, marker batch.Batch, commit bool) {
+	t.Helper()
+	recs, err := marker.Decode()
+	if err != nil || len(recs) != 1 || len(recs[0].Value) < 6 {
+		t.Fatalf("marker at %d: %d records, %v", marker.BaseOffset(), len(recs), err)
+	}
+	coordinatorEpoch := int32(binary.BigEndian.Uint32(recs[0].Value[2:])) // value: version int16, coordinator epoch int32
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := c.AdminClient(t)
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrWriteTxnMarkersRequest()
+	m := kmsg.NewWriteTxnMarkersRequestMarker()
+	m.ProducerID, m.ProducerEpoch, m.Committed, m.CoordinatorEpoch = marker.ProducerID(), marker.ProducerEpoch(), commit, coordinatorEpoch
+	mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+	mt.Topic, mt.Partitions = topic, []int32{0}
+	m.Topics = append(m.Topics, mt)
+	req.Markers = append(req.Markers, m)
+	kresp, err := cl.Broker(int(md.Topics[topic].Partitions[0].Leader)).Request(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rm := range kresp.(*kmsg.WriteTxnMarkersResponse).Markers {
+		for _, rt := range rm.Topics {
+			for _, rp := range rt.Partitions {
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					t.Fatalf("WriteTxnMarkers: %v", err)
+				}
+			}
+		}
+	}
 }

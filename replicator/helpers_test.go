@@ -199,6 +199,41 @@ func waitCaughtUp(t *testing.T, src, dst *kafkatest.Cluster, timeout time.Durati
 	}
 }
 
+// waitCaughtUpShifted waits until every partition of a mirror of the test
+// link ends where its source's end translates to through the gap map (the
+// source's end itself when nothing is shifted). A FAILED mirror fails the
+// test at once.
+func waitCaughtUpShifted(t *testing.T, r *Replicator, src, dst *kafkatest.Cluster, mirror string, timeout time.Duration) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(timeout)
+	for {
+		ok := true
+		if m := mirrorStatus(t, r, mirror); m.State == "FAILED" {
+			t.Fatalf("mirror %s FAILED: %s", mirror, m.Reason)
+		}
+		se, err1 := tryListOffsets(t, src, mirror, false)
+		de, err2 := tryListOffsets(t, dst, mirror, false)
+		if err := errors.Join(err1, err2); err != nil {
+			ok, last = false, err.Error()
+		}
+		for p, o := range se {
+			want, err := r.TranslateOffset("test-link", mirror, p, o)
+			if err != nil || de[p] != want {
+				ok = false
+				last = fmt.Sprintf("%s[%d]: source end %d (destination %d through the gap map), destination end %d %v", mirror, p, o, want, de[p], err)
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("destination did not catch up within %s: %s", timeout, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // readAll consumes every record of a topic from its start to its current
 // end, read_uncommitted.
 func readAll(t *testing.T, c *kafkatest.Cluster, topic string) mirrorcheck.Records {

@@ -373,7 +373,7 @@ func (p *partition) handleResult(ctx context.Context, r appendResult) error {
 		// overtakes anything.
 		return fmt.Errorf("internal: produce answer out of order on %s[%d]", p.m.name, p.id)
 	}
-	if r.base > r.a.base && p.ownAbortIn(ctx, r.a.base, r.a.base+1) {
+	if r.base > r.a.base && p.ownMarkerIn(ctx, r.a.base, r.a.base+1) {
 		return errShiftedAppend // start checks the tail from p.acked and absorbs the marker
 	}
 	if r.base != r.a.base {

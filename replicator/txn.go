@@ -214,7 +214,7 @@ func (p *partition) waitMarker(ctx context.Context, m int64, commit bool, pid in
 		}
 		if end > m {
 			if end != m+1 {
-				if p.ownAbortIn(ctx, m, end) {
+				if p.ownAbortIn(ctx, m, end) || p.ownMarkerIn(ctx, m+1, end) {
 					return errShiftedAppend
 				}
 				return fatalf("destination %s[%d] end offset is %d after the transaction marker expected at %d: something else writes into the mirror topic", p.m.name, p.id, end, m)

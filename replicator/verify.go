@@ -19,8 +19,10 @@ import (
 //
 // An abort marker of klink's own that the source does not have there is
 // the destination ending one of klink's transactions on its own (the
-// transaction timeout): it is absorbed into the gap map (see gapmap.go) and
-// the batches after it are checked one offset further on.
+// transaction timeout), and a marker of klink's repeating the one before
+// it is the destination completing a transaction twice: either is absorbed
+// into the gap map (see gapmap.go) and the batches after it are checked
+// one offset further on.
 func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 	dst := p.m.link.dst
 	from = max(from, p.shiftedUpTo())
@@ -49,8 +51,11 @@ func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 				return nil
 			}
 			err := p.compareWithSource(ctx, d)
-			if errors.Is(err, errUnplannedAbort) {
+			switch {
+			case errors.Is(err, errUnplannedAbort):
 				err = p.absorbAbort(ctx, d)
+			case errors.Is(err, errDuplicateMarker):
+				err = p.absorbDuplicate(ctx, d)
 			}
 			if err != nil {
 				return err
@@ -187,6 +192,12 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 		}
 		if typ == batch.ControlAbort && !sourceHasData(s, at, at) {
 			return nil // the end of a filler transaction (of an earlier producer id)
+		}
+		if dup, err := p.duplicateMarker(ctx, d); err != nil || dup {
+			if err != nil {
+				return err
+			}
+			return errDuplicateMarker
 		}
 		return fatalf("destination %s[%d] has a transaction marker at offset %d that the source does not have there: something else writes into the mirror topic", p.m.name, p.id, d.BaseOffset())
 	}

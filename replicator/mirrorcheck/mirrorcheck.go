@@ -240,22 +240,40 @@ func abortedBatches(bs []batch.Batch) (map[int]bool, error) {
 	return aborted, nil
 }
 
+// Translate maps a source offset of partition p to the destination offset
+// that holds it: the identity, except after the shifts klink's gap map
+// records (see replicator's gapmap.go). Nil is the identity.
+type Translate func(p int32, sourceOffset int64) int64
+
+func (tr Translate) at(p int32, off int64) int64 {
+	if tr == nil {
+		return off
+	}
+	return tr(p, off)
+}
+
 // Compare checks dst against src record by record. It returns the number
 // of source records matched and the number of filler records seen.
 func Compare(src, dst Records) (matched, fillers int, err error) {
+	return CompareTranslated(src, dst, nil)
+}
+
+// CompareTranslated is Compare with every source record expected at its
+// translated destination offset.
+func CompareTranslated(src, dst Records, tr Translate) (matched, fillers int, err error) {
 	for _, p := range partitions(src, dst) {
 		srs, drs := src[p], dst[p]
 		i := 0
 		for _, d := range drs {
-			if i < len(srs) && srs[i].Offset == d.Offset {
-				if err := Same(srs[i], d); err != nil {
-					return matched, fillers, fmt.Errorf("partition %d offset %d: %w", p, d.Offset, err)
+			if i < len(srs) && tr.at(p, srs[i].Offset) == d.Offset {
+				if err := SameRecord(srs[i], d); err != nil {
+					return matched, fillers, fmt.Errorf("partition %d offset %d (source offset %d): %w", p, d.Offset, srs[i].Offset, err)
 				}
 				matched++
 				i++
 				continue
 			}
-			if i < len(srs) && srs[i].Offset < d.Offset {
+			if i < len(srs) && tr.at(p, srs[i].Offset) < d.Offset {
 				return matched, fillers, fmt.Errorf("partition %d: source offset %d (key %q) is missing on the destination", p, srs[i].Offset, srs[i].Key)
 			}
 			if !IsFiller(d) {
@@ -277,9 +295,15 @@ func IsFiller(r *kgo.Record) bool {
 
 // Same compares two records as consumers see them.
 func Same(s, d *kgo.Record) error {
-	switch {
-	case s.Offset != d.Offset:
+	if s.Offset != d.Offset {
 		return fmt.Errorf("offset %d vs %d", s.Offset, d.Offset)
+	}
+	return SameRecord(s, d)
+}
+
+// SameRecord is Same but for the offsets.
+func SameRecord(s, d *kgo.Record) error {
+	switch {
 	case !bytes.Equal(s.Key, d.Key) || (s.Key == nil) != (d.Key == nil):
 		return fmt.Errorf("key %q vs %q", s.Key, d.Key)
 	case !bytes.Equal(s.Value, d.Value) || (s.Value == nil) != (d.Value == nil):
@@ -403,6 +427,11 @@ func readBatches(ctx context.Context, seeds []string, topic string, p int32, sta
 // LogAppendTime batches and batches with holes are rebuilt by design; they
 // are counted in rebuilt, the others in identical.
 func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) {
+	return compareBatches(src, dst, func(off int64) int64 { return off })
+}
+
+// compareBatches is CompareBatches with source offsets translated by at.
+func compareBatches(src, dst []batch.Batch, at func(int64) int64) (identical, rebuilt int, err error) {
 	byBase := make(map[int64]batch.Batch, len(dst))
 	for _, d := range dst {
 		byBase[d.BaseOffset()] = d
@@ -412,15 +441,15 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 			continue
 		}
 		if s.HasHoles() {
-			if err := compareRuns(s, byBase); err != nil {
+			if err := compareRuns(s, byBase, at); err != nil {
 				return identical, rebuilt, err
 			}
 			rebuilt++
 			continue
 		}
-		d, ok := byBase[s.BaseOffset()]
+		d, ok := byBase[at(s.BaseOffset())]
 		if !ok {
-			return identical, rebuilt, fmt.Errorf("no destination batch at source batch offset %d", s.BaseOffset())
+			return identical, rebuilt, fmt.Errorf("no destination batch at source batch offset %d (destination offset %d)", s.BaseOffset(), at(s.BaseOffset()))
 		}
 		if s.IsControl() {
 			st, err1 := s.ControlType()
@@ -459,14 +488,14 @@ func CompareBatches(src, dst []batch.Batch) (identical, rebuilt int, err error) 
 
 // compareRuns checks the destination batches standing for a source batch
 // with holes: one per run of consecutive records, holding the same records.
-func compareRuns(s batch.Batch, byBase map[int64]batch.Batch) error {
+func compareRuns(s batch.Batch, byBase map[int64]batch.Batch, to func(int64) int64) error {
 	srcRecs, err := s.Decode()
 	if err != nil {
 		return err
 	}
 	i := 0
 	for i < len(srcRecs) {
-		at := s.BaseOffset() + int64(srcRecs[i].OffsetDelta)
+		at := to(s.BaseOffset() + int64(srcRecs[i].OffsetDelta))
 		d, ok := byBase[at]
 		if !ok {
 			return fmt.Errorf("batch at offset %d (with holes): no destination batch at its record offset %d", s.BaseOffset(), at)
@@ -483,7 +512,7 @@ func compareRuns(s batch.Batch, byBase map[int64]batch.Batch) error {
 				return fmt.Errorf("batch at offset %d: the destination batch at %d holds more records than the source", s.BaseOffset(), at)
 			}
 			sr := srcRecs[i]
-			off := s.BaseOffset() + int64(sr.OffsetDelta)
+			off := to(s.BaseOffset() + int64(sr.OffsetDelta))
 			if d.BaseOffset()+int64(dr.OffsetDelta) != off || d.BaseTimestamp()+dr.TimestampDelta != s.BaseTimestamp()+sr.TimestampDelta ||
 				!bytes.Equal(dr.Key, sr.Key) || (dr.Key == nil) != (sr.Key == nil) || !bytes.Equal(dr.Value, sr.Value) || (dr.Value == nil) != (sr.Value == nil) || len(dr.Headers) != len(sr.Headers) {
 				return fmt.Errorf("batch at offset %d: record at offset %d differs on the destination (run at %d, record %d)", s.BaseOffset(), off, at, j)
@@ -497,6 +526,10 @@ func compareRuns(s batch.Batch, byBase map[int64]batch.Batch) error {
 // ComparePartitionBatches reads one partition's batches on both sides and
 // compares them (see CompareBatches).
 func ComparePartitionBatches(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, dstTopic string, p int32) (identical, rebuilt int, err error) {
+	return comparePartitionBatches(ctx, srcSeeds, dstSeeds, srcTopic, dstTopic, p, nil)
+}
+
+func comparePartitionBatches(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, dstTopic string, p int32, tr Translate) (identical, rebuilt int, err error) {
 	sb, err := ReadBatches(ctx, srcSeeds, srcTopic, p)
 	if err != nil {
 		return 0, 0, err
@@ -505,7 +538,7 @@ func ComparePartitionBatches(ctx context.Context, srcSeeds, dstSeeds []string, s
 	if err != nil {
 		return 0, 0, err
 	}
-	identical, rebuilt, err = CompareBatches(sb, db)
+	identical, rebuilt, err = compareBatches(sb, db, func(off int64) int64 { return tr.at(p, off) })
 	if err != nil {
 		return identical, rebuilt, fmt.Errorf("%s[%d]: %w", dstTopic, p, err)
 	}
@@ -525,6 +558,12 @@ type Exactness struct {
 // fillers), a read_uncommitted reader the same plus at most fillers, and
 // every batch and marker is at its source offset (see CompareBatches).
 func CompareExact(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, dstTopic string, partitions int32) (Exactness, error) {
+	return CompareExactTranslated(ctx, srcSeeds, dstSeeds, srcTopic, dstTopic, partitions, nil)
+}
+
+// CompareExactTranslated is CompareExact with every source record, batch
+// and marker expected at its translated destination offset.
+func CompareExactTranslated(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, dstTopic string, partitions int32, tr Translate) (Exactness, error) {
 	var e Exactness
 	sc, err := ReadAll(ctx, srcSeeds, srcTopic, ReadCommitted)
 	if err != nil {
@@ -535,7 +574,7 @@ func CompareExact(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, ds
 		return e, err
 	}
 	var f int
-	if e.Committed, f, err = Compare(sc, dc); err != nil {
+	if e.Committed, f, err = CompareTranslated(sc, dc, tr); err != nil {
 		return e, fmt.Errorf("read_committed: %w", err)
 	}
 	if f != 0 {
@@ -549,11 +588,11 @@ func CompareExact(ctx context.Context, srcSeeds, dstSeeds []string, srcTopic, ds
 	if err != nil {
 		return e, err
 	}
-	if e.Uncommitted, e.Fillers, err = Compare(su, du); err != nil {
+	if e.Uncommitted, e.Fillers, err = CompareTranslated(su, du, tr); err != nil {
 		return e, fmt.Errorf("read_uncommitted: %w", err)
 	}
 	for p := int32(0); p < partitions; p++ {
-		identical, rebuilt, err := ComparePartitionBatches(ctx, srcSeeds, dstSeeds, srcTopic, dstTopic, p)
+		identical, rebuilt, err := comparePartitionBatches(ctx, srcSeeds, dstSeeds, srcTopic, dstTopic, p, tr)
 		if err != nil {
 			return e, err
 		}
