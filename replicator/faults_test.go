@@ -148,9 +148,16 @@ func (l *load) stop() {
 	l.wg.Wait()
 }
 
-// faultMirrors is the config mirroring both load topics.
-func faultMirrors(t *testing.T, src, dst *kafkatest.Cluster, linkConfigs config.Properties) *config.Config {
-	return testConfig(t, src, dst, linkConfigs, config.MirrorTopic{Name: faultPlain}, config.MirrorTopic{Name: faultTxn})
+// mirroringUnderLoad starts the load on src and klink mirroring both load
+// topics into dst, and returns once both mirrors copy.
+func mirroringUnderLoad(t *testing.T, src, dst *kafkatest.Cluster, linkConfigs config.Properties) (*Replicator, *load) {
+	t.Helper()
+	l := startLoad(t, src)
+	t.Cleanup(l.stop)
+	dumpOnFailure(t, src, dst, faultTxn)
+	r, _ := runReplicator(t, testConfig(t, src, dst, linkConfigs, config.MirrorTopic{Name: faultPlain}, config.MirrorTopic{Name: faultTxn}))
+	waitMirroring(t, r, dst)
+	return r, l
 }
 
 // requireLoadMirrored stops the load, waits for klink to catch up with no
@@ -264,11 +271,7 @@ func TestFaultDestinationLeaderKilled(t *testing.T) {
 	kafkatest.RequireManaged(t)
 	src := kafkatest.Start(t, kafkatest.Kafka, "source")
 	dst := kafkatest.Start(t, kafkatest.Kafka, "destination", kafkatest.Brokers(3))
-	l := startLoad(t, src)
-	defer l.stop()
-	dumpOnFailure(t, src, dst, faultTxn)
-	r, _ := runReplicator(t, faultMirrors(t, src, dst, nil))
-	waitMirroring(t, r, dst)
+	r, l := mirroringUnderLoad(t, src, dst, nil)
 
 	victim := leaderIndex(t, dst, faultTxn, 0)
 	led := 0
@@ -307,11 +310,7 @@ func TestFaultDestinationLeaderKilled(t *testing.T) {
 func TestFaultSourceKilled(t *testing.T) {
 	kafkatest.RequireManaged(t)
 	src, dst := testClusters(t, kafkatest.Kafka)
-	l := startLoad(t, src)
-	defer l.stop()
-	dumpOnFailure(t, src, dst, faultTxn)
-	r, _ := runReplicator(t, faultMirrors(t, src, dst, nil))
-	waitMirroring(t, r, dst)
+	r, l := mirroringUnderLoad(t, src, dst, nil)
 	src.Kill(t)
 	time.Sleep(2 * time.Second)
 	src.Restart(t)
@@ -323,11 +322,7 @@ func TestFaultSourceKilled(t *testing.T) {
 func TestFaultDestinationKilled(t *testing.T) {
 	kafkatest.RequireManaged(t)
 	src, dst := testClusters(t, kafkatest.Kafka)
-	l := startLoad(t, src)
-	defer l.stop()
-	dumpOnFailure(t, src, dst, faultTxn)
-	r, _ := runReplicator(t, faultMirrors(t, src, dst, nil))
-	waitMirroring(t, r, dst)
+	r, l := mirroringUnderLoad(t, src, dst, nil)
 	dst.Kill(t)
 	time.Sleep(2 * time.Second)
 	dst.Restart(t)
@@ -340,11 +335,7 @@ func TestFaultDestinationKilled(t *testing.T) {
 func TestFaultDestinationFrozen(t *testing.T) {
 	kafkatest.RequireManaged(t)
 	src, dst := testClusters(t, kafkatest.Kafka)
-	l := startLoad(t, src)
-	defer l.stop()
-	dumpOnFailure(t, src, dst, faultTxn)
-	r, _ := runReplicator(t, faultMirrors(t, src, dst, nil))
-	waitMirroring(t, r, dst)
+	r, l := mirroringUnderLoad(t, src, dst, nil)
 	dst.PauseNode(t, 0)
 	time.Sleep(produceRequestTimeout + 5*time.Second)
 	dst.ResumeNode(t, 0)
@@ -357,11 +348,7 @@ func TestFaultDestinationFrozen(t *testing.T) {
 func TestFaultSourceDownLinkFailed(t *testing.T) {
 	kafkatest.RequireManaged(t)
 	src, dst := testClusters(t, kafkatest.Kafka)
-	l := startLoad(t, src)
-	defer l.stop()
-	dumpOnFailure(t, src, dst, faultTxn)
-	r, _ := runReplicator(t, faultMirrors(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "2000"}))
-	waitMirroring(t, r, dst)
+	r, l := mirroringUnderLoad(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "2000"})
 	src.Kill(t)
 	for _, name := range []string{faultPlain, faultTxn} {
 		m := waitState(t, r, name, linkstate.LinkFailed, 30*time.Second)
@@ -379,10 +366,7 @@ func TestFaultSourceDownLinkFailed(t *testing.T) {
 func TestFaultDestinationTopicDeleted(t *testing.T) {
 	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
 		src, dst := testClusters(t, k)
-		l := startLoad(t, src)
-		defer l.stop()
-		r, _ := runReplicator(t, faultMirrors(t, src, dst, nil))
-		waitMirroring(t, r, dst)
+		r, l := mirroringUnderLoad(t, src, dst, nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		resp, err := kadm.NewClient(newClient(t, dst)).DeleteTopics(ctx, faultPlain)

@@ -181,15 +181,7 @@ func (p *partition) absorbAbort(ctx context.Context, d batch.Batch) error {
 			sh.Reason += fmt.Sprintf("; its records (source producer %d, source offsets %d..%d) are aborted on the source too", srcPID, sh.AffectedFrom, last)
 		}
 	}
-	p.shifts = append(p.shifts, sh)
-	if err := p.saveShifts(); err != nil {
-		p.shifts = p.shifts[:len(p.shifts)-1]
-		return err
-	}
-	p.delta = sh.DestOffset - sh.SourceOffset
-	p.log.Warn("source offsets no longer at the same destination offsets", zap.Int64("sourceOffset", sh.SourceOffset),
-		zap.Int64("destinationOffset", sh.DestOffset), zap.String("reason", sh.Reason))
-	return nil
+	return p.addShift(sh)
 }
 
 // errDuplicateMarker: compareWithSource found a marker of klink's that
@@ -226,15 +218,7 @@ func (p *partition) absorbDuplicate(ctx context.Context, d batch.Batch) error {
 	}
 	sh := linkstate.OffsetShift{SourceOffset: srcX, DestOffset: x + 1, AffectedFrom: srcX, At: time.Now().UTC(),
 		Reason: fmt.Sprintf("the destination wrote the marker of klink's transaction (producer id %d) again at offset %d: its transaction coordinator completed the transaction a second time after a restart", d.ProducerID(), x)}
-	p.shifts = append(p.shifts, sh)
-	if err := p.saveShifts(); err != nil {
-		p.shifts = p.shifts[:len(p.shifts)-1]
-		return err
-	}
-	p.delta = sh.DestOffset - sh.SourceOffset
-	p.log.Warn("source offsets no longer at the same destination offsets", zap.Int64("sourceOffset", sh.SourceOffset),
-		zap.Int64("destinationOffset", sh.DestOffset), zap.String("reason", sh.Reason))
-	return nil
+	return p.addShift(sh)
 }
 
 // lastOfProducer is producer pid's last destination batch before offset x
@@ -261,6 +245,20 @@ func (p *partition) lastOfProducer(ctx context.Context, pid, x int64) (batch.Bat
 			return last, nil
 		}
 	}
+}
+
+// addShift records a shift in the gap map (the state file first): from
+// sh.SourceOffset on, source offsets are at sh.DestOffset on.
+func (p *partition) addShift(sh linkstate.OffsetShift) error {
+	p.shifts = append(p.shifts, sh)
+	if err := p.saveShifts(); err != nil {
+		p.shifts = p.shifts[:len(p.shifts)-1]
+		return err
+	}
+	p.delta = sh.DestOffset - sh.SourceOffset
+	p.log.Warn("source offsets no longer at the same destination offsets", zap.Int64("sourceOffset", sh.SourceOffset),
+		zap.Int64("destinationOffset", sh.DestOffset), zap.String("reason", sh.Reason))
+	return nil
 }
 
 // txnData returns the data batches (not fillers, not copies) of the
