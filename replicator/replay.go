@@ -83,16 +83,22 @@ func (p *partition) plan(res *fetchResult) ([]step, error) {
 		// not be read after that.
 		keep := false
 		switch {
+		case b.NumRecords() == 0:
+			// The log cleaner leaves these where all of a producer's
+			// records were superseded (a transaction marker too, once
+			// its transaction is gone); Kafka refuses to take them.
+			steps = append(steps, step{kind: stepHole, from: b.BaseOffset(), to: b.NextOffset(), why: "empty batch left by the log cleaner", ts: b.MaxTimestamp(), srcBytes: size})
 		case b.IsControl():
 			typ, err := b.ControlType()
 			if err != nil {
 				return fail(fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err))
 			}
+			if b.OffsetSpan() != 1 {
+				// A marker is one record at one offset; it is reproduced
+				// as one.
+				return fail(fatalf("source %s[%d]: transaction marker batch at offsets %d..%d spans %d offsets", p.m.sourceTopic, p.id, b.BaseOffset(), b.LastOffset(), b.OffsetSpan()))
+			}
 			steps = append(steps, step{kind: stepMarker, from: b.BaseOffset(), pid: b.ProducerID(), commit: typ == batch.ControlCommit, srcBytes: size})
-		case b.NumRecords() == 0:
-			// The log cleaner leaves these where all of a producer's
-			// records were superseded; Kafka refuses to take them.
-			steps = append(steps, step{kind: stepHole, from: b.BaseOffset(), to: b.NextOffset(), why: "empty batch left by the log cleaner", ts: b.MaxTimestamp(), srcBytes: size})
 		case b.HasHoles():
 			// The log cleaner removed records from inside the batch;
 			// Kafka refuses such a batch from a producer. Its runs of

@@ -175,6 +175,9 @@ func (b Batch) Verify() (recordsCRC uint32, err error) {
 	if b.LastOffsetDelta() < 0 {
 		return 0, fmt.Errorf("batch at offset %d: negative lastOffsetDelta %d", b.BaseOffset(), b.LastOffsetDelta())
 	}
+	if b.NumRecords() < 0 {
+		return 0, fmt.Errorf("batch at offset %d: negative record count %d", b.BaseOffset(), b.NumRecords())
+	}
 	return recordsCRC, nil
 }
 

@@ -3,6 +3,7 @@ package batch
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // Record is one record of a batch, its fields aliasing the decompressed
@@ -66,7 +67,7 @@ func parseRecord(src []byte) (Record, int, error) {
 		return Record{}, 0, fmt.Errorf("bad timestamp delta")
 	}
 	r.TimestampDelta = v
-	if v, p, ok = varint(p); !ok {
+	if v, p, ok = varint(p); !ok || v < math.MinInt32 || v > math.MaxInt32 {
 		return Record{}, 0, fmt.Errorf("bad offset delta")
 	}
 	r.OffsetDelta = int32(v)

@@ -43,7 +43,9 @@ func (b Batch) HasHoles() bool { return b.NumRecords() > 0 && int64(b.NumRecords
 // offsets, each compressed with the source batch's codec and keeping its
 // attributes, base timestamp and producer fields (Rewrite replaces those).
 // Keys, values, headers and timestamps are unchanged; only offset deltas
-// are renumbered from each run's start. This is the one case besides
+// are renumbered from each run's start. A LogAppendTime batch's runs are
+// rebuilt as ClearLogAppendTime rebuilds the batch: the flag cleared and
+// the append time in every record. This is the one case besides
 // LogAppendTime where klink decompresses.
 func (b Batch) SplitRuns() ([]Batch, error) {
 	recs, err := b.Decode()
@@ -53,18 +55,39 @@ func (b Batch) SplitRuns() ([]Batch, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
+	// The runs are appended at their records' offsets, in order: records
+	// out of order, or outside the batch's offset range, cannot be.
+	prev := int32(-1)
+	for i, r := range recs {
+		if r.OffsetDelta <= prev || r.OffsetDelta > b.LastOffsetDelta() {
+			return nil, fmt.Errorf("batch at offset %d: record %d has offset delta %d (after %d, last offset delta %d): records out of order or outside the batch", b.BaseOffset(), i, r.OffsetDelta, prev, b.LastOffsetDelta())
+		}
+		prev = r.OffsetDelta
+	}
+	// Kafka refuses the LogAppendTime flag from a producer (see
+	// ClearLogAppendTime).
+	attrs, baseTs := b.Attributes()&^AttrDeleteHorizon, b.BaseTimestamp()
+	lat := b.IsLogAppendTime()
+	if lat {
+		attrs, baseTs = attrs&^AttrLogAppendTime, b.MaxTimestamp()
+	}
 	var out []Batch
 	flush := func(run []Record) error {
 		first := run[0].OffsetDelta
 		var raw []byte
-		maxTs := b.BaseTimestamp() + run[0].TimestampDelta
-		for _, r := range run {
-			ts := b.BaseTimestamp() + r.TimestampDelta
-			maxTs = max(maxTs, ts)
+		maxTs := baseTs
+		for i, r := range run {
+			if lat {
+				r.TimestampDelta = 0
+			}
+			ts := baseTs + r.TimestampDelta
+			if i == 0 || ts > maxTs {
+				maxTs = ts
+			}
 			r.OffsetDelta -= first
 			raw = AppendRecord(raw, r)
 		}
-		nb, err := Build(b.Codec(), b.Attributes()&^AttrDeleteHorizon, int32(len(run)-1), b.BaseTimestamp(), maxTs, int32(len(run)), raw)
+		nb, err := Build(b.Codec(), attrs, int32(len(run)-1), baseTs, maxTs, int32(len(run)), raw)
 		if err != nil {
 			return fmt.Errorf("batch at offset %d: rebuilding records %d..%d: %w", b.BaseOffset(), b.BaseOffset()+int64(first), b.BaseOffset()+int64(run[len(run)-1].OffsetDelta), err)
 		}
