@@ -169,48 +169,72 @@ func decodeErrors(err error) []FieldError {
 				return
 			}
 		}
-		out = append(out, leafError(path, err))
+		out = append(out, leafErrors(path, err)...)
 	}
 	walk(err, "")
 	return out
 }
 
-// leafError phrases one mapstructure error for an operator.
-func leafError(path string, err error) FieldError {
+// leafErrors phrases one mapstructure error for an operator.
+func leafErrors(path string, err error) []FieldError {
 	var pe *propertyError
 	var ue *mapstructure.UnconvertibleTypeError
 	var pa *mapstructure.ParseError
 	switch {
 	case errors.As(err, &pe):
-		return FieldError{joinPath(path, pe.key), pe.msg}
+		return []FieldError{{joinPath(path, pe.key), pe.msg}}
 	case errors.As(err, &ue):
-		return FieldError{path, fmt.Sprintf("expected %s, got %s", goKind(ue.Expected.Type()), describeValue(ue.Value))}
+		return []FieldError{{path, fmt.Sprintf("expected %s, got %s", goKind(ue.Expected.Type()), describeValue(ue.Value))}}
 	case errors.As(err, &pa):
-		return FieldError{path, fmt.Sprintf("expected %s, got %s", goKind(pa.Expected.Type()), describeValue(pa.Value))}
+		return []FieldError{{path, fmt.Sprintf("expected %s, got %s", goKind(pa.Expected.Type()), describeValue(pa.Value))}}
 	}
 	msg := err.Error()
 	if rest, ok := strings.CutPrefix(msg, "source data must be an array or slice, got "); ok {
-		return FieldError{path, "expected a list, got " + yamlKindName(rest)}
+		return []FieldError{{path, "expected a list, got " + yamlKindName(rest)}}
 	}
 	if rest, ok := strings.CutPrefix(msg, "expected a map or struct, got "); ok {
-		return FieldError{path, "expected a mapping, got " + yamlKindName(strings.Trim(rest, "'"))}
+		return []FieldError{{path, "expected a mapping, got " + yamlKindName(strings.Trim(rest, "'"))}}
 	}
 	if rest, ok := strings.CutPrefix(msg, "has invalid keys: "); ok {
-		// One error per unknown key, with the key in the path.
-		keys := strings.Split(rest, ", ")
-		if len(keys) == 1 {
-			return FieldError{joinPath(path, keys[0]), "unknown key"}
+		// One error per unknown key, with the key in the path
+		// (mapstructure lists them sorted, joined by ", ").
+		var out []FieldError
+		for _, k := range strings.Split(rest, ", ") {
+			out = append(out, FieldError{joinPath(path, k), "unknown key"})
 		}
-		return FieldError{path, "unknown keys: " + rest}
+		return out
 	}
-	return FieldError{path, msg}
+	if strings.ContainsAny(msg, "\r\n") {
+		msg = strconv.Quote(msg) // one problem, one line
+	}
+	return []FieldError{{path, msg}}
 }
 
+// joinPath appends a key to a key path. A key of other characters than
+// YAML key names and Kafka config names use (a map key the file made up)
+// is quoted, so that a path is always one line and reads as one.
 func joinPath(path, key string) string {
+	if !plainKey(key) {
+		key = strconv.Quote(key)
+	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
+}
+
+func plainKey(key string) bool {
+	if key == "" {
+		return false
+	}
+	for _, r := range key {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // goKind names a Go type the way the YAML author thinks of it.

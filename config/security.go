@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 )
@@ -57,7 +59,12 @@ func checkSecurity(path string, t TLS, s SASL) []FieldError {
 		}
 		f, err := os.Open(name)
 		if err != nil {
-			add(p, "%v", err)
+			// The name quoted: it may hold anything, a line break too.
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			add(p, "%q: %v", name, err)
 			return
 		}
 		f.Close()

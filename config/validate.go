@@ -152,21 +152,21 @@ func checkLinkConfigs(path string, props Properties) []FieldError {
 		v := props[k]
 		if _, ok := LinkConfigs[k]; !ok {
 			known := sortedKeys(LinkConfigs)
-			errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("not a link config this klink version supports (supported: %s)", strings.Join(known, ", "))})
+			errs = append(errs, FieldError{joinPath(path, k), fmt.Sprintf("not a link config this klink version supports (supported: %s)", strings.Join(known, ", "))})
 			continue
 		}
 		switch k {
 		case "mirror.start.offset.spec":
 			if v != StartEarliest && v != StartLatest {
-				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use earliest or latest", v)})
+				errs = append(errs, FieldError{joinPath(path, k), fmt.Sprintf("%q: use earliest or latest", v)})
 			}
 		case "consumer.offset.sync.enable", "acl.sync.enable":
 			if v != "true" && v != "false" {
-				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: use true or false", v)})
+				errs = append(errs, FieldError{joinPath(path, k), fmt.Sprintf("%q: use true or false", v)})
 			}
 		case "cluster.link.retry.timeout.ms", "auto.create.mirror.topics.refresh.ms", "consumer.offset.sync.ms", "topic.config.sync.ms", "acl.sync.ms":
 			if ms, err := strconv.ParseInt(v, 10, 64); err != nil || ms < 1 {
-				errs = append(errs, FieldError{path + "." + k, fmt.Sprintf("%q: a whole number of milliseconds, at least 1", v)})
+				errs = append(errs, FieldError{joinPath(path, k), fmt.Sprintf("%q: a whole number of milliseconds, at least 1", v)})
 			}
 		}
 	}
@@ -179,7 +179,7 @@ func checkTopicConfigs(path string, props Properties) []FieldError {
 	var errs []FieldError
 	for _, k := range sortedKeys(props) {
 		v := props[k]
-		p := path + "." + k
+		p := joinPath(path, k)
 		switch {
 		case k == "":
 			errs = append(errs, FieldError{path, "empty config name"})
