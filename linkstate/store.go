@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,37 +57,139 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	switch {
-	case errors.Is(err, bolterrors.ErrTimeout):
-		return nil, fmt.Errorf("state file %s is locked: is another klink running with the same stateDir?", path)
-	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
-		return nil, fmt.Errorf("state file %s is not a klink state file or is damaged (%v); klink will not replace it: move it away to start afresh (link and mirror state would be lost)", path, err)
-	case err != nil:
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+	// An existing file is read, read-only, before it is opened for
+	// writing: bbolt writes to a file it opens read-write (a file synced
+	// without a freelist, as etcd writes them, gets one), and a file that
+	// is not klink's, or is damaged, must be left exactly as it was.
+	if info, err := os.Stat(path); err == nil && info.Size() > 0 {
+		if err := inspect(path); err != nil {
+			return nil, err
+		}
 	}
-	s := &Store{db: db, path: path}
-	if err := s.checkFormat(); err != nil {
-		db.Close()
+	var s *Store
+	err := guard(path, func() error {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+		if err := openError(path, err); err != nil {
+			return err
+		}
+		s = &Store{db: db, path: path}
+		if err := s.checkFormat(); err != nil {
+			db.Close()
+			s = nil
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		if s != nil {
+			s.db.Close()
+		}
 		return nil, err
 	}
 	return s, nil
+}
+
+// openError phrases bolt.Open's error for an operator.
+func openError(path string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("state file %s is locked: is another klink running with the same stateDir?", path)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
+		return damaged(path, err)
+	}
+	return fmt.Errorf("state file %s: %w", path, err)
+}
+
+func damaged(path string, err error) error {
+	return fmt.Errorf("state file %s is not a klink state file or is damaged (%v); klink will not replace it: move it away to start afresh (link and mirror state would be lost)", path, err)
+}
+
+// guard runs fn, reporting a panic, or a fault reading the memory-mapped
+// file, as a damaged file: bbolt trusts the pages it reads, and a damaged
+// file makes it panic, or read outside the file.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = damaged(path, fmt.Errorf("%v", r))
+		}
+	}()
+	return fn()
+}
+
+// inspect reads an existing state file without writing to it: it must be
+// whole (see checkPages, and bbolt's own check of pages and freelist),
+// klink's (or hold nothing at all) and of a format this klink reads.
+func inspect(path string) error {
+	return guard(path, func() error {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+		if err := openError(path, err); err != nil {
+			return err
+		}
+		defer db.Close()
+		// Open read-only, the file is locked against writers: these are
+		// the bytes bbolt reads.
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("state file %s: %w", path, err)
+		}
+		if err := checkPages(data); err != nil {
+			return damaged(path, err)
+		}
+		return db.View(func(tx *bolt.Tx) error {
+			if _, err := readFormat(path, tx); err != nil {
+				return err
+			}
+			var errs []error
+			for err := range tx.Check() {
+				errs = append(errs, err)
+			}
+			if len(errs) > 0 {
+				return damaged(path, errors.Join(errs...))
+			}
+			return nil
+		})
+	})
+}
+
+// readFormat reads the file's klink header: the format of a klink file
+// with its buckets, or "" for a file with no buckets at all (new, or an
+// empty bbolt file). A file of other buckets, or of a format this klink
+// does not read, is an error.
+func readFormat(path string, tx *bolt.Tx) (version string, err error) {
+	meta := tx.Bucket(metaBucket)
+	if meta == nil {
+		var foreign []string
+		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			foreign = append(foreign, string(name))
+			return nil
+		})
+		if len(foreign) > 0 {
+			return "", fmt.Errorf("state file %s holds buckets %q but no klink header: it is not klink's; klink will not touch it", path, foreign)
+		}
+		return "", nil
+	}
+	v := string(meta.Get(formatKey))
+	if v != formatVersion && v != formatVersion1 {
+		return "", fmt.Errorf("state file %s has format %q, this klink reads %q (written by a newer or foreign version?)", path, v, formatVersion)
+	}
+	if tx.Bucket(linksBucket) == nil || tx.Bucket(mirrorsBucket) == nil {
+		return "", fmt.Errorf("state file %s is damaged: klink header present but buckets missing", path)
+	}
+	return v, nil
 }
 
 // checkFormat initialises an empty file and refuses one written by something
 // else or by a newer klink.
 func (s *Store) checkFormat() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(metaBucket)
-		if meta == nil {
-			var foreign []string
-			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				foreign = append(foreign, string(name))
-				return nil
-			})
-			if len(foreign) > 0 {
-				return fmt.Errorf("state file %s holds buckets %q but no klink header: it is not klink's; klink will not touch it", s.path, foreign)
-			}
+		v, err := readFormat(s.path, tx)
+		switch {
+		case err != nil:
+			return err
+		case v == "":
 			meta, err := tx.CreateBucket(metaBucket)
 			if err != nil {
 				return err
@@ -99,19 +202,8 @@ func (s *Store) checkFormat() error {
 			}
 			_, err = tx.CreateBucket(mirrorsBucket)
 			return err
-		}
-		v := string(meta.Get(formatKey))
-		if v == formatVersion1 {
-			if err := meta.Put(formatKey, []byte(formatVersion)); err != nil {
-				return err
-			}
-			v = formatVersion
-		}
-		if v != formatVersion {
-			return fmt.Errorf("state file %s has format %q, this klink reads %q (written by a newer or foreign version?)", s.path, v, formatVersion)
-		}
-		if tx.Bucket(linksBucket) == nil || tx.Bucket(mirrorsBucket) == nil {
-			return fmt.Errorf("state file %s is damaged: klink header present but buckets missing", s.path)
+		case v == formatVersion1:
+			return tx.Bucket(metaBucket).Put(formatKey, []byte(formatVersion))
 		}
 		return nil
 	})
