@@ -89,7 +89,7 @@ func (l *load) plain(ctx context.Context, id int, codec kgo.CompressionCodec) {
 				l.failures.Add(1)
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond)
 	}
 }
 
@@ -196,7 +196,9 @@ func requireExactShifted(t *testing.T, r *Replicator, src, dst *kafkatest.Cluste
 			t.Logf("%s[%d]: source offsets from %d are at +%d: %s", topic, p.Partition, sh.SourceOffset, sh.DestOffset-sh.SourceOffset, sh.Reason)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Reading every record four times and every batch twice takes a
+	// while under the race detector.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	e, err := mirrorcheck.CompareExactTranslated(ctx, src.ListenAddrs(), dst.ListenAddrs(), topic, topic, partitions, translator(t, r, topic))
 	if err != nil {

@@ -513,7 +513,11 @@ func compareRuns(s batch.Batch, byBase map[int64]batch.Batch, to func(int64) int
 			}
 			sr := srcRecs[i]
 			off := to(s.BaseOffset() + int64(sr.OffsetDelta))
-			if d.BaseOffset()+int64(dr.OffsetDelta) != off || d.BaseTimestamp()+dr.TimestampDelta != s.BaseTimestamp()+sr.TimestampDelta ||
+			ts := s.BaseTimestamp() + sr.TimestampDelta
+			if s.IsLogAppendTime() {
+				ts = s.MaxTimestamp() // what consumers see: the append time
+			}
+			if d.BaseOffset()+int64(dr.OffsetDelta) != off || d.BaseTimestamp()+dr.TimestampDelta != ts ||
 				!bytes.Equal(dr.Key, sr.Key) || (dr.Key == nil) != (sr.Key == nil) || !bytes.Equal(dr.Value, sr.Value) || (dr.Value == nil) != (sr.Value == nil) || len(dr.Headers) != len(sr.Headers) {
 				return fmt.Errorf("batch at offset %d: record at offset %d differs on the destination (run at %d, record %d)", s.BaseOffset(), off, at, j)
 			}
