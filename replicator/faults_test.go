@@ -308,27 +308,22 @@ func TestFaultDestinationLeaderKilled(t *testing.T) {
 	requireLoadMirrored(t, r, l, src, dst)
 }
 
-// The source broker SIGKILLed mid-stream and started again on its data.
-func TestFaultSourceKilled(t *testing.T) {
+// The source broker SIGKILLed mid-stream, or the destination broker with
+// klink's appends (plain and transactional) in flight, and started again
+// on its data.
+func TestFaultBrokerKilled(t *testing.T) {
 	kafkatest.RequireManaged(t)
-	src, dst := testClusters(t, kafkatest.Kafka)
-	r, l := mirroringUnderLoad(t, src, dst, nil)
-	src.Kill(t)
-	time.Sleep(2 * time.Second)
-	src.Restart(t)
-	requireLoadMirrored(t, r, l, src, dst)
-}
-
-// The destination broker SIGKILLed while klink's appends (plain and
-// transactional) are in flight, and started again on its data.
-func TestFaultDestinationKilled(t *testing.T) {
-	kafkatest.RequireManaged(t)
-	src, dst := testClusters(t, kafkatest.Kafka)
-	r, l := mirroringUnderLoad(t, src, dst, nil)
-	dst.Kill(t)
-	time.Sleep(2 * time.Second)
-	dst.Restart(t)
-	requireLoadMirrored(t, r, l, src, dst)
+	for _, side := range []string{"source", "destination"} {
+		t.Run(side, func(t *testing.T) {
+			src, dst := testClusters(t, kafkatest.Kafka)
+			r, l := mirroringUnderLoad(t, src, dst, nil)
+			victim := map[string]*kafkatest.Cluster{"source": src, "destination": dst}[side]
+			victim.Kill(t)
+			time.Sleep(2 * time.Second)
+			victim.Restart(t)
+			requireLoadMirrored(t, r, l, src, dst)
+		})
+	}
 }
 
 // The destination broker frozen (SIGSTOP) for longer than klink's produce

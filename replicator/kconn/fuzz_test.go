@@ -319,28 +319,7 @@ func FuzzEncodeProduce(f *testing.F) {
 			}
 			p.Topics = append(p.Topics, pt)
 		}
-		var got []byte
-		for _, b := range EncodeProduce(p, clientID, corr) {
-			got = append(got, b...)
-		}
-
-		req := kmsg.NewPtrProduceRequest()
-		req.SetVersion(version)
-		req.TransactionID = p.TransactionalID
-		req.Acks = acks
-		req.TimeoutMillis = timeout
-		for _, pt := range p.Topics {
-			rt := kmsg.NewProduceRequestTopic()
-			rt.Topic = pt.Topic
-			for _, pp := range pt.Partitions {
-				rp := kmsg.NewProduceRequestTopicPartition()
-				rp.Partition = pp.Partition
-				rp.Records = pp.Records
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			req.Topics = append(req.Topics, rt)
-		}
-		want := kmsg.NewRequestFormatter(kmsg.FormatterClientID(clientID)).AppendRequest(nil, req, corr)
+		got, want := encodeBoth(p, clientID, corr)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("v%d: encoding differs\n got %x\nwant %x", version, got, want)
 		}

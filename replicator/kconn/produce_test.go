@@ -17,31 +17,34 @@ func TestEncodeProduceMatchesKmsg(t *testing.T) {
 				{Topic: "orders", Partitions: []ProducePartition{{Partition: 0, Records: bytes.Repeat([]byte{1}, 300)}, {Partition: 7, Records: []byte{2, 3}}}},
 				{Topic: "payments", Partitions: []ProducePartition{{Partition: 2, Records: bytes.Repeat([]byte{9}, 200)}}},
 			}}
-			var got []byte
-			for _, b := range EncodeProduce(p, "klink-x", 42) {
-				got = append(got, b...)
-			}
-
-			req := kmsg.NewPtrProduceRequest()
-			req.SetVersion(v)
-			req.TransactionID = txnID
-			req.Acks = -1
-			req.TimeoutMillis = 30000
-			for _, pt := range p.Topics {
-				rt := kmsg.NewProduceRequestTopic()
-				rt.Topic = pt.Topic
-				for _, pp := range pt.Partitions {
-					rp := kmsg.NewProduceRequestTopicPartition()
-					rp.Partition = pp.Partition
-					rp.Records = pp.Records
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				req.Topics = append(req.Topics, rt)
-			}
-			want := kmsg.NewRequestFormatter(kmsg.FormatterClientID("klink-x")).AppendRequest(nil, req, 42)
-			if !bytes.Equal(got, want) {
+			if got, want := encodeBoth(p, "klink-x", 42); !bytes.Equal(got, want) {
 				t.Fatalf("v%d txn=%v: encoding differs\n got %x\nwant %x", v, txnID != nil, got, want)
 			}
 		}
 	}
+}
+
+// encodeBoth encodes p with EncodeProduce, and the same request with
+// kmsg's own encoder.
+func encodeBoth(p *Produce, clientID string, corr int32) (got, want []byte) {
+	for _, b := range EncodeProduce(p, clientID, corr) {
+		got = append(got, b...)
+	}
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(p.Version)
+	req.TransactionID = p.TransactionalID
+	req.Acks = p.Acks
+	req.TimeoutMillis = p.TimeoutMillis
+	for _, pt := range p.Topics {
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = pt.Topic
+		for _, pp := range pt.Partitions {
+			rp := kmsg.NewProduceRequestTopicPartition()
+			rp.Partition = pp.Partition
+			rp.Records = pp.Records
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	return got, kmsg.NewRequestFormatter(kmsg.FormatterClientID(clientID)).AppendRequest(nil, req, corr)
 }
