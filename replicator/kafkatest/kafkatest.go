@@ -20,7 +20,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,7 +100,6 @@ type Cluster struct {
 	kind Kind
 	name string // "source", "destination", ... for messages
 	o    options
-	t    testing.TB
 
 	mu       sync.Mutex
 	fake     *kfake.Cluster // KFake
@@ -245,10 +243,12 @@ func SASL(users ...User) Opt { return func(o *options) { o.users = append(o.user
 // Kafka's unsecured JWS validator, which takes unsigned tokens).
 func OAuthBearer() Opt { return func(o *options) { o.oauth = true } }
 
-// ACLs makes the cluster enforce ACLs, granting unauthenticated clients
-// (User:ANONYMOUS) what anon lists.
-func ACLs(anon ...kfake.ACL) Opt {
-	return func(o *options) { o.acls, o.anonACLs = true, append(o.anonACLs, anon...) }
+// ACLs makes the cluster enforce ACLs, granting the client identity what
+// grants lists: User:ANONYMOUS on kfake; on a real broker, whose
+// User:ANONYMOUS is the brokers' own super user, a SASL PLAIN user
+// "client" (see Principal).
+func ACLs(grants ...kfake.ACL) Opt {
+	return func(o *options) { o.acls, o.anonACLs = true, append(o.anonACLs, grants...) }
 }
 
 // TLS makes the cluster's client listener TLS with the server certificate
@@ -263,7 +263,7 @@ func (o *options) secure() bool { return len(o.users) > 0 || o.tls != nil || o.a
 // brokers killed) when the test ends.
 func Start(t testing.TB, k Kind, name string, opts ...Opt) *Cluster {
 	t.Helper()
-	c := &Cluster{kind: k, name: name, t: t}
+	c := &Cluster{kind: k, name: name}
 	for _, opt := range opts {
 		opt(&c.o)
 	}
@@ -289,6 +289,7 @@ func Pair(t testing.TB, k Kind, opts ...Opt) (src, dst *Cluster) {
 	if k == KFake || external() {
 		return Start(t, k, "source", opts...), Start(t, k, "destination", append(opts, Strict())...)
 	}
+	RequireKafka(t) // here: a skip inside the goroutines would not stop the test
 	var wg sync.WaitGroup
 	var srcErr, dstErr error
 	wg.Add(2)
@@ -396,5 +397,3 @@ func (c *Cluster) CreateACLs(t testing.TB, principal string, acls ...kfake.ACL) 
 	}
 	t.Fatalf("%s: creating ACLs for %s: %v", c.name, principal, last)
 }
-
-func join(s []string) string { return strings.Join(s, ",") }

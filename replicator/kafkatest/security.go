@@ -185,7 +185,7 @@ func (c *Cluster) securityConfig(nd *node) []string {
 				names = append(names, m)
 			}
 		}
-		out = append(out, "sasl.enabled.mechanisms="+join(names))
+		out = append(out, "sasl.enabled.mechanisms="+strings.Join(names, ","))
 		if mechs[config.MechPlain] {
 			out = append(out, "listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "+strings.Join(plainUsers, " ")+";")
 		}
