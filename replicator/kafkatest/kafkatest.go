@@ -339,7 +339,11 @@ func (c *Cluster) Admin(t testing.TB) *kadm.Client {
 // the test ends.
 func (c *Cluster) AdminClient(t testing.TB) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.AdminAddrs()...)}, c.adminOpts()...)...)
+	// kgo answers kadm's metadata reads from a cache up to MetadataMinAge
+	// old (5 s by default): a test listing topics right after creating or
+	// deleting them would read the past.
+	opts := append([]kgo.Opt{kgo.SeedBrokers(c.AdminAddrs()...), kgo.MetadataMinAge(100 * time.Millisecond)}, c.adminOpts()...)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
