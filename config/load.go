@@ -223,19 +223,7 @@ func joinPath(path, key string) string {
 	return path + "." + key
 }
 
-func plainKey(key string) bool {
-	if key == "" {
-		return false
-	}
-	for _, r := range key {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+func plainKey(key string) bool { return key != "" && nameChars(key) }
 
 // goKind names a Go type the way the YAML author thinks of it.
 func goKind(t reflect.Type) string {

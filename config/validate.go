@@ -208,10 +208,11 @@ func CheckTopicName(name string) error {
 	return nil
 }
 
-func validName(s string) bool {
-	if s == "" || len(s) > 249 {
-		return false
-	}
+func validName(s string) bool { return s != "" && len(s) <= 249 && nameChars(s) }
+
+// nameChars reports whether s holds only the characters of link and
+// Kafka topic names: letters, digits, '.', '_' and '-'.
+func nameChars(s string) bool {
 	for _, r := range s {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
