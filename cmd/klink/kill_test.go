@@ -213,34 +213,7 @@ func TestKillNineWhileProducing(t *testing.T) {
 		acked.Wait()
 
 		// Wait until the destination has caught up with the source.
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			caught := true
-			for _, tp := range topics {
-				se, err := adm.ListEndOffsets(ctx, tp)
-				if err != nil {
-					t.Fatal(err)
-				}
-				de, err := dstOffsets(ctx, dst, tp)
-				if err != nil {
-					caught = false
-					continue
-				}
-				se.Each(func(o kadm.ListedOffset) {
-					if d, ok := de.Lookup(tp, o.Partition); !ok || d.Offset != o.Offset {
-						caught = false
-					}
-				})
-			}
-			if caught {
-				break
-			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatal("destination did not catch up within 60s after the last restart")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitDestinationCaughtUp(t, ctx, adm, dst, cmd, 60*time.Second, topics...)
 		// SIGTERM: a clean stop, exit status 0.
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -369,7 +342,7 @@ func TestKillNineDuringTransactions(t *testing.T) {
 		if txns.Load() < 100 || aborted.Load() == 0 {
 			t.Fatalf("%d transactions, %d aborted: not the pattern under test", txns.Load(), aborted.Load())
 		}
-		waitDestinationCaughtUp(t, ctx, adm, dst, cmd, topic)
+		waitDestinationCaughtUp(t, ctx, adm, dst, cmd, 90*time.Second, topic)
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -387,29 +360,36 @@ func TestKillNineDuringTransactions(t *testing.T) {
 	})
 }
 
-// waitDestinationCaughtUp waits until every partition of topic has the
-// same end offset on the destination as on the source.
-func waitDestinationCaughtUp(t *testing.T, ctx context.Context, srcAdm *kadm.Client, dst *kafkatest.Cluster, cmd *exec.Cmd, topic string) {
+// waitDestinationCaughtUp waits until every partition of the topics has
+// the same end offset on the destination as on the source; past timeout it
+// kills klink and fails the test.
+func waitDestinationCaughtUp(t *testing.T, ctx context.Context, srcAdm *kadm.Client, dst *kafkatest.Cluster, cmd *exec.Cmd, timeout time.Duration, topics ...string) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
-		se, err := srcAdm.ListEndOffsets(ctx, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		de, err := dstOffsets(ctx, dst, topic)
-		caught := err == nil
-		se.Each(func(o kadm.ListedOffset) {
-			if d, ok := de.Lookup(topic, o.Partition); !ok || d.Offset != o.Offset {
-				caught = false
+		caught := true
+		for _, topic := range topics {
+			se, err := srcAdm.ListEndOffsets(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
 			}
-		})
+			de, err := dstOffsets(ctx, dst, topic)
+			if err != nil {
+				caught = false
+				continue
+			}
+			se.Each(func(o kadm.ListedOffset) {
+				if d, ok := de.Lookup(topic, o.Partition); !ok || d.Offset != o.Offset {
+					caught = false
+				}
+			})
+		}
 		if caught {
 			return
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
-			t.Fatal("destination did not catch up within 90s")
+			t.Fatalf("destination did not catch up within %s", timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
