@@ -22,6 +22,8 @@ type Config struct {
 	Destination  Destination  `koanf:"destination"`
 	NetworkLinks NetworkLinks `koanf:"networkLinks"`
 	Links        []Link       `koanf:"links"`
+	// Cluster, if set, makes this daemon one member of a klink cluster.
+	Cluster *Cluster `koanf:"cluster"`
 }
 
 // Admin is the HTTP listener for /status and /healthz.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const validYAML = `
@@ -184,5 +185,39 @@ func TestTopicFilters(t *testing.T) {
 	only := AutoCreateTopics{Enabled: true, TopicFilters: []TopicFilter{{FilterType: "INCLUDE", Name: "app.", PatternType: "PREFIXED"}}}
 	if !only.Selects("app.orders") || only.Selects("orders") {
 		t.Error("PREFIXED INCLUDE")
+	}
+}
+
+func TestClusterSection(t *testing.T) {
+	base := "destination:\n  bootstrap: [\"d:9092\"]\nlinks:\n  - name: a\n    source:\n      bootstrap: [\"s:9092\"]\n"
+	c, err := Parse([]byte(base + "cluster:\n  group: klink-west\n  member: vm-3\n  sessionTimeout: 12s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cluster.Enabled() || c.Cluster.MemberName() != "vm-3" || c.Cluster.Session() != 12*time.Second || c.Cluster.Topic() != "_klink-klink-west-state" {
+		t.Fatalf("cluster section read as %+v", c.Cluster)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"cluster:\n  member: x\n", "cluster.group: required"},
+		{"cluster:\n  group: \"a b\"\n", "cluster.group: \"a b\""},
+		{"cluster:\n  group: g\n  sessionTimeout: ten\n", "cluster.sessionTimeout: \"ten\" is not a duration"},
+		{"cluster:\n  group: g\n  sessionTimeout: 1s\n", "cluster.sessionTimeout: 1s is out of range"},
+		{"cluster:\n  group: g\n  stateTopic: \"..\"\n", "cluster.stateTopic:"},
+	} {
+		_, err := Parse([]byte(base + tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	// Members differ in their own names and local settings, never in the
+	// hash; any shared setting changes it.
+	a, _ := Parse([]byte(base + "cluster:\n  group: g\n  member: one\nstateDir: /a\n"))
+	b, _ := Parse([]byte(base + "cluster:\n  group: g\n  member: two\nstateDir: /b\n"))
+	d, _ := Parse([]byte(base + "cluster:\n  group: g\n  member: two\n  sessionTimeout: 20s\n"))
+	if a.Hash() != b.Hash() {
+		t.Errorf("members with only their own settings different hash apart: %s %s", a.Hash(), b.Hash())
+	}
+	if a.Hash() == d.Hash() {
+		t.Errorf("a different session timeout hashes the same")
 	}
 }

@@ -44,6 +44,7 @@ func (c *Config) validate() []FieldError {
 	}
 	errs = append(errs, checkSecurity("destination", c.Destination.TLS, c.Destination.SASL)...)
 	errs = append(errs, checkNetworkLinks(c.NetworkLinks, c.Links)...)
+	errs = append(errs, checkCluster(c.Cluster)...)
 
 	linkNames := map[string]int{}
 	destTopics := map[string]string{} // destination topic -> path of the mirror that claims it

@@ -45,6 +45,9 @@ func restartOnlyChanges(old, next *config.Config) []string {
 	if old.Log.Format != next.Log.Format {
 		out = append(out, "log.format: takes effect after a restart (log.level changes at once)")
 	}
+	if !reflect.DeepEqual(old.Cluster, next.Cluster) {
+		out = append(out, "cluster: takes effect after a restart")
+	}
 	return out
 }
 

@@ -189,7 +189,7 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 	// What waits for a restart stays as it runs, so that the next reload
 	// still reports it.
 	stored := *cfg
-	stored.StateDir, stored.Admin, stored.Log = old.StateDir, old.Admin, old.Log
+	stored.StateDir, stored.Admin, stored.Log, stored.Cluster = old.StateDir, old.Admin, old.Log, old.Cluster
 	stored.NetworkLinks.Endpoints = old.NetworkLinks.Endpoints
 	r.cfg = &stored
 	r.lastReload = &res
