@@ -1,0 +1,161 @@
+package membership
+
+import (
+	"fmt"
+	"testing"
+)
+
+func units(n, weight int) []Unit {
+	var us []Unit
+	for i := range n {
+		us = append(us, Unit{Name: fmt.Sprintf("mirror/l/t%02d", i), Weight: weight})
+	}
+	return us
+}
+
+func member(id, hash string, owned, released []string) joined {
+	return joined{id: id, meta: memberMeta{Version: metaVersion, Name: "name-" + id, Hash: hash, Owned: owned, Released: released}}
+}
+
+// owners checks that every unit is granted to at most one member and
+// returns unit -> member id.
+func owners(t *testing.T, out map[string]assignment) map[string]string {
+	t.Helper()
+	own := map[string]string{}
+	for id, a := range out {
+		for _, g := range a.Grants {
+			if other, dup := own[g.Unit]; dup {
+				t.Fatalf("unit %s granted to %s and %s", g.Unit, other, id)
+			}
+			own[g.Unit] = id
+		}
+	}
+	return own
+}
+
+func TestAssignSpreadsEvenly(t *testing.T) {
+	us := units(30, 10)
+	a, b, c := member("a", "h", nil, nil), member("b", "h", nil, nil), member("c", "h", nil, nil)
+	out := assign(1, a, []joined{a, b, c}, us)
+	own := owners(t, out)
+	if len(own) != 30 {
+		t.Fatalf("%d of 30 units granted", len(own))
+	}
+	for id, a := range out {
+		if len(a.Grants) != 10 {
+			t.Errorf("member %s got %d units, want 10", id, len(a.Grants))
+		}
+		for _, g := range a.Grants {
+			if g.Clean {
+				t.Errorf("unit %s granted clean though nobody said it released it", g.Unit)
+			}
+		}
+	}
+}
+
+// A fourth member: a quarter of the units are revoked (given to nobody in
+// this generation), none moves directly, and the rest stay where they run.
+func TestAssignCooperativeJoin(t *testing.T) {
+	us := units(36, 10)
+	held := map[string][]string{}
+	for i, u := range us {
+		id := []string{"a", "b", "c"}[i%3]
+		held[id] = append(held[id], u.Name)
+	}
+	a, b, c := member("a", "h", held["a"], nil), member("b", "h", held["b"], nil), member("c", "h", held["c"], nil)
+	d := member("d", "h", nil, nil)
+	out := assign(2, a, []joined{a, b, c, d}, us)
+	own := owners(t, out)
+	revoked := 36 - len(own)
+	if revoked != 9 {
+		t.Errorf("%d units revoked, want 9 (a quarter)", revoked)
+	}
+	if n := len(out["d"].Grants); n != 0 {
+		t.Errorf("the new member got %d units in the generation they were revoked in", n)
+	}
+	for u, id := range own {
+		was := map[string]string{}
+		for hid, us := range held {
+			for _, x := range us {
+				was[x] = hid
+			}
+		}
+		if was[u] != id {
+			t.Errorf("unit %s moved from %s to %s in one generation", u, was[u], id)
+		}
+	}
+	// Next round: the revoked ones were released; they go to d, clean.
+	var relA, relB, relC []string
+	keep := map[string][]string{}
+	for u, id := range own {
+		keep[id] = append(keep[id], u)
+	}
+	for _, u := range us {
+		if _, ok := own[u.Name]; !ok {
+			switch {
+			case contains(held["a"], u.Name):
+				relA = append(relA, u.Name)
+			case contains(held["b"], u.Name):
+				relB = append(relB, u.Name)
+			default:
+				relC = append(relC, u.Name)
+			}
+		}
+	}
+	a2, b2, c2 := member("a", "h", keep["a"], relA), member("b", "h", keep["b"], relB), member("c", "h", keep["c"], relC)
+	out = assign(3, a2, []joined{a2, b2, c2, d}, us)
+	owners(t, out)
+	if n := len(out["d"].Grants); n != 9 {
+		t.Fatalf("the new member got %d units, want 9", n)
+	}
+	for _, g := range out["d"].Grants {
+		if !g.Clean {
+			t.Errorf("unit %s released by its owner was not granted clean", g.Unit)
+		}
+	}
+}
+
+func contains(s []string, x string) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAssignRefusesOtherConfig(t *testing.T) {
+	us := units(6, 1)
+	a, b := member("a", "h1", nil, nil), member("b", "h2", []string{us[0].Name}, nil)
+	out := assign(1, a, []joined{a, b}, us)
+	own := owners(t, out)
+	if len(out["b"].Grants) != 0 || out["b"].Refused == "" {
+		t.Fatalf("a member with another config got %v (refused %q)", out["b"].Grants, out["b"].Refused)
+	}
+	if _, ok := own[us[0].Name]; ok {
+		t.Errorf("unit %s still held by the refused member was granted to another", us[0].Name)
+	}
+	if len(out["a"].Grants) != 5 {
+		t.Errorf("leader got %d units, want 5", len(out["a"].Grants))
+	}
+}
+
+// A member that vanished: its units are free and granted without Clean,
+// so that the new owner waits for its lease to end.
+func TestAssignVanishedOwner(t *testing.T) {
+	us := units(4, 1)
+	a := member("a", "h", []string{us[0].Name, us[1].Name}, nil)
+	out := assign(5, a, []joined{a}, us)
+	for _, g := range out["a"].Grants {
+		switch g.Unit {
+		case us[0].Name, us[1].Name:
+			if !g.Clean {
+				t.Errorf("a unit the member runs was not kept clean")
+			}
+		default:
+			if g.Clean {
+				t.Errorf("unit %s of a vanished member granted clean", g.Unit)
+			}
+		}
+	}
+}
