@@ -103,7 +103,9 @@ func New(cl *kgo.Client, cfg Config, log *zap.Logger) *Group {
 // slightly different rates.
 func (g *Group) margin() time.Duration { return max(g.cfg.SessionTimeout/5, time.Second) }
 
-func (g *Group) heartbeatEvery() time.Duration { return max(g.cfg.SessionTimeout/5, 200*time.Millisecond) }
+func (g *Group) heartbeatEvery() time.Duration {
+	return max(g.cfg.SessionTimeout/5, 200*time.Millisecond)
+}
 
 // rebalanceTimeout bounds how long the coordinator waits for members to
 // join again. Members keep running their units meanwhile (cooperative), so
