@@ -38,7 +38,8 @@ FUZZ_TARGETS = \
 	./replicator:FuzzProduceAnswer \
 	./config:FuzzLoad \
 	./linkstate:FuzzOpen \
-	./linkstate:FuzzOpenDamaged
+	./linkstate:FuzzOpenDamaged \
+	./linkstate:FuzzTopicRecord
 
 # go test -fuzz sometimes fails a run that found nothing with a bare
 # "context deadline exceeded" (its coordinator racing its own -fuzztime

@@ -9,6 +9,7 @@
 package linkstate
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -45,18 +46,57 @@ var (
 // ErrNotFound is returned for a link or mirror that has no record yet.
 var ErrNotFound = errors.New("not found")
 
-// Store is the open state file. Its methods are safe for concurrent use.
-type Store struct {
-	db   *bolt.DB
-	path string
+// Store is klink's state: every link's identity and every mirror's state
+// and bookkeeping. A lone klink keeps it in its state file (File); the
+// members of a klink cluster share it through a compacted topic on the
+// destination (Topic), each with a local copy. Methods are safe for
+// concurrent use.
+type Store interface {
+	Path() string
+	Close() error
+	GetLink(name string) (Link, error)
+	// Links returns every link recorded, including links no longer in
+	// the config (their history stays).
+	Links() ([]Link, error)
+	PutLink(l Link) error
+	// UpdateLink reads, changes and writes one link record atomically.
+	UpdateLink(name string, fn func(l *Link) error) error
+	GetMirror(link, name string) (Mirror, error)
+	Mirrors(link string) ([]Mirror, error)
+	// UpdateMirror reads, changes and writes one mirror atomically. fn
+	// gets the current record (a fresh one with State PENDING if there is
+	// none); if fn returns an error nothing is written. A change of State
+	// must be allowed by the state machine (see Transition).
+	UpdateMirror(link, name string, fn func(m *Mirror) error) (Mirror, error)
+	// Sync returns once the store holds everything written (by any
+	// member) before it was called.
+	Sync(ctx context.Context) error
 }
 
+// File is the state file. Its methods are safe for concurrent use.
+type File struct {
+	db   *bolt.DB
+	path string
+	// publish, if set, writes a record to the shared state before it is
+	// written here (see Topic); an error leaves both unchanged.
+	publish func(key string, raw []byte) error
+}
+
+var _ Store = (*File)(nil)
+
+// Sync: the state file is the whole truth.
+func (s *File) Sync(context.Context) error { return nil }
+
 // Open opens (or creates) dir/klink.db.
-func Open(dir string) (*Store, error) {
+func Open(dir string) (*File, error) {
+	return openFile(dir, FileName)
+}
+
+func openFile(dir, name string) (*File, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, FileName)
+	path := filepath.Join(dir, name)
 	// An existing file is read, read-only, before it is opened for
 	// writing: bbolt writes to a file it opens read-write (a file synced
 	// without a freelist, as etcd writes them, gets one), and a file that
@@ -66,13 +106,13 @@ func Open(dir string) (*Store, error) {
 			return nil, err
 		}
 	}
-	var s *Store
+	var s *File
 	err := guard(path, func() error {
 		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 		if err := openError(path, err); err != nil {
 			return err
 		}
-		s = &Store{db: db, path: path}
+		s = &File{db: db, path: path}
 		if err := s.checkFormat(); err != nil {
 			db.Close()
 			s = nil
@@ -183,7 +223,7 @@ func readFormat(path string, tx *bolt.Tx) (version string, err error) {
 
 // checkFormat initialises an empty file and refuses one written by something
 // else or by a newer klink.
-func (s *Store) checkFormat() error {
+func (s *File) checkFormat() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		v, err := readFormat(s.path, tx)
 		switch {
@@ -210,10 +250,10 @@ func (s *Store) checkFormat() error {
 }
 
 // Path is the state file's path.
-func (s *Store) Path() string { return s.path }
+func (s *File) Path() string { return s.path }
 
 // Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *File) Close() error { return s.db.Close() }
 
 // Link is a link's durable identity.
 type Link struct {
@@ -243,7 +283,7 @@ type ACL struct {
 }
 
 // UpdateLink reads, changes and writes one link record atomically.
-func (s *Store) UpdateLink(name string, fn func(l *Link) error) error {
+func (s *File) UpdateLink(name string, fn func(l *Link) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		var l Link
 		if err := getJSON(tx.Bucket(linksBucket), name, &l); err != nil {
@@ -252,7 +292,7 @@ func (s *Store) UpdateLink(name string, fn func(l *Link) error) error {
 		if err := fn(&l); err != nil {
 			return err
 		}
-		return putJSON(tx.Bucket(linksBucket), name, l)
+		return s.put(tx.Bucket(linksBucket), linkKey(name), name, l)
 	})
 }
 
@@ -267,7 +307,7 @@ func NewLinkID() string {
 }
 
 // GetLink returns the named link, or ErrNotFound.
-func (s *Store) GetLink(name string) (Link, error) {
+func (s *File) GetLink(name string) (Link, error) {
 	var l Link
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return getJSON(tx.Bucket(linksBucket), name, &l)
@@ -277,7 +317,7 @@ func (s *Store) GetLink(name string) (Link, error) {
 
 // Links returns every link recorded, including links no longer in the
 // config (their history stays).
-func (s *Store) Links() ([]Link, error) {
+func (s *File) Links() ([]Link, error) {
 	var ls []Link
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(linksBucket).ForEach(func(k, v []byte) error {
@@ -293,9 +333,9 @@ func (s *Store) Links() ([]Link, error) {
 }
 
 // PutLink writes a link record.
-func (s *Store) PutLink(l Link) error {
+func (s *File) PutLink(l Link) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(linksBucket), l.Name, l)
+		return s.put(tx.Bucket(linksBucket), linkKey(l.Name), l.Name, l)
 	})
 }
 
@@ -417,7 +457,7 @@ func (p *Partition) Delta() int64 {
 }
 
 // GetMirror returns one mirror, or ErrNotFound.
-func (s *Store) GetMirror(link, name string) (Mirror, error) {
+func (s *File) GetMirror(link, name string) (Mirror, error) {
 	var m Mirror
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(mirrorsBucket).Bucket([]byte(link))
@@ -430,7 +470,7 @@ func (s *Store) GetMirror(link, name string) (Mirror, error) {
 }
 
 // Mirrors returns every mirror recorded for a link.
-func (s *Store) Mirrors(link string) ([]Mirror, error) {
+func (s *File) Mirrors(link string) ([]Mirror, error) {
 	var ms []Mirror
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(mirrorsBucket).Bucket([]byte(link))
@@ -453,7 +493,7 @@ func (s *Store) Mirrors(link string) ([]Mirror, error) {
 // current record (a fresh one with State PENDING if there is none); if fn
 // returns an error nothing is written. A change of State must be allowed by
 // the state machine (see Transition).
-func (s *Store) UpdateMirror(link, name string, fn func(m *Mirror) error) (Mirror, error) {
+func (s *File) UpdateMirror(link, name string, fn func(m *Mirror) error) (Mirror, error) {
 	var out Mirror
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(mirrorsBucket).CreateBucketIfNotExists([]byte(link))
@@ -479,7 +519,7 @@ func (s *Store) UpdateMirror(link, name string, fn func(m *Mirror) error) (Mirro
 			m.StateSince = time.Now().UTC()
 		}
 		out = m
-		return putJSON(b, name, m)
+		return s.put(b, mirrorKey(link, name), name, m)
 	})
 	return out, err
 }
@@ -495,10 +535,20 @@ func getJSON(b *bolt.Bucket, key string, v any) error {
 	return nil
 }
 
-func putJSON(b *bolt.Bucket, key string, v any) error {
+// put writes a record, to the shared state first if there is one.
+func (s *File) put(b *bolt.Bucket, sharedKey, key string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	if s.publish != nil {
+		if err := s.publish(sharedKey, raw); err != nil {
+			return err
+		}
+	}
 	return b.Put([]byte(key), raw)
 }
+
+// Keys of records in the shared state: names never hold a '/'.
+func linkKey(name string) string         { return "link/" + name }
+func mirrorKey(link, name string) string { return "mirror/" + link + "/" + name }

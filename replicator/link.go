@@ -27,7 +27,7 @@ import (
 type Link struct {
 	cfg   config.Link
 	dcfg  config.Destination
-	store *linkstate.Store
+	store linkstate.Store
 	log   *zap.Logger
 
 	src, dst *cluster
@@ -64,7 +64,7 @@ const (
 )
 
 // NewLink prepares a link; Run starts it.
-func NewLink(cfg config.Link, dest config.Destination, store *linkstate.Store, log *zap.Logger) *Link {
+func NewLink(cfg config.Link, dest config.Destination, store linkstate.Store, log *zap.Logger) *Link {
 	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting}
 	l.partLog = rateLimited(l.log)
 	l.secrets, _ = linkFingerprint(cfg, dest) // unreadable files fail the link when it connects

@@ -87,7 +87,7 @@ func (r *Replicator) Plan(next *config.Config) []PlanItem {
 
 // PlanFromState says what a start (or a reload) with next would do to the
 // mirrors recorded in the state file, when no daemon runs.
-func PlanFromState(store *linkstate.Store, next *config.Config) ([]PlanItem, error) {
+func PlanFromState(store linkstate.Store, next *config.Config) ([]PlanItem, error) {
 	ls, err := store.Links()
 	if err != nil {
 		return nil, err

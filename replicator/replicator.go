@@ -22,7 +22,7 @@ import (
 // Replicator runs every link of a config, and applies a new config to the
 // running links (Reload).
 type Replicator struct {
-	store *linkstate.Store
+	store linkstate.Store
 	log   *zap.Logger
 
 	reloadMu sync.Mutex // one reload at a time
@@ -52,7 +52,7 @@ type runningLink struct {
 }
 
 // New prepares the links of cfg.
-func New(cfg *config.Config, store *linkstate.Store, log *zap.Logger) *Replicator {
+func New(cfg *config.Config, store linkstate.Store, log *zap.Logger) *Replicator {
 	r := &Replicator{store: store, log: log, cfg: cfg, nl: newNetLinks(cfg.NetworkLinks, cfg.Links, log)}
 	for _, lc := range cfg.Links {
 		if lc.IsSource() {
