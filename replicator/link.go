@@ -19,6 +19,7 @@ import (
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/membership"
 	"github.com/klink-io/klink/replicator/secure"
 )
 
@@ -47,6 +48,13 @@ type Link struct {
 	partLog                         *zap.Logger                                             // partitions\' logger: repeats rate-limited (see rateLimited)
 	tunnel                          func(context.Context, string, string) (net.Conn, error) // the source's network link, if any
 	syncMu                          sync.Mutex                                              // one sync round at a time; a promote's last sync after them
+
+	// In a klink cluster (see clustered.go): the group, the control
+	// duties when this member runs them, and the units it was granted
+	// (l.mu).
+	group   *membership.Group
+	control *controlRun
+	granted map[string]bool
 }
 
 // Link states shown in status.
@@ -65,7 +73,7 @@ const (
 
 // NewLink prepares a link; Run starts it.
 func NewLink(cfg config.Link, dest config.Destination, store linkstate.Store, log *zap.Logger) *Link {
-	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting}
+	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting, granted: map[string]bool{}}
 	l.partLog = rateLimited(l.log)
 	l.secrets, _ = linkFingerprint(cfg, dest) // unreadable files fail the link when it connects
 	for _, mc := range cfg.MirrorTopics {
@@ -112,12 +120,28 @@ func (l *Link) Run(ctx context.Context) {
 
 	l.fetchers = newFetchers(ctx, l.src, l.log, l.src.connOptions("klink-"+l.identity.ID))
 	l.sinks = newSinks(l.dst, l.log, l.dst.connOptions("klink-"+l.identity.ID))
+	if l.group != nil {
+		// An append lives at most the append lifetime (its deadline,
+		// and TCP_USER_TIMEOUT on the connection: see newDestination),
+		// and is sent only under the member's lease.
+		lt := l.group.AppendLifetime()
+		l.sinks.requestTimeout, l.sinks.brokerTimeout = lt, max(lt-2*time.Second, lt/2)
+		l.sinks.dial.Timeout = lt
+		l.sinks.lease = l.group.LeaseValid
+	}
 	l.fetchers.link, l.sinks.link = l.cfg.Name, l.cfg.Name
-	l.retireRemovedMirrors(ctx)
+	// In a klink cluster the assignment starts mirrors and control
+	// duties (see reconcile); the source watch runs on every member, for
+	// the mirrors it runs.
+	if l.group == nil {
+		l.retireRemovedMirrors(ctx)
+	}
 	l.mu.Lock()
 	l.ctx = ctx
-	for _, m := range l.mirrors {
-		l.startMirror(m)
+	if l.group == nil {
+		for _, m := range l.mirrors {
+			l.startMirror(m)
+		}
 	}
 	l.mu.Unlock()
 	l.wg.Add(1)
@@ -125,42 +149,11 @@ func (l *Link) Run(ctx context.Context) {
 		defer l.wg.Done()
 		l.watchSource(ctx)
 	}()
-	if on, every := l.cfg.OffsetSync(); on {
+	if l.group == nil {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			l.syncLoop(ctx, "offsets", every, l.syncOffsets, func(s SyncStatus) {
-				l.mu.Lock()
-				l.offsetSync = &s
-				l.mu.Unlock()
-			})
-		}()
-	}
-	if on, every := l.cfg.ACLSync(); on {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.syncLoop(ctx, "acls", every, l.syncACLs, func(s SyncStatus) {
-				l.mu.Lock()
-				l.aclSync = &s
-				l.mu.Unlock()
-			})
-		}()
-	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		l.syncLoop(ctx, "configs", l.cfg.TopicConfigSync(), l.syncConfigs, func(s SyncStatus) {
-			l.mu.Lock()
-			l.configSync = &s
-			l.mu.Unlock()
-		})
-	}()
-	if l.cfg.MirrorTopicOptions.AutoCreateTopics.Enabled {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.autoCreate(ctx)
+			l.runControl(ctx)
 		}()
 	}
 	<-ctx.Done()
@@ -169,6 +162,51 @@ func (l *Link) Run(ctx context.Context) {
 	l.fetchers.closeConns()
 	l.sinks.stop()
 	l.log.Info("link stopped")
+}
+
+// runControl runs the link's sync loops and topic discovery until ctx
+// ends: on a lone klink always, in a klink cluster on the member the
+// link's control unit is assigned to.
+func (l *Link) runControl(ctx context.Context) {
+	var wg sync.WaitGroup
+	run := func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	}
+	if on, every := l.cfg.OffsetSync(); on {
+		run(func() {
+			l.syncLoop(ctx, "offsets", every, l.syncOffsets, func(s SyncStatus) {
+				l.mu.Lock()
+				l.offsetSync = &s
+				l.mu.Unlock()
+			})
+		})
+	}
+	if on, every := l.cfg.ACLSync(); on {
+		run(func() {
+			l.syncLoop(ctx, "acls", every, l.syncACLs, func(s SyncStatus) {
+				l.mu.Lock()
+				l.aclSync = &s
+				l.mu.Unlock()
+			})
+		})
+	}
+	run(func() {
+		l.syncLoop(ctx, "configs", l.cfg.TopicConfigSync(), l.syncConfigs, func(s SyncStatus) {
+			l.mu.Lock()
+			l.configSync = &s
+			l.mu.Unlock()
+		})
+	})
+	if l.cfg.MirrorTopicOptions.AutoCreateTopics.Enabled {
+		run(func() {
+			l.autoCreate(ctx)
+		})
+	}
+	wg.Wait()
 }
 
 // destinationVersions caps the transactional requests klink replays source
@@ -222,6 +260,18 @@ func (l *Link) bind(ctx context.Context) error {
 		return fmt.Errorf("source cluster ID is %q but the config says links[%s].source.clusterID %q: refusing to mirror from another cluster", srcID, l.cfg.Name, want)
 	}
 	id, err := l.store.GetLink(l.cfg.Name)
+	for l.group != nil && errors.Is(err, linkstate.ErrNotFound) && !l.ownsControl() {
+		// In a klink cluster one member records the link: the one
+		// that runs its control duties.
+		l.setError(errNotControl)
+		if !sleepCtx(ctx, 500*time.Millisecond) {
+			return ctx.Err()
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = l.store.Sync(sctx)
+		cancel()
+		id, err = l.store.GetLink(l.cfg.Name)
+	}
 	switch {
 	case errors.Is(err, linkstate.ErrNotFound):
 		id = linkstate.Link{Name: l.cfg.Name, ID: linkstate.NewLinkID(), SourceClusterID: srcID, DestinationClusterID: dstID, CreatedAt: time.Now().UTC()}
@@ -260,6 +310,9 @@ func (l *Link) setError(err error) {
 
 // startMirror runs a mirror under the link (l.mu held, link running).
 func (l *Link) startMirror(m *mirror) {
+	if l.group != nil && !grantedNow(l.group.Assignment(), mirrorUnit(l.cfg.Name, m.name)) {
+		return // another member runs it, or this one once its wait ends (see reconcile)
+	}
 	ctx, cancel := context.WithCancel(l.ctx)
 	m.quit, m.started = cancel, true
 	l.wg.Add(1)
@@ -498,6 +551,7 @@ func (l *Link) autoCreate(ctx context.Context) {
 			l.log.Warn("listing source topics for autoCreateTopics failed; will retry", zap.Error(err))
 		}
 		sort.Strings(names)
+		var created []*mirror
 		l.mu.Lock()
 		have := map[string]bool{}
 		for _, m := range l.mirrors {
@@ -512,9 +566,22 @@ func (l *Link) autoCreate(ctx context.Context) {
 			m.auto = true
 			l.mirrors = append(l.mirrors, m)
 			l.startMirror(m)
+			created = append(created, m)
 			l.log.Info("mirror auto-created", zap.String("sourceTopic", src), zap.String("mirror", dest))
 		}
 		l.mu.Unlock()
+		if l.group != nil {
+			// The other members learn of it from the shared state;
+			// the group assigns it (see runCluster).
+			for _, m := range created {
+				if _, err := l.store.UpdateMirror(l.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+					r.SourceTopic, r.AutoCreated = m.sourceTopic, true
+					return nil
+				}); err != nil {
+					l.log.Warn("recording an auto-created mirror in the shared state failed", zap.String("mirror", m.name), zap.Error(err))
+				}
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -529,6 +596,9 @@ func (l *Link) newDestination() (*cluster, error) {
 	sec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
 	if err != nil {
 		return nil, err
+	}
+	if l.group != nil {
+		sec.UserTimeout = l.group.AppendLifetime()
 	}
 	return newCluster("destination", l.dcfg.Bootstrap, sec, l.log, kgo.MaxVersions(destinationVersions()))
 }

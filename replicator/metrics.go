@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/klink-io/klink/replicator/membership"
 )
 
 // The data path's own instruments, for /metrics (status-derived metrics
@@ -34,7 +36,7 @@ var (
 
 // Collectors are the instruments above, to register once per process.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{fetchSeconds, produceSeconds, errorsTotal, logsDropped}
+	return append([]prometheus.Collector{fetchSeconds, produceSeconds, errorsTotal, logsDropped}, membership.Collectors()...)
 }
 
 func countError(link, kind string) { errorsTotal.WithLabelValues(link, kind).Inc() }

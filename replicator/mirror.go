@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -39,8 +40,13 @@ type mirror struct {
 	// Link.startMirror. removed: the mirror left the config (l.mu).
 	quit    context.CancelFunc
 	started bool // run was started (l.mu)
-	removed bool
-	auto    bool // made by the link's autoCreateTopics filters
+	// stopping: its unit was revoked and it is stopping (l.mu); unclean:
+	// a partition gave up waiting for an append's answer while it
+	// stopped (the unit is then not released cleanly).
+	stopping bool
+	unclean  atomic.Bool
+	removed  bool
+	auto     bool // made by the link's autoCreateTopics filters
 
 	mu      sync.Mutex
 	state   linkstate.MirrorState

@@ -245,6 +245,9 @@ func (p *partition) batchStart(ctx context.Context, offset int64) (int64, error)
 // newProducerEpoch gives the idempotent producer a fresh epoch, so that any
 // append of an earlier epoch still on its way is refused by the broker.
 func (p *partition) newProducerEpoch(ctx context.Context) error {
+	if p.m.link.group != nil {
+		return p.newFencingEpoch(ctx)
+	}
 	if p.idem != nil && p.idem.producer.Epoch < math.MaxInt16 {
 		p.idem.producer.Epoch++
 		p.idem.producer.Sequence = 0
@@ -276,13 +279,13 @@ func (p *partition) loop(ctx context.Context) error {
 				continue
 			}
 			if err := p.handleFetch(ctx, res); err != nil {
-				p.drain(drainLimit)
+				p.drain(p.drainLimit())
 				return err
 			}
 		case r := <-p.sp.results:
 			p.sp.taken()
 			if err := p.handleResult(ctx, r); err != nil {
-				p.drain(drainLimit)
+				p.drain(p.drainLimit())
 				return err
 			}
 		}
@@ -293,10 +296,9 @@ func (p *partition) loop(ctx context.Context) error {
 // klink stops; drainLimit, how long a partition waits for them after an
 // error (longer than a produce request may take, so it never gives up on an
 // append that can still land).
-const (
-	shutdownGrace = 10 * time.Second
-	drainLimit    = produceRequestTimeout + 5*time.Second
-)
+const shutdownGrace = 10 * time.Second
+
+func (p *partition) drainLimit() time.Duration { return p.m.link.sinks.requestTimeout + 5*time.Second }
 
 // handleFetch turns fetched batches into appends.
 func (p *partition) handleFetch(ctx context.Context, res *fetchResult) error {
@@ -454,6 +456,7 @@ func (p *partition) drain(limit time.Duration) {
 			// Their buffers stay referenced: the sink may still be
 			// writing them.
 			p.log.Warn("appends still unanswered after drain limit", zap.Int("appends", len(p.pending)))
+			p.m.unclean.Store(true)
 			p.pending = nil
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/membership"
 )
 
 // Replicator runs every link of a config, and applies a new config to the
@@ -34,6 +35,7 @@ type Replicator struct {
 	wg         sync.WaitGroup
 	lastReload *ReloadResult
 	nl         *netLinks
+	group      *membership.Group // in a klink cluster (see clustered.go)
 }
 
 // newLink makes a link, reaching its source through its network link if
@@ -41,6 +43,7 @@ type Replicator struct {
 func (r *Replicator) newLink(lc config.Link, dest config.Destination) *Link {
 	l := NewLink(lc, dest, r.store, r.log)
 	l.tunnel = r.nl.tunnelFor(lc)
+	l.group = r.group
 	return l
 }
 
@@ -78,9 +81,30 @@ func (r *Replicator) Run(ctx context.Context) {
 		r.startLink(l)
 	}
 	r.mu.Unlock()
-	r.retireRemovedLinks(ctx)
+	// The group outlives the links: it leaves only once every unit has
+	// stopped, so that the others take them over at once.
+	gctx, stopGroup := context.WithCancel(context.Background())
+	defer stopGroup()
+	groupDone := make(chan struct{})
+	if r.group != nil {
+		go func() {
+			defer close(groupDone)
+			r.group.Run(gctx)
+		}()
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.runCluster(ctx)
+		}()
+	} else {
+		r.retireRemovedLinks(ctx)
+	}
 	<-ctx.Done()
 	r.wg.Wait()
+	if r.group != nil {
+		stopGroup()
+		<-groupDone
+	}
 }
 
 // startLink runs a link (r.mu held, r.ctx set).
@@ -184,6 +208,9 @@ func (r *Replicator) Reload(cfg *config.Config) ReloadResult {
 		}
 		r.mu.Unlock()
 		res.Applied = append(res.Applied, fmt.Sprintf("link %s: added", lc.Name))
+	}
+	if r.group != nil {
+		r.group.SetConfigHash(cfg.Hash())
 	}
 	r.mu.Lock()
 	// What waits for a restart stays as it runs, so that the next reload
@@ -292,6 +319,7 @@ func (l *Link) removedLink() bool {
 // Status is the whole daemon's status.
 type Status struct {
 	Links        []LinkStatus        `json:"links"`
+	Cluster      *membership.Status  `json:"cluster,omitempty"`
 	LastReload   *ReloadResult       `json:"lastReload,omitempty"`
 	NetworkLinks *NetworkLinksStatus `json:"networkLinks,omitempty"`
 }
@@ -304,6 +332,10 @@ func (r *Replicator) Status() Status {
 	r.mu.Unlock()
 	for _, l := range links {
 		s.Links = append(s.Links, l.Status())
+	}
+	if r.group != nil {
+		cs := r.group.Status()
+		s.Cluster = &cs
 	}
 	return s
 }

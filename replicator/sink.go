@@ -80,20 +80,48 @@ func newSinkPart(topic string, p int32) *sinkPart {
 
 // sinks holds one sink per destination broker for a link.
 type sinks struct {
-	link  string // for metrics
-	dst   *cluster
-	log   *zap.Logger
-	dial  kconn.Options
-	ctx   context.Context
-	mu    sync.Mutex
-	byID  map[int32]*sink
-	wg    sync.WaitGroup
-	close context.CancelFunc
+	link string // for metrics
+	// requestTimeout bounds an append from send to answer; the broker is
+	// asked to answer within brokerTimeout. In a klink cluster they are
+	// shorter (the append lifetime the lease argument counts on), and
+	// lease says whether appends may be sent at all.
+	requestTimeout, brokerTimeout time.Duration
+	lease                         func() bool
+	dst                           *cluster
+	log                           *zap.Logger
+	dial                          kconn.Options
+	ctx                           context.Context
+	mu                            sync.Mutex
+	byID                          map[int32]*sink
+	wg                            sync.WaitGroup
+	close                         context.CancelFunc
 }
 
 func newSinks(dst *cluster, log *zap.Logger, opts kconn.Options) *sinks {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &sinks{dst: dst, log: log, dial: opts, ctx: ctx, byID: map[int32]*sink{}, close: cancel}
+	return &sinks{dst: dst, log: log, dial: opts, ctx: ctx, byID: map[int32]*sink{}, close: cancel,
+		requestTimeout: produceRequestTimeout, brokerTimeout: produceTimeout}
+}
+
+// dropConnections closes every sink's connection: appends in flight are
+// answered with the error, and what the kernel has not sent yet is
+// discarded (see secure.Client.UserTimeout). Used when the member's lease
+// ends.
+func (s *sinks) dropConnections() {
+	s.mu.Lock()
+	ks := make([]*sink, 0, len(s.byID))
+	for _, k := range s.byID {
+		ks = append(ks, k)
+	}
+	s.mu.Unlock()
+	for _, k := range ks {
+		k.mu.Lock()
+		c := k.conn
+		k.mu.Unlock()
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // stop closes every sink; call it after every partition has stopped.
@@ -240,7 +268,7 @@ func (k *sink) loop() {
 			}
 			retry.reset()
 			began := time.Now()
-			conn.SendProduce(req, produceRequestTimeout, func(resp *kmsg.ProduceResponse, err error) {
+			conn.SendProduce(req, k.s.requestTimeout, func(resp *kmsg.ProduceResponse, err error) {
 				if err == nil {
 					produceSeconds.WithLabelValues(k.s.link).Observe(time.Since(began).Seconds())
 				}
@@ -303,7 +331,13 @@ func (k *sink) build(version int16) (*kconn.Produce, []sentAppend) {
 	if k.inflight >= maxRequestsInFlight || len(k.order) == 0 {
 		return nil, nil
 	}
-	req := &kconn.Produce{Version: version, Acks: -1, TimeoutMillis: int32(produceTimeout / time.Millisecond)}
+	if k.s.lease != nil && !k.s.lease() {
+		// This member's lease has ended: another may own these
+		// partitions by now. Nothing is sent; the partitions are being
+		// stopped.
+		return nil, nil
+	}
+	req := &kconn.Produce{Version: version, Acks: -1, TimeoutMillis: int32(k.s.brokerTimeout / time.Millisecond)}
 	var sent []sentAppend
 	size := 0
 	topicIdx := map[string]int{}

@@ -36,8 +36,11 @@ type MirrorStatus struct {
 	// Refused says why the desired state cannot be reached, if it cannot.
 	Refused string `json:"refused,omitempty"`
 	// Stop records when and where a STOPPED mirror stopped (kept forever).
-	Stop       *linkstate.StopRecord `json:"stop,omitempty"`
-	Partitions []PartitionStatus     `json:"partitions"`
+	Stop *linkstate.StopRecord `json:"stop,omitempty"`
+	// Owner is the klink cluster member that runs the mirror (in a
+	// cluster; its partitions show only in that member's status).
+	Owner      string            `json:"owner,omitempty"`
+	Partitions []PartitionStatus `json:"partitions"`
 	// Lag sums the partitions' lag; LagMillis is the largest.
 	Lag       int64 `json:"lag"`
 	LagMillis int64 `json:"lagMillis"`
@@ -92,7 +95,11 @@ func (l *Link) Status() LinkStatus {
 	l.mu.Unlock()
 	s.Mirrors = []MirrorStatus{}
 	for _, m := range mirrors {
-		s.Mirrors = append(s.Mirrors, m.status())
+		ms := m.status()
+		if l.group != nil {
+			ms.Owner = l.group.Owner(mirrorUnit(l.cfg.Name, m.name))
+		}
+		s.Mirrors = append(s.Mirrors, ms)
 	}
 	return s
 }

@@ -52,13 +52,32 @@ func runCmd(args []string) error {
 // runDaemon runs the links of cfg until SIGTERM or SIGINT; SIGHUP re-reads
 // the file at path and applies the difference (path "" : no reloads).
 func runDaemon(cfg *config.Config, path string, log *zap.Logger) error {
-	store, err := linkstate.Open(cfg.StateDir)
-	if err != nil {
-		return err
+	var store linkstate.Store
+	var member *replicator.ClusterMember
+	if cfg.Cluster.Enabled() {
+		// A klink cluster member: its state is the shared state topic.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var err error
+		member, err = replicator.JoinCluster(ctx, cfg, log)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("joining klink cluster %s: %w", cfg.Cluster.Group, err)
+		}
+		defer member.Close()
+		store = member.Store
+	} else {
+		file, err := linkstate.Open(cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		store = file
 	}
-	defer store.Close()
 
 	r := replicator.New(cfg, store, log)
+	if member != nil {
+		member.Serve(r)
+	}
 	admin, err := startAdmin(cfg.Admin, r, log)
 	if err != nil {
 		return err

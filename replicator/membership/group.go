@@ -112,6 +112,17 @@ func (g *Group) heartbeatEvery() time.Duration {
 // it only has to cover a heartbeat interval and the way there.
 func (g *Group) rebalanceTimeout() time.Duration { return max(3*g.cfg.SessionTimeout, 30*time.Second) }
 
+// AppendLifetime is the longest an append may live (Config).
+func (g *Group) AppendLifetime() time.Duration { return g.cfg.AppendLifetime }
+
+// Owner names the member that runs unit, as of the last assignment ("":
+// none, or being released).
+func (g *Group) Owner(unit string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.view.Owners[unit]
+}
+
 // Changed is signalled when the assignment changes (or the lease ends).
 func (g *Group) Changed() <-chan struct{} { return g.changed }
 
@@ -169,6 +180,18 @@ func (g *Group) Released(unit string, clean bool) {
 	}
 	g.mu.Unlock()
 	g.signal(g.rejoin)
+}
+
+// SetConfigHash changes the hash of this member's config (a reload) and
+// joins again, so that the leader compares it.
+func (g *Group) SetConfigHash(h string) {
+	g.mu.Lock()
+	changed := g.cfg.ConfigHash != h
+	g.cfg.ConfigHash = h
+	g.mu.Unlock()
+	if changed {
+		g.signal(g.rejoin)
+	}
 }
 
 // UnitsChanged makes the member join again, so that the leader assigns the

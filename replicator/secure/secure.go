@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -27,6 +28,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+	"golang.org/x/sys/unix"
 
 	"github.com/klink-io/klink/config"
 )
@@ -38,6 +40,14 @@ type Client struct {
 	// Tunnel, if set, opens the network connections (a network link
 	// endpoint); TLS runs on top of it, end to end with the broker.
 	Tunnel func(ctx context.Context, network, addr string) (net.Conn, error)
+	// UserTimeout, if set, bounds how long data written to a connection
+	// may stay unacknowledged by the peer's kernel (TCP_USER_TIMEOUT):
+	// then the connection dies, and with it what it had not delivered,
+	// instead of arriving after a network partition heals. Closing the
+	// connection discards unsent data too (SO_LINGER 0). klink's produce
+	// connections carry it in a klink cluster, so that an append's
+	// lifetime is bounded (see the README's timing argument).
+	UserTimeout time.Duration
 }
 
 // New reads the files a cluster's settings name and builds its client
@@ -79,7 +89,7 @@ func (c *Client) KgoOpts() []kgo.Opt {
 func (c *Client) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	dial := c.Tunnel
 	if dial == nil {
-		var d net.Dialer
+		d := net.Dialer{Control: userTimeout(c.UserTimeout)}
 		dial = d.DialContext
 	}
 	conn, err := dial(ctx, network, addr)
@@ -254,4 +264,28 @@ func Fingerprint(t config.TLS, s config.SASL) (string, error) {
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// userTimeout sets TCP_USER_TIMEOUT on a socket before it connects (nil
+// when d is 0), and SO_LINGER 0 so that a close drops unsent data.
+func userTimeout(d time.Duration) func(network, address string, rc syscall.RawConn) error {
+	if d <= 0 {
+		return nil
+	}
+	return func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond))
+			if serr == nil {
+				serr = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("setting TCP_USER_TIMEOUT on a connection to %s: %w", address, serr)
+		}
+		return nil
+	}
 }

@@ -1,0 +1,390 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/batch"
+	"github.com/klink-io/klink/replicator/membership"
+	"github.com/klink-io/klink/replicator/secure"
+)
+
+// In a klink cluster (config cluster:) every member runs every link's
+// connections, but a link's mirror topics and its control duties (topic
+// creation on discovery, consumer-offset, ACL and config sync, failing over
+// mirrors removed while klink was stopped) are units the group assigns:
+// each runs on exactly one member. The link's source watch runs on every
+// member, for the mirrors it runs.
+
+// Unit names: a link's control duties, and a mirror topic.
+func controlUnit(link string) string        { return "link/" + link }
+func mirrorUnit(link, mirror string) string { return "mirror/" + link + "/" + mirror }
+
+// UseCluster makes this replicator a klink cluster member: it runs only
+// what the group assigns it. Call before Run.
+func (r *Replicator) UseCluster(g *membership.Group) {
+	r.group = g
+	for _, l := range r.links {
+		l.group = g
+	}
+}
+
+// Units lists the work the cluster shares, as this member's config and
+// the shared state see it: a control unit per link, and every mirror not
+// STOPPED, weighted by its partitions.
+func (r *Replicator) Units() []membership.Unit {
+	r.mu.Lock()
+	links := slices.Clone(r.links)
+	r.mu.Unlock()
+	var us []membership.Unit
+	for _, l := range links {
+		if l.removedLink() {
+			continue
+		}
+		us = append(us, membership.Unit{Name: controlUnit(l.cfg.Name), Weight: 1})
+		l.adoptSharedMirrors()
+		l.mu.Lock()
+		ms := slices.Clone(l.mirrors)
+		l.mu.Unlock()
+		for _, m := range ms {
+			rec, err := r.store.GetMirror(l.cfg.Name, m.name)
+			if err == nil && rec.State == linkstate.Stopped {
+				continue
+			}
+			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: max(len(rec.Partitions), 1)})
+		}
+	}
+	return us
+}
+
+// runCluster applies the group's assignment to the links until ctx ends:
+// at each change, and a few times a second for units whose wait for the
+// previous owner's lease ends. It also tells the group when the units
+// changed (a reload, a mirror auto-created on another member).
+func (r *Replicator) runCluster(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var lastUnits string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.group.Changed():
+		case <-t.C:
+		}
+		var names []string
+		for _, u := range r.Units() {
+			names = append(names, u.Name)
+		}
+		sort.Strings(names)
+		if key := strings.Join(names, ","); key != lastUnits {
+			if lastUnits != "" {
+				r.group.UnitsChanged()
+			}
+			lastUnits = key
+		}
+		assigned := r.group.Assignment()
+		r.mu.Lock()
+		links := slices.Clone(r.links)
+		r.mu.Unlock()
+		for _, l := range links {
+			l.reconcile(ctx, assigned)
+		}
+	}
+}
+
+// grantedNow reports whether unit may run now: granted, and past any
+// wait for its previous owner's lease.
+func grantedNow(assigned map[string]time.Time, unit string) bool {
+	at, ok := assigned[unit]
+	return ok && !time.Now().Before(at)
+}
+
+// ownsControl reports whether this member holds the link's control unit
+// (waiting or not): only it creates the link's identity.
+func (l *Link) ownsControl() bool {
+	_, ok := l.group.Assignment()[controlUnit(l.cfg.Name)]
+	return ok
+}
+
+// reconcile starts the link's units granted to this member and stops
+// those it no longer holds, telling the group when each has stopped.
+func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
+	l.mu.Lock()
+	running := l.ctx != nil
+	l.mu.Unlock()
+	if !running {
+		return
+	}
+	if len(assigned) == 0 && !l.group.LeaseValid() {
+		// No lease: nothing may be appended any more, whatever is still
+		// queued or unanswered.
+		l.sinks.dropConnections()
+	}
+	l.adoptSharedMirrors()
+	// What others wrote before they released a unit is read before it
+	// starts here.
+	needSync := false
+	l.mu.Lock()
+	for _, m := range l.mirrors {
+		if !m.started && !m.removedStopped() && grantedNow(assigned, mirrorUnit(l.cfg.Name, m.name)) {
+			needSync = true
+		}
+	}
+	if l.control == nil && grantedNow(assigned, controlUnit(l.cfg.Name)) {
+		needSync = true
+	}
+	l.mu.Unlock()
+	if needSync {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := l.store.Sync(sctx)
+		cancel()
+		if err != nil {
+			l.log.Warn("reading the shared state before starting a unit failed; retrying", zap.Error(err))
+			return
+		}
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cu := controlUnit(l.cfg.Name)
+	_, holdControl := assigned[cu]
+	switch {
+	case l.control == nil && grantedNow(assigned, cu):
+		l.startControl()
+	case l.control != nil && !holdControl && !l.control.stopping:
+		l.control.stopping = true
+		c := l.control
+		c.cancel()
+		go func() {
+			<-c.done
+			l.mu.Lock()
+			l.control = nil
+			l.mu.Unlock()
+			l.group.Released(cu, true)
+		}()
+	case l.control == nil && !holdControl && l.granted[cu]:
+		l.group.Released(cu, true)
+	}
+	if holdControl {
+		l.granted[cu] = true
+	} else {
+		delete(l.granted, cu)
+	}
+	for i, m := range l.mirrors {
+		u := mirrorUnit(l.cfg.Name, m.name)
+		_, hold := assigned[u]
+		switch {
+		case hold:
+			l.granted[u] = true
+			if !m.started && grantedNow(assigned, u) && !m.removedStopped() {
+				l.startMirror(m)
+			}
+		case m.started && !m.stopping:
+			m.stopping = true
+			m.quit() // its appends in flight are answered first
+			fresh := newMirror(l, m.cfg)
+			fresh.auto, fresh.removed, fresh.desired = m.auto, m.removed, m.desired
+			go func(i int, m *mirror) {
+				<-m.done
+				l.mu.Lock()
+				if i < len(l.mirrors) && l.mirrors[i] == m {
+					l.mirrors[i] = fresh
+				}
+				delete(l.granted, u)
+				l.mu.Unlock()
+				l.group.Released(u, !m.unclean.Load())
+			}(i, m)
+		case !m.started && l.granted[u]:
+			delete(l.granted, u)
+			l.group.Released(u, true)
+		}
+		if !m.started {
+			m.loadShared()
+		}
+	}
+}
+
+// controlRun is a link's control duties running on this member.
+type controlRun struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopping bool
+}
+
+// startControl runs the link's control duties (l.mu held, link running).
+func (l *Link) startControl() {
+	ctx, cancel := context.WithCancel(l.ctx)
+	c := &controlRun{cancel: cancel, done: make(chan struct{})}
+	l.control = c
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer close(c.done)
+		l.log.Info("running the link's control duties")
+		l.retireRemovedMirrors(ctx)
+		l.runControl(ctx)
+	}()
+}
+
+// removedStopped: a mirror removed from the config whose record says it
+// is STOPPED runs nowhere.
+func (m *mirror) removedStopped() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.removed && m.state == linkstate.Stopped
+}
+
+// loadShared shows, for a mirror another member runs, its state as the
+// shared state has it (for status, and for the syncs on this member).
+func (m *mirror) loadShared() {
+	rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	m.state, m.reason, m.since, m.stop = rec.State, rec.Reason, rec.StateSince, rec.Stop
+	m.mu.Unlock()
+}
+
+// adoptSharedMirrors adds the mirrors another member auto-created (its
+// link's filters select them) so that this member can run them too.
+func (l *Link) adoptSharedMirrors() {
+	if !l.cfg.MirrorTopicOptions.AutoCreateTopics.Enabled {
+		return
+	}
+	recs, err := l.store.Mirrors(l.cfg.Name)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	have := map[string]bool{}
+	for _, m := range l.mirrors {
+		have[m.name] = true
+	}
+	for _, rec := range recs {
+		if have[rec.Name] || !rec.AutoCreated || !l.cfg.MirrorTopicOptions.AutoCreateTopics.Selects(rec.SourceTopic) {
+			continue
+		}
+		m := newMirror(l, config.MirrorTopic{Name: rec.Name, SourceTopicName: rec.SourceTopic})
+		m.auto = true
+		l.mirrors = append(l.mirrors, m)
+	}
+}
+
+// errNotControl: the link has no identity yet and another member creates
+// it.
+var errNotControl = errors.New("waiting for the member that runs the link's control duties to record the link")
+
+// newFencingEpoch gives the partition's producer, in a klink cluster, the
+// next epoch of a producer id bound to the destination partition: a stable
+// transactional id per partition, whose InitProducerId bumps the epoch.
+// Its batches are plain (idempotent, not transactional). Once this
+// member's first append under the new epoch has landed, the broker refuses
+// appends under any earlier epoch (INVALID_PRODUCER_EPOCH), so a member
+// that lost the partition cannot write into it whatever its lease says.
+// Measured on Kafka 3.8: before that first append lands, the partition has
+// not heard of the new epoch and still takes the old one; the lease covers
+// that window. The epoch is never bumped by klink itself (as a lone klink
+// does), which would let two members reach the same epoch.
+func (p *partition) newFencingEpoch(ctx context.Context) error {
+	id := p.writerTxnID()
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID = &id
+	req.TransactionTimeoutMillis = 60000
+	var resp *kmsg.InitProducerIDResponse
+	err := retryTxn(ctx, func() (int16, error) {
+		r, err := req.RequestWith(ctx, p.m.link.dst.cl)
+		if err != nil {
+			return 0, err
+		}
+		resp = r
+		return r.ErrorCode, nil
+	})
+	if err != nil {
+		return fmt.Errorf("destination InitProducerId for %s: %w", id, err)
+	}
+	p.idem = &slot{producer: batch.Producer{ID: resp.ProducerID, Epoch: resp.ProducerEpoch}, ready: true}
+	return nil
+}
+
+// writerTxnID is the partition's fencing producer: klink-<link id>-<topic>-
+// <partition>w, outside the prefix of its transaction slots (see txnIDFor).
+func (p *partition) writerTxnID() string {
+	return fmt.Sprintf("klink-%s-%s-%dw", p.m.link.identity.ID, p.m.name, p.id)
+}
+
+// ClusterMember is what makes this daemon a member of the klink cluster
+// its config names: the group on the destination cluster and the state
+// the members share.
+type ClusterMember struct {
+	Group *membership.Group
+	Store *linkstate.Topic
+	cl    *kgo.Client
+	r     atomic.Pointer[Replicator]
+}
+
+// JoinCluster connects to the destination cluster as a member of
+// cfg.Cluster's group and reads the shared state (all of it, before it
+// returns). The group joins when the replicator given to Serve runs.
+func JoinCluster(ctx context.Context, cfg *config.Config, log *zap.Logger) (*ClusterMember, error) {
+	sec, err := secure.New("destination", cfg.Destination.TLS, cfg.Destination.SASL, log)
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Destination.Bootstrap...), kgo.ClientID("klink-cluster"), kgo.WithLogger(kgoLogger{log.With(zap.String("cluster", "destination"))})}, sec.KgoOpts()...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("destination client: %w", err)
+	}
+	cm := &ClusterMember{cl: cl}
+	host, _ := os.Hostname()
+	member := cfg.Cluster.MemberName()
+	session := cfg.Cluster.Session()
+	cm.Group = membership.New(cl, membership.Config{
+		Group: cfg.Cluster.Group, Member: member, Host: host, SessionTimeout: session,
+		// An append lives at most a session timeout: its deadline
+		// and TCP_USER_TIMEOUT (see Link.Run).
+		AppendLifetime: session,
+		ConfigHash:     cfg.Hash(),
+		Units: func() []membership.Unit {
+			if r := cm.r.Load(); r != nil {
+				return r.Units()
+			}
+			return nil
+		},
+	}, log)
+	cm.Store, err = linkstate.OpenTopic(ctx, cfg.StateDir, cfg.Cluster.Topic(), member, opts, cm.Group.LeaseValid, log)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return cm, nil
+}
+
+// Serve makes r run what the group assigns this member.
+func (cm *ClusterMember) Serve(r *Replicator) {
+	cm.r.Store(r)
+	r.UseCluster(cm.Group)
+}
+
+// Close closes the shared state and the group's client (after the
+// replicator stopped: it leaves the group then).
+func (cm *ClusterMember) Close() {
+	cm.Store.Close()
+	cm.cl.Close()
+}
