@@ -79,7 +79,7 @@ type File struct {
 	path string
 	// publish, if set, writes a record to the shared state before it is
 	// written here (see Topic); an error leaves both unchanged.
-	publish func(key string, raw []byte) error
+	publish func(key string, old, raw []byte) error
 }
 
 var _ Store = (*File)(nil)
@@ -542,7 +542,7 @@ func (s *File) put(b *bolt.Bucket, sharedKey, key string, v any) error {
 		return err
 	}
 	if s.publish != nil {
-		if err := s.publish(sharedKey, raw); err != nil {
+		if err := s.publish(sharedKey, b.Get([]byte(key)), raw); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,14 +20,17 @@ import (
 )
 
 // Topic is the state the members of a klink cluster share: a compacted
-// topic on the destination cluster, one record per link and per mirror
-// (the latest record of a key is its value), written by the member that
-// owns the thing, read from the start when a member starts and tailed
-// while it runs. A local bbolt copy (stateDir/klink-cluster.db, rebuilt
+// topic on the destination cluster, one record per link, per mirror and
+// per mirrored partition (the latest record of a key is its value),
+// written by the member that owns the thing, read from the start when a
+// member starts and tailed while it runs. A mirror's partitions are
+// records of their own because different members run them: a write
+// publishes only the records it changed, so members writing different
+// partitions of one mirror never overwrite each other. A local bbolt copy (stateDir/klink-cluster.db, rebuilt
 // from the topic at each start) answers the reads.
 //
 // A record's value is {"format": "klink-state/2", "writer": member,
-// "link"|"mirror": {...}}: the state file's format, so that a newer klink's
+// "link"|"mirror"|"partition": {...}}: the state file's format, so that a newer klink's
 // records are refused, not misread.
 type Topic struct {
 	*File
@@ -53,10 +57,16 @@ const ClusterFileName = "klink-cluster.db"
 var _ Store = (*Topic)(nil)
 
 type envelope struct {
-	Format string          `json:"format"`
-	Writer string          `json:"writer,omitempty"`
-	Link   json.RawMessage `json:"link,omitempty"`
-	Mirror json.RawMessage `json:"mirror,omitempty"`
+	Format    string          `json:"format"`
+	Writer    string          `json:"writer,omitempty"`
+	Link      json.RawMessage `json:"link,omitempty"`
+	Mirror    json.RawMessage `json:"mirror,omitempty"`    // without its partitions
+	Partition json.RawMessage `json:"partition,omitempty"` // partitionKey
+}
+
+// partitionKey is the key of one mirrored partition's record.
+func partitionKey(link, mirror string, p int32) string {
+	return fmt.Sprintf("part/%s/%s/%d", link, mirror, p)
 }
 
 // OpenTopic opens the shared state in topic on the destination (creating
@@ -158,31 +168,74 @@ func (t *Topic) position() int64 {
 	return t.next
 }
 
-// write is the local copy's publish hook: the record goes to the topic
-// first, and only if this member still holds its lease.
-func (t *Topic) write(key string, raw []byte) error {
+// write is the local copy's publish hook: the records a change makes go to
+// the topic first, and only if this member still holds its lease. A
+// mirror's change publishes the mirror's own fields if they changed, and
+// each partition that changed.
+func (t *Topic) write(key string, old, raw []byte) error {
 	if t.lease != nil && !t.lease() {
 		return fmt.Errorf("state %s not written: this member's lease has ended", key)
 	}
-	env := envelope{Format: formatVersion, Writer: t.member}
-	if strings.HasPrefix(key, "link/") {
-		env.Link = raw
-	} else {
-		env.Mirror = raw
+	var recs []*kgo.Record
+	add := func(key string, env envelope) error {
+		env.Format, env.Writer = formatVersion, t.member
+		val, err := json.Marshal(env)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, &kgo.Record{Key: []byte(key), Value: val})
+		return nil
 	}
-	val, err := json.Marshal(env)
-	if err != nil {
-		return err
+	if strings.HasPrefix(key, "link/") {
+		if err := add(key, envelope{Link: raw}); err != nil {
+			return err
+		}
+	} else {
+		var was, now Mirror
+		if old != nil {
+			if err := json.Unmarshal(old, &was); err != nil {
+				return err
+			}
+		}
+		if err := json.Unmarshal(raw, &now); err != nil {
+			return err
+		}
+		parts := now.Partitions
+		wasParts := was.Partitions
+		now.Partitions, was.Partitions = nil, nil
+		m, _ := json.Marshal(now)
+		if w, _ := json.Marshal(was); old == nil || string(m) != string(w) {
+			if err := add(key, envelope{Mirror: m}); err != nil {
+				return err
+			}
+		}
+		for id, p := range parts {
+			pr, _ := json.Marshal(p)
+			if w, _ := json.Marshal(wasParts[id]); wasParts[id] != nil && string(w) == string(pr) {
+				continue
+			}
+			if err := add(partitionKey(now.Link, now.Name, id), envelope{Partition: pr}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(recs) == 0 {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 	defer cancel()
-	r, err := t.prod.ProduceSync(ctx, &kgo.Record{Key: []byte(key), Value: val}).First()
-	if err != nil {
+	res := t.prod.ProduceSync(ctx, recs...)
+	if err := res.FirstErr(); err != nil {
+		// What landed is applied by the tail (nothing is noted as
+		// applied here): the local copy follows the topic.
 		return fmt.Errorf("writing %s to the state topic %s: %w", key, t.topic, err)
 	}
 	t.mu.Lock()
-	if at, ok := t.applied[key]; !ok || r.Offset > at {
-		t.applied[key] = r.Offset
+	for _, r := range res {
+		k := string(r.Record.Key)
+		if at, ok := t.applied[k]; !ok || r.Record.Offset > at {
+			t.applied[k] = r.Record.Offset
+		}
 	}
 	t.mu.Unlock()
 	return nil
@@ -259,14 +312,61 @@ func (t *Topic) apply(r *kgo.Record) error {
 			if err := json.Unmarshal(env.Mirror, &m); err != nil {
 				return err
 			}
-			b, err := tx.Bucket(mirrorsBucket).CreateBucketIfNotExists([]byte(m.Link))
+			return mergeMirror(tx, m.Link, m.Name, func(cur *Mirror) {
+				parts := cur.Partitions
+				*cur = m
+				if cur.Partitions == nil {
+					cur.Partitions = parts
+				}
+			})
+		case strings.HasPrefix(key, "part/") && env.Partition != nil:
+			f := strings.Split(key, "/")
+			if len(f) != 4 {
+				return fmt.Errorf("malformed partition key")
+			}
+			id, err := strconv.ParseInt(f[3], 10, 32)
 			if err != nil {
+				return fmt.Errorf("malformed partition key: %w", err)
+			}
+			var p Partition
+			if err := json.Unmarshal(env.Partition, &p); err != nil {
 				return err
 			}
-			return b.Put([]byte(m.Name), env.Mirror)
+			return mergeMirror(tx, f[1], f[2], func(cur *Mirror) {
+				if cur.Partitions == nil {
+					cur.Partitions = map[int32]*Partition{}
+				}
+				cur.Partitions[int32(id)] = &p
+			})
 		}
 		return fmt.Errorf("unknown record")
 	})
+}
+
+// mergeMirror changes a mirror in the local copy (creating it if its own
+// record has not been read yet).
+func mergeMirror(tx *bolt.Tx, link, name string, change func(*Mirror)) error {
+	if link == "" || name == "" {
+		return fmt.Errorf("mirror record without link or name")
+	}
+	b, err := tx.Bucket(mirrorsBucket).CreateBucketIfNotExists([]byte(link))
+	if err != nil {
+		return err
+	}
+	var m Mirror
+	if raw := b.Get([]byte(name)); raw != nil {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return err
+		}
+	} else {
+		m = Mirror{Link: link, Name: name}
+	}
+	change(&m)
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(name), raw)
 }
 
 // Sync waits until the tail has read everything the topic held when Sync

@@ -71,6 +71,30 @@ func TestTopicShared(t *testing.T) {
 			t.Fatalf("b reads %+v, a wrote %+v", got, want)
 		}
 
+		// Two members write different partitions of the mirror, each
+		// from its own copy: neither overwrites the other.
+		if _, err := a.UpdateMirror("west", "orders", func(m *Mirror) error {
+			m.Partitions[0].FilledRanges = 3
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.UpdateMirror("west", "orders", func(m *Mirror) error {
+			m.Partitions[1].FilledOffsets = 9
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []*Topic{a, b} {
+			if err := s.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.GetMirror("west", "orders")
+			if err != nil || m.Partitions[0].FilledRanges != 3 || m.Partitions[1].FilledOffsets != 9 || m.Partitions[0].Translate(12) != 13 {
+				t.Fatalf("%s reads %+v %+v after writes to two partitions by two members (%v)", s.member, m.Partitions[0], m.Partitions[1], err)
+			}
+		}
+
 		// A third member, started later, reads all of it.
 		late := openTopic(t, c, "late", nil)
 		sameJSON(t, "link on a late member", late.GetLink, "west", link)
