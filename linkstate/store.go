@@ -366,6 +366,11 @@ type Mirror struct {
 	// AutoCreated: the link's autoCreateTopics filters made this mirror,
 	// not an entry of mirrorTopics.
 	AutoCreated bool `json:"autoCreated,omitempty"`
+	// Hold, in a klink cluster, asks every member running one of the
+	// mirror's partitions to stop appending (a promote, a pause, a
+	// failover): its value names the request, and each partition says it
+	// has stopped by setting its HeldFor to it. 0: partitions run.
+	Hold int64 `json:"hold,omitempty"`
 }
 
 // StopRecord is how and when a mirror stopped, and where: the source offset
@@ -391,6 +396,9 @@ type Partition struct {
 	// could not keep a source range at its offsets, in the order they
 	// happened. Empty for a partition mirrored exactly.
 	Shifts []OffsetShift `json:"shifts,omitempty"`
+	// HeldFor is the mirror's Hold this partition's member stopped for
+	// (klink cluster).
+	HeldFor int64 `json:"heldFor,omitempty"`
 }
 
 // OffsetShift records that from source offset SourceOffset on, the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,11 +24,16 @@ import (
 )
 
 // In a klink cluster (config cluster:) every member runs every link's
-// connections, but a link's mirror topics and its control duties (topic
-// creation on discovery, consumer-offset, ACL and config sync, failing over
-// mirrors removed while klink was stopped) are units the group assigns:
-// each runs on exactly one member. The link's source watch runs on every
-// member, for the mirrors it runs.
+// connections, and the group assigns the units of work, each to exactly
+// one member: a link's control duties (topic discovery, consumer-offset,
+// ACL and config sync, failing over mirrors removed while klink was
+// stopped), a mirror's control loop (its setup and destination topic, its
+// states, promote and failover), and each mirrored partition's data path.
+// A mirror's partitions run on whichever members they are assigned to
+// (hostReconcile), following the mirror's state in the shared state; its
+// control loop runs on one member and reaches them through that state
+// (holdPartitions). The link's source watch runs on every member, for the
+// mirrors whose control loop it runs.
 
 // Unit names: a link's control duties, and a mirror topic.
 func controlUnit(link string) string        { return "link/" + link }
@@ -43,8 +49,8 @@ func (r *Replicator) UseCluster(g *membership.Group) {
 }
 
 // Units lists the work the cluster shares, as this member's config and
-// the shared state see it: a control unit per link, and every mirror not
-// STOPPED, weighted by its partitions.
+// the shared state see it: a control unit per link, and for every mirror
+// not STOPPED its control loop and each of its partitions.
 func (r *Replicator) Units() []membership.Unit {
 	r.mu.Lock()
 	links := slices.Clone(r.links)
@@ -64,7 +70,10 @@ func (r *Replicator) Units() []membership.Unit {
 			if err == nil && rec.State == linkstate.Stopped {
 				continue
 			}
-			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: max(len(rec.Partitions), 1)})
+			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: 1})
+			for id := range rec.Partitions {
+				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: 1})
+			}
 		}
 	}
 	return us
@@ -159,7 +168,6 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 	}
 
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	cu := controlUnit(l.cfg.Name)
 	_, holdControl := assigned[cu]
 	switch {
@@ -214,7 +222,80 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 		}
 		if !m.started {
 			m.loadShared()
+		} else if !m.stopping {
+			m.followShared()
 		}
+	}
+	// The partitions assigned here, by mirror.
+	type hostWork struct {
+		h         *mirror
+		now, held map[int32]bool
+	}
+	var work []hostWork
+	prefix := "part/" + l.cfg.Name + "/"
+	byMirror := map[string]*hostWork{}
+	for _, m := range l.mirrors {
+		if l.hosts[m.name] != nil || hasPrefixIn(assigned, prefix+m.name+"/") {
+			work = append(work, hostWork{h: l.host(m), now: map[int32]bool{}, held: map[int32]bool{}})
+			byMirror[m.name] = &work[len(work)-1]
+		}
+	}
+	for u, at := range assigned {
+		rest, ok := strings.CutPrefix(u, prefix)
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(rest, '/')
+		if i < 0 {
+			continue
+		}
+		w := byMirror[rest[:i]]
+		id, err := strconv.ParseInt(rest[i+1:], 10, 32)
+		if w == nil || err != nil {
+			continue
+		}
+		w.held[int32(id)] = true
+		if !time.Now().Before(at) {
+			w.now[int32(id)] = true
+		}
+	}
+	lctx := l.ctx
+	l.mu.Unlock()
+	for _, w := range work {
+		l.hostReconcile(lctx, w.h, w.now, w.held)
+	}
+}
+
+func hasPrefixIn(assigned map[string]time.Time, prefix string) bool {
+	for u := range assigned {
+		if strings.HasPrefix(u, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// followShared makes the mirror's control loop, running here, see a
+// FAILED state another member's partition recorded.
+func (m *mirror) followShared() {
+	rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
+	if err != nil || rec.State != linkstate.Failed {
+		return
+	}
+	m.mu.Lock()
+	if m.state == linkstate.Failed {
+		m.mu.Unlock()
+		return
+	}
+	m.state, m.reason, m.since = rec.State, rec.Reason, rec.StateSince
+	cancel := m.cancel
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	select {
+	case m.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -227,6 +308,9 @@ type controlRun struct {
 
 // startControl runs the link's control duties (l.mu held, link running).
 func (l *Link) startControl() {
+	if l.closing {
+		return
+	}
 	ctx, cancel := context.WithCancel(l.ctx)
 	c := &controlRun{cancel: cancel, done: make(chan struct{})}
 	l.control = c
@@ -387,4 +471,246 @@ func (cm *ClusterMember) Serve(r *Replicator) {
 func (cm *ClusterMember) Close() {
 	cm.Store.Close()
 	cm.cl.Close()
+}
+
+// partUnit names a mirrored partition's data path, a unit of its own: the
+// partitions of one mirror can run on different members.
+func partUnit(link, mirror string, p int32) string {
+	return fmt.Sprintf("part/%s/%s/%d", link, mirror, p)
+}
+
+// partitionCount is how many partitions the mirror has set up: those
+// running here on a lone klink, those in the shared state in a cluster.
+func (m *mirror) partitionCount() int {
+	if m.link.group == nil {
+		return len(m.partitionsSnapshot())
+	}
+	rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
+	if err != nil {
+		return 0
+	}
+	return len(rec.Partitions)
+}
+
+// releaseHold lets the mirror's partitions run again after a hold (a
+// promote that found the source had moved on, a new owner of the mirror).
+func (m *mirror) releaseHold(rec linkstate.Mirror) {
+	if rec.Hold == 0 {
+		return
+	}
+	if _, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+		r.Hold = 0
+		return nil
+	}); err != nil {
+		m.log.Warn("releasing the hold on the mirror's partitions failed", zap.Error(err))
+	}
+}
+
+// holdPartitions asks every member running one of the mirror's partitions
+// to stop appending, and waits until each partition says it has stopped:
+// what a promote or failover needs before it can say where the mirror
+// stopped. It returns false if the desired state changed or ctx ended
+// first. bounded (a failover: the source is gone, or must be left now)
+// stops waiting once no member can still append without a lease: the
+// session timeout and the append lifetime after the hold was written,
+// plus the time a member takes to stop.
+func (m *mirror) holdPartitions(ctx context.Context, bounded bool) bool {
+	hold := time.Now().UnixNano()
+	if _, err := m.link.store.UpdateMirror(m.link.cfg.Name, m.name, func(r *linkstate.Mirror) error {
+		r.Hold = hold
+		return nil
+	}); err != nil {
+		m.log.Warn("asking the members to hold the mirror's partitions failed", zap.Error(err))
+	}
+	g := m.link.group
+	limit := time.Now().Add(g.SessionTimeout() + g.AppendLifetime() + 5*time.Second)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = m.link.store.Sync(sctx)
+		cancel()
+		rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
+		waiting := 0
+		for _, p := range rec.Partitions {
+			if p.HeldFor != hold {
+				waiting++
+			}
+		}
+		if err == nil && waiting == 0 {
+			return true
+		}
+		if bounded && time.Now().After(limit) {
+			m.log.Warn("members did not confirm they stopped the mirror's partitions; none can append any more without a lease", zap.Int("partitions", waiting))
+			return true
+		}
+		m.setReason(fmt.Sprintf("waiting for the members running %d of its partitions to stop appending", waiting))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-m.wake:
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// runnable: a mirror state in which its partitions run.
+func runnable(s linkstate.MirrorState) bool {
+	switch s {
+	case linkstate.Active, linkstate.PendingStopped, linkstate.LinkFailed, linkstate.SourceUnavailable:
+		return true
+	}
+	return false
+}
+
+// hostRun is one partition running on this member for its host mirror.
+type hostRun struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopping bool
+}
+
+// host is the mirror object, separate from the one that runs the mirror's
+// control loop, that runs the mirror's partitions assigned to this member
+// (l.mu held).
+func (l *Link) host(m *mirror) *mirror {
+	if h := l.hosts[m.name]; h != nil {
+		return h
+	}
+	h := newMirror(l, m.cfg)
+	h.auto, h.isHost = m.auto, true
+	h.hostRuns, h.hostGranted = map[int32]*hostRun{}, map[int32]bool{}
+	l.hosts[m.name] = h
+	return h
+}
+
+// hostReconcile (ctx: the link's) runs the partitions of a mirror assigned to this member
+// (now: may run; held: assigned, some waiting for a previous owner's
+// lease) while the shared state lets them run: set up, in a running
+// state, no hold. It stops the others, confirms a hold for partitions it
+// does not run, and tells the group when a revoked partition has stopped.
+func (l *Link) hostReconcile(ctx context.Context, h *mirror, now, held map[int32]bool) {
+	rec, err := l.store.GetMirror(l.cfg.Name, h.name)
+	run := err == nil && rec.DestTopicID != "" && rec.Hold == 0 && runnable(rec.State)
+	h.mu.Lock()
+	if h.hostCtx == nil || h.hostCtx.Err() != nil {
+		h.hostCtx, h.cancel = context.WithCancel(ctx)
+	}
+	var release []int32
+	for id := range h.hostGranted {
+		if !held[id] && h.hostRuns[id] == nil {
+			release = append(release, id)
+			delete(h.hostGranted, id)
+		}
+	}
+	for id := range held {
+		h.hostGranted[id] = true
+	}
+	for id, hr := range h.hostRuns {
+		if (!now[id] || !run) && !hr.stopping {
+			hr.stopping = true
+			hr.cancel()
+		}
+	}
+	var ack []int32
+	if err == nil && rec.Hold != 0 {
+		for id := range now {
+			if pr := rec.Partitions[id]; pr != nil && h.hostRuns[id] == nil && pr.HeldFor != rec.Hold {
+				ack = append(ack, id)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, id := range release {
+		l.group.Released(partUnit(l.cfg.Name, h.name, id), !h.unclean.Swap(false))
+	}
+	if len(ack) > 0 {
+		if _, err := l.store.UpdateMirror(l.cfg.Name, h.name, func(r *linkstate.Mirror) error {
+			for _, id := range ack {
+				if pr := r.Partitions[id]; pr != nil {
+					pr.HeldFor = rec.Hold
+				}
+			}
+			return nil
+		}); err != nil {
+			h.log.Warn("confirming a hold failed; retrying", zap.Error(err))
+		}
+	}
+	if time.Since(h.lastFlush) > metadataEvery {
+		h.lastFlush = time.Now()
+		h.flushFills()
+	}
+	if !run || len(now) == 0 {
+		return
+	}
+	if !h.prepared {
+		if err := h.prepareHost(ctx, rec); err != nil {
+			h.log.Warn("preparing the mirror's partitions failed; retrying", zap.Error(err))
+			return
+		}
+		h.prepared = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range now {
+		pr := rec.Partitions[id]
+		if pr == nil || h.hostRuns[id] != nil {
+			continue
+		}
+		h.hostStart(id, pr.StartOffset)
+	}
+}
+
+// hostStart runs one partition (h.mu held).
+func (h *mirror) hostStart(id int32, startOffset int64) {
+	ctx, cancel := context.WithCancel(h.hostCtx)
+	hr := &hostRun{cancel: cancel, done: make(chan struct{})}
+	h.hostRuns[id] = hr
+	p := &partition{
+		m:           h,
+		id:          id,
+		log:         h.link.partLog.With(zap.String("mirror", h.name), zap.Int32("partition", id)),
+		cur:         newCursor(h.sourceTopic, h.sourceTopicID, id),
+		sp:          newSinkPart(h.name, id),
+		startOffset: startOffset,
+		logStartDue: -1,
+	}
+	h.parts = append(h.parts, p)
+	h.link.wg.Add(1)
+	go func() {
+		defer h.link.wg.Done()
+		defer close(hr.done)
+		p.run(ctx, func() {})
+		h.flushFills()
+		h.mu.Lock()
+		delete(h.hostRuns, id)
+		h.parts = slices.DeleteFunc(h.parts, func(x *partition) bool { return x == p })
+		h.mu.Unlock()
+	}()
+}
+
+// prepareHost learns what the mirror's owner set up: the topics' IDs
+// (which the partitions check at each start) and the destination's
+// max.message.bytes.
+func (h *mirror) prepareHost(ctx context.Context, rec linkstate.Mirror) error {
+	sm, err := h.link.src.topic(ctx, h.sourceTopic)
+	if err != nil {
+		return err
+	}
+	if id := topicIDString(sm.id); rec.SourceTopicID != "" && id != "" && id != rec.SourceTopicID {
+		return fmt.Errorf("source topic %s has topic ID %s, the mirror was set up from %s", h.sourceTopic, id, rec.SourceTopicID)
+	}
+	dm, err := h.link.dst.topic(ctx, h.name)
+	if err != nil {
+		return err
+	}
+	if id := topicIDString(dm.id); id != "" && id != rec.DestTopicID {
+		return fmt.Errorf("destination topic %s has topic ID %s, klink created %s", h.name, id, rec.DestTopicID)
+	}
+	h.sourceTopicID, h.destTopicID = sm.id, dm.id
+	return h.loadMaxMessageBytes(ctx)
 }

@@ -94,6 +94,13 @@ func (m *mirror) startPartitions(ctx context.Context, rec linkstate.Mirror, onSt
 	m.cancel = r.cancel
 	m.parts = nil
 	m.mu.Unlock()
+	if m.link.group != nil {
+		// The members the partitions are assigned to run them (see
+		// hostReconcile), once no hold keeps them stopped.
+		m.releaseHold(rec)
+		onStarted()
+		return r
+	}
 	for _, id := range sortedPartitions(rec.Partitions) {
 		m.startPartition(r, id, rec.Partitions[id].StartOffset, onStarted)
 	}
@@ -101,6 +108,9 @@ func (m *mirror) startPartitions(ctx context.Context, rec linkstate.Mirror, onSt
 }
 
 func (m *mirror) startPartition(r *running, id int32, startOffset int64, onStarted func()) {
+	if m.link.group != nil {
+		return // run by the member it is assigned to
+	}
 	p := m.newPartition(id, startOffset)
 	r.mu.Lock()
 	r.notStarted[id] = true
@@ -123,7 +133,7 @@ func (m *mirror) startPartition(r *running, id int32, startOffset int64, onStart
 // grow adds the partitions the source topic gained to the destination
 // topic and the state file, and returns them, to be started.
 func (m *mirror) grow(r *running) []int32 {
-	added, err := m.growPartitions(r.ctx, len(m.partitionsSnapshot()))
+	added, err := m.growPartitions(r.ctx, m.partitionCount())
 	if err != nil {
 		m.log.Warn("checking the source partition count failed", zap.Error(err))
 	}
@@ -187,6 +197,9 @@ func (m *mirror) run(ctx context.Context) {
 			promoteSince = time.Now()
 		case linkstate.Failover:
 			stopParts()
+			if m.link.group != nil {
+				m.holdPartitions(ctx, true)
+			}
 			_, want, _ := m.current()
 			m.stopFor(ctx, string(want))
 			return
@@ -252,6 +265,9 @@ func (m *mirror) run(ctx context.Context) {
 			// Caught up: stop, then check again with nothing in
 			// flight; if the source moved meanwhile, go on mirroring.
 			stopParts()
+			if m.link.group != nil && !m.holdPartitions(ctx, false) {
+				continue // the desired state changed, or ctx ended
+			}
 			if behind, err := m.behind(ctx); err == nil && behind == 0 {
 				if err := m.finalSyncRetrying(ctx); err != nil {
 					continue // ctx ended, or the desired state changed
@@ -351,6 +367,9 @@ func (m *mirror) stopFor(ctx context.Context, by string) {
 // each destination partition holds everything below: its end offset less
 // the partition's shift (see gapmap.go).
 func (m *mirror) lastSourceOffsets(ctx context.Context) (map[int32]int64, error) {
+	if err := m.link.store.Sync(ctx); err != nil {
+		return nil, err // gap maps other members wrote
+	}
 	rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
 	if err != nil {
 		return nil, err

@@ -55,6 +55,8 @@ type Link struct {
 	group   *membership.Group
 	control *controlRun
 	granted map[string]bool
+	hosts   map[string]*mirror // by mirror name: its partitions run here
+	closing bool               // Run is waiting for everything to stop: start nothing (l.mu)
 }
 
 // Link states shown in status.
@@ -73,7 +75,7 @@ const (
 
 // NewLink prepares a link; Run starts it.
 func NewLink(cfg config.Link, dest config.Destination, store linkstate.Store, log *zap.Logger) *Link {
-	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting, granted: map[string]bool{}}
+	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting, granted: map[string]bool{}, hosts: map[string]*mirror{}}
 	l.partLog = rateLimited(l.log)
 	l.secrets, _ = linkFingerprint(cfg, dest) // unreadable files fail the link when it connects
 	for _, mc := range cfg.MirrorTopics {
@@ -157,6 +159,9 @@ func (l *Link) Run(ctx context.Context) {
 		}()
 	}
 	<-ctx.Done()
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
 	l.wg.Wait()
 	l.fetchers.wait()
 	l.fetchers.closeConns()
@@ -310,6 +315,9 @@ func (l *Link) setError(err error) {
 
 // startMirror runs a mirror under the link (l.mu held, link running).
 func (l *Link) startMirror(m *mirror) {
+	if l.closing {
+		return
+	}
 	if l.group != nil && !grantedNow(l.group.Assignment(), mirrorUnit(l.cfg.Name, m.name)) {
 		return // another member runs it, or this one once its wait ends (see reconcile)
 	}

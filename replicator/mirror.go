@@ -46,7 +46,16 @@ type mirror struct {
 	stopping bool
 	unclean  atomic.Bool
 	removed  bool
-	auto     bool // made by the link's autoCreateTopics filters
+	// isHost: this object runs the partitions of the mirror assigned to
+	// this klink cluster member, not the mirror's control loop (see
+	// hostReconcile); hostRuns and hostGranted are guarded by mu.
+	isHost      bool
+	hostCtx     context.Context
+	hostRuns    map[int32]*hostRun
+	hostGranted map[int32]bool
+	prepared    bool
+	lastFlush   time.Time
+	auto        bool // made by the link's autoCreateTopics filters
 
 	mu      sync.Mutex
 	state   linkstate.MirrorState

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -92,12 +93,19 @@ func (l *Link) Status() LinkStatus {
 		ACLSync:              l.aclSync,
 	}
 	mirrors := slices.Clone(l.mirrors)
+	hosts := maps.Clone(l.hosts)
 	l.mu.Unlock()
 	s.Mirrors = []MirrorStatus{}
 	for _, m := range mirrors {
 		ms := m.status()
 		if l.group != nil {
+			// The partitions that run here.
 			ms.Owner = l.group.Owner(mirrorUnit(l.cfg.Name, m.name))
+			ms.Partitions, ms.Lag, ms.LagMillis = []PartitionStatus{}, 0, 0
+			if h := hosts[m.name]; h != nil {
+				hs := h.status()
+				ms.Partitions, ms.Lag, ms.LagMillis = hs.Partitions, hs.Lag, hs.LagMillis
+			}
 		}
 		s.Mirrors = append(s.Mirrors, ms)
 	}

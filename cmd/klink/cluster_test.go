@@ -137,14 +137,17 @@ func (c *klinkCluster) topics() []string {
 	return out
 }
 
-// units is every unit the cluster shares: a control unit per link and a
-// mirror unit per topic.
+// units is every unit the cluster shares: a control unit per link, a
+// mirror's control loop, and each mirrored partition.
 func (c *klinkCluster) units() []string {
 	var out []string
 	for l, ts := range c.links {
 		out = append(out, "link/"+l)
 		for _, tp := range ts {
 			out = append(out, "mirror/"+l+"/"+tp)
+			for p := range clusterTestPartitions {
+				out = append(out, fmt.Sprintf("part/%s/%s/%d", l, tp, p))
+			}
 		}
 	}
 	sort.Strings(out)

@@ -112,6 +112,9 @@ func (g *Group) heartbeatEvery() time.Duration {
 // it only has to cover a heartbeat interval and the way there.
 func (g *Group) rebalanceTimeout() time.Duration { return max(3*g.cfg.SessionTimeout, 30*time.Second) }
 
+// SessionTimeout is the group's session timeout (Config).
+func (g *Group) SessionTimeout() time.Duration { return g.cfg.SessionTimeout }
+
 // AppendLifetime is the longest an append may live (Config).
 func (g *Group) AppendLifetime() time.Duration { return g.cfg.AppendLifetime }
 
