@@ -45,8 +45,18 @@ func (r *Replicator) UseCluster(g *membership.Group) {
 	r.group = g
 	for _, l := range r.links {
 		l.group = g
+		for _, m := range l.mirrors {
+			m.loadShared() // status shows the shared state from the start
+		}
 	}
 }
+
+// Unit weights: a partition's data path is what costs CPU and network; a
+// link's or mirror's control duties are a few requests now and then.
+const (
+	partitionWeight = 10
+	controlWeight   = 1
+)
 
 // Units lists the work the cluster shares, as this member's config and
 // the shared state see it: a control unit per link, and for every mirror
@@ -60,7 +70,7 @@ func (r *Replicator) Units() []membership.Unit {
 		if l.removedLink() {
 			continue
 		}
-		us = append(us, membership.Unit{Name: controlUnit(l.cfg.Name), Weight: 1})
+		us = append(us, membership.Unit{Name: controlUnit(l.cfg.Name), Weight: controlWeight})
 		l.adoptSharedMirrors()
 		l.mu.Lock()
 		ms := slices.Clone(l.mirrors)
@@ -70,9 +80,9 @@ func (r *Replicator) Units() []membership.Unit {
 			if err == nil && rec.State == linkstate.Stopped {
 				continue
 			}
-			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: 1})
+			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: controlWeight})
 			for id := range rec.Partitions {
-				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: 1})
+				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: partitionWeight})
 			}
 		}
 	}
@@ -134,6 +144,11 @@ func (l *Link) ownsControl() bool {
 func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 	l.mu.Lock()
 	running := l.ctx != nil
+	if !running {
+		for _, m := range l.mirrors {
+			m.loadShared()
+		}
+	}
 	l.mu.Unlock()
 	if !running {
 		return
@@ -199,6 +214,7 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 		case hold:
 			l.granted[u] = true
 			if !m.started && grantedNow(assigned, u) && !m.removedStopped() {
+				m.loadShared() // its status shows the state it has, not PENDING, while it sets up
 				l.startMirror(m)
 			}
 		case m.started && !m.stopping:

@@ -34,6 +34,9 @@ type klinkCluster struct {
 	session  time.Duration
 	dir      string
 	members  map[string]*clusterMember
+	parts    int               // partitions per topic
+	states   map[string]string // mirror -> desired state, if not ACTIVE
+	extra    map[string]string // member -> link-level YAML only its file has
 }
 
 type clusterMember struct {
@@ -45,7 +48,8 @@ type clusterMember struct {
 }
 
 func newKlinkCluster(t *testing.T, src, dst *kafkatest.Cluster, links map[string][]string, session time.Duration) *klinkCluster {
-	c := &klinkCluster{t: t, src: src, dst: dst, links: links, session: session, dir: t.TempDir(), members: map[string]*clusterMember{}}
+	c := &klinkCluster{t: t, src: src, dst: dst, links: links, session: session, dir: t.TempDir(), members: map[string]*clusterMember{},
+		parts: clusterTestPartitions, states: map[string]string{}, extra: map[string]string{}}
 	t.Cleanup(func() {
 		for _, m := range c.members {
 			if m.cmd != nil {
@@ -75,9 +79,12 @@ func (c *klinkCluster) config(member string) string {
 	}
 	sort.Strings(names)
 	for _, l := range names {
-		fmt.Fprintf(&b, "  - name: %s\n    source:\n      bootstrap: [%q]\n    mirrorTopics:\n", l, c.src.ListenAddrs()[0])
+		fmt.Fprintf(&b, "  - name: %s\n    source:\n      bootstrap: [%q]\n%s    mirrorTopics:\n", l, c.src.ListenAddrs()[0], c.extra[member])
 		for _, tp := range c.links[l] {
 			fmt.Fprintf(&b, "      - name: %s\n", tp)
+			if s := c.states[tp]; s != "" {
+				fmt.Fprintf(&b, "        state: %s\n", s)
+			}
 		}
 	}
 	p := filepath.Join(c.dir, member+".yaml")
@@ -145,7 +152,7 @@ func (c *klinkCluster) units() []string {
 		out = append(out, "link/"+l)
 		for _, tp := range ts {
 			out = append(out, "mirror/"+l+"/"+tp)
-			for p := range clusterTestPartitions {
+			for p := range c.parts {
 				out = append(out, fmt.Sprintf("part/%s/%s/%d", l, tp, p))
 			}
 		}
@@ -226,7 +233,7 @@ func (c *klinkCluster) checkExact(ctx context.Context, adm *kadm.Client, running
 	for n, s := range statuses {
 		for _, l := range s.Links {
 			for _, m := range l.Mirrors {
-				if m.State != "ACTIVE" {
+				if m.State != "ACTIVE" && !(m.State == "STOPPED" && c.states[m.Name] == "PROMOTE") {
 					c.t.Fatalf("member %s shows mirror %s %s: %s", n, m.Name, m.State, m.Reason)
 				}
 			}
@@ -234,7 +241,7 @@ func (c *klinkCluster) checkExact(ctx context.Context, adm *kadm.Client, running
 	}
 	total := 0
 	for _, tp := range c.topics() {
-		e, err := mirrorcheck.CompareExact(ctx, c.src.ListenAddrs(), c.dst.ListenAddrs(), tp, tp, clusterTestPartitions)
+		e, err := mirrorcheck.CompareExact(ctx, c.src.ListenAddrs(), c.dst.ListenAddrs(), tp, tp, int32(c.parts))
 		if err != nil {
 			c.t.Fatalf("%s: %v", tp, err)
 		}
@@ -383,4 +390,235 @@ func httpGetErr(url string) (int, []byte, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
+}
+
+// destEnds samples the destination's end offset of every partition.
+func (c *klinkCluster) destEnds(ctx context.Context, adm *kadm.Client) map[string]int64 {
+	out := map[string]int64{}
+	ends, err := adm.ListEndOffsets(ctx, c.topics()...)
+	if err != nil {
+		return out
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			out[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
+		}
+	})
+	return out
+}
+
+// partOwners maps "topic/partition" to the member running it.
+func partOwners(owners map[string]string) map[string]string {
+	out := map[string]string{}
+	for u, o := range owners {
+		if rest, ok := strings.CutPrefix(u, "part/"); ok {
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				out[rest[i+1:]] = o
+			}
+		}
+	}
+	return out
+}
+
+// Issue "klink clusters", must-show 4, 5, 6 and 7: a member with another
+// config owns nothing and status names why; a fourth member joins under
+// load: about a quarter of the partitions move, and the others never
+// pause; a rolling restart (SIGTERM one at a time): no mirror leaves
+// ACTIVE; a promote of a mirror whose partitions are spread over the
+// members.
+func TestClusterOperations(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		src, dst, adm := clusterPair(t, k)
+		ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+		defer cancel()
+		links := map[string][]string{"link-0": {"a0", "a1", "a2"}, "link-1": {"b0", "b1", "b2"}}
+		c := newKlinkCluster(t, src, dst, links, 6*time.Second)
+		c.parts = 8
+		for _, tp := range c.topics() {
+			if _, err := adm.CreateTopic(ctx, int32(c.parts), -1, nil, tp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dstAdm := dst.Admin(t)
+		for _, n := range []string{"a", "b", "c"} {
+			c.start(n)
+		}
+		c.waitOwned(90*time.Second, "a", "b", "c")
+
+		// 6. A member with another config owns nothing; status says why.
+		c.extra["x"] = "    configs: {cluster.link.retry.timeout.ms: \"123000\"}\n"
+		c.start("x")
+		waitUntil(t, 60*time.Second, "the member with another config to be refused", func() bool {
+			s, err := statusOf(c.members["x"].admin)
+			return err == nil && s.Cluster != nil && strings.Contains(s.Cluster.Refused, "differs from the leader")
+		})
+		s, _ := statusOf(c.members["a"].admin)
+		refused := ""
+		for _, m := range s.Cluster.Members {
+			if m.Name == "x" {
+				refused = m.Refused
+			}
+		}
+		if refused == "" {
+			t.Fatalf("member a's status does not show x refused: %+v", s.Cluster.Members)
+		}
+		if xs, _ := statusOf(c.members["x"].admin); len(xs.Cluster.Owned) != 0 {
+			t.Fatalf("the member with another config owns %v", xs.Cluster.Owned)
+		}
+		c.waitOwned(30*time.Second, "a", "b", "c")
+		t.Logf("member x with another config: %s", refused)
+		c.stop("x")
+
+		// 5. A fourth member joins under load: about a quarter of the
+		// partitions move; the others never pause.
+		stopLoad := load(t, src, c.topics())
+		time.Sleep(2 * time.Second)
+		before, _, _ := c.ownership("a", "b", "c")
+		var samples []map[string]int64
+		var sampleTimes []time.Time
+		sampling, stopSampling := context.WithCancel(ctx)
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for sampling.Err() == nil {
+				samples = append(samples, c.destEnds(ctx, dstAdm))
+				sampleTimes = append(sampleTimes, time.Now())
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		c.start("d")
+		c.waitOwned(90*time.Second, "a", "b", "c", "d")
+		time.Sleep(2 * time.Second)
+		stopSampling()
+		<-sampled
+		after, _, _ := c.ownership("a", "b", "c", "d")
+		pb, pa := partOwners(before), partOwners(after)
+		moved := 0
+		for tp, o := range pa {
+			if pb[tp] != o {
+				moved++
+			}
+		}
+		total := len(c.topics()) * c.parts
+		if moved < total/8 || moved > total/2 {
+			t.Errorf("%d of %d partitions moved to or between members when a fourth joined; about a quarter should", moved, total)
+		}
+		// A partition that stayed advanced all along: no gap between two
+		// advances longer than 3 s.
+		worst, worstPart := time.Duration(0), ""
+		for tp, o := range pa {
+			if pb[tp] != o {
+				continue
+			}
+			last := sampleTimes[0]
+			for i := 1; i < len(samples); i++ {
+				if samples[i][tp] > samples[i-1][tp] {
+					if gap := sampleTimes[i].Sub(last); gap > worst {
+						worst, worstPart = gap, tp
+					}
+					last = sampleTimes[i]
+				}
+			}
+			if gap := sampleTimes[len(sampleTimes)-1].Sub(last); gap > worst {
+				worst, worstPart = gap, tp
+			}
+		}
+		if worst > 3*time.Second {
+			t.Errorf("partition %s, which did not move, made no progress for %s while the fourth member joined", worstPart, worst)
+		}
+		stopLoad()
+		n := c.checkExact(ctx, adm, "a", "b", "c", "d")
+		t.Logf("a fourth member joined: %d of %d partitions moved; the longest pause of a partition that stayed: %s (%d samples); %d records exact", moved, total, worst.Round(time.Millisecond), len(samples), n)
+
+		// 4. Rolling restart: SIGTERM one member at a time; no mirror
+		// leaves ACTIVE.
+		stopLoad = load(t, src, c.topics())
+		watching, stopWatching := context.WithCancel(ctx)
+		var notActive atomic.Value
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			for watching.Err() == nil {
+				for _, name := range []string{"a", "b", "c", "d"} {
+					st, err := statusOf(c.members[name].admin)
+					if err != nil {
+						continue
+					}
+					for _, l := range st.Links {
+						for _, m := range l.Mirrors {
+							if m.State != "ACTIVE" {
+								notActive.Store(fmt.Sprintf("member %s saw mirror %s %s: %s", name, m.Name, m.State, m.Reason))
+							}
+						}
+					}
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		for _, name := range []string{"a", "b", "c", "d"} {
+			c.stop(name)
+			c.start(name)
+			c.waitOwned(90*time.Second, "a", "b", "c", "d")
+		}
+		stopWatching()
+		<-watched
+		stopLoad()
+		if v := notActive.Load(); v != nil {
+			t.Errorf("rolling restart: %s", v)
+		}
+		n = c.checkExact(ctx, adm, "a", "b", "c", "d")
+		t.Logf("rolling restart of 4 members: every mirror ACTIVE throughout; %d records exact", n)
+
+		// 7. Promote a mirror whose partitions run on several members.
+		owners, _, _ := c.ownership("a", "b", "c", "d")
+		on := map[string]bool{}
+		for tp, o := range partOwners(owners) {
+			if strings.HasPrefix(tp, "a1/") {
+				on[o] = true
+			}
+		}
+		if len(on) < 2 {
+			t.Fatalf("mirror a1's partitions all run on %v: not spread", on)
+		}
+		stopLoad = load(t, src, c.topics())
+		time.Sleep(2 * time.Second)
+		stopLoad()
+		c.states["a1"] = "PROMOTE"
+		for _, name := range []string{"a", "b", "c", "d"} {
+			c.config(name)
+			c.signal(name, syscall.SIGHUP)
+		}
+		waitUntil(t, 90*time.Second, "mirror a1 to be promoted", func() bool {
+			for _, name := range []string{"a", "b", "c", "d"} {
+				st, err := statusOf(c.members[name].admin)
+				if err != nil || mirrorState(st, "a1") != "STOPPED" {
+					return false
+				}
+			}
+			return true
+		})
+		n = c.checkExact(ctx, adm, "a", "b", "c", "d")
+		// After the promote, klink writes nothing more into a1: a
+		// producer's record lands right after the mirrored ones.
+		srcEnds, err := adm.ListEndOffsets(ctx, "a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcl, err := kgo.NewClient(kgo.SeedBrokers(dst.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pcl.Close()
+		time.Sleep(2 * c.session)
+		for p := range int32(c.parts) {
+			r, err := pcl.ProduceSync(ctx, &kgo.Record{Topic: "a1", Partition: p, Value: []byte("after promote")}).First()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want, _ := srcEnds.Lookup("a1", p); r.Offset != want.Offset {
+				t.Fatalf("a1[%d]: a producer's first record after the promote landed at %d, the mirror ended at %d", p, r.Offset, want.Offset)
+			}
+		}
+		t.Logf("promote of a mirror spread over %d members: STOPPED, exact (%d records), nothing written after", len(on), n)
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
 	"github.com/klink-io/klink/replicator"
+	"github.com/klink-io/klink/replicator/membership"
 )
 
 // adminURL is the running daemon's admin address: --admin, or the config
@@ -89,6 +91,9 @@ func fetchStatus(adminFlag, path string) (replicator.Status, []byte, error) {
 }
 
 func printStatus(w io.Writer, st replicator.Status) {
+	if c := st.Cluster; c != nil {
+		printCluster(w, c)
+	}
 	for _, l := range st.Links {
 		fmt.Fprintf(w, "link %s  %s  id %s  source cluster %s  destination cluster %s  %d mirror topics\n",
 			l.Name, l.State, dash(l.LinkID), dash(l.SourceClusterID), dash(l.DestinationClusterID), len(l.Mirrors))
@@ -115,6 +120,11 @@ func printStatus(w io.Writer, st replicator.Status) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Desired, lag, lagTime, formatOffsets(offsets), reason)
 		}
 		tw.Flush()
+		if c := st.Cluster; c != nil {
+			for _, m := range l.Mirrors {
+				fmt.Fprintf(w, "  %s: control on %s; partitions %s\n", m.Name, dash(m.Owner), partitionOwners(c.Owners, l.Name, m.Name))
+			}
+		}
 	}
 	if lr := st.LastReload; lr != nil {
 		if lr.OK {
@@ -289,4 +299,79 @@ func printNetlinks(w io.Writer, st *replicator.NetworkLinksStatus) {
 		}
 	}
 	tw.Flush()
+}
+
+// printCluster shows the klink cluster as this member sees it.
+func printCluster(w io.Writer, c *membership.Status) {
+	lease := "held"
+	if !c.LeaseValid {
+		lease = "NOT HELD (appending nothing)"
+	}
+	fmt.Fprintf(w, "klink cluster %s  member %s  generation %d  leader %s  lease %s  config hash %s\n", c.Group, c.Member, c.Generation, dash(c.Leader), lease, c.ConfigHash)
+	if c.LastHeartbeat != nil {
+		fmt.Fprintf(w, "  last heartbeat %s\n", c.LastHeartbeat.Format(time.RFC3339Nano))
+	}
+	for _, msg := range []string{c.Refused, c.Error} {
+		if msg != "" {
+			fmt.Fprintf(w, "  %s\n", msg)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  MEMBER\tHOST\tSINCE\tUNITS\tPARTITIONS\tCONFIG HASH\tREFUSED")
+	for _, m := range c.Members {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", m.Name, dash(m.Host), m.Since, m.Units, m.Weight, m.ConfigHash, dash(m.Refused))
+	}
+	tw.Flush()
+	if len(c.Waiting) > 0 {
+		fmt.Fprintf(w, "  %d units wait for a previous owner's lease to end before their first append\n", len(c.Waiting))
+	}
+}
+
+// partitionOwners lists which member runs which partitions of a mirror,
+// as ranges: "a: 0-8 12, b: 9-11".
+func partitionOwners(owners map[string]string, link, mirror string) string {
+	prefix := "part/" + link + "/" + mirror + "/"
+	byOwner := map[string][]int{}
+	for u, o := range owners {
+		rest, ok := strings.CutPrefix(u, prefix)
+		if !ok {
+			continue
+		}
+		p, err := strconv.Atoi(rest)
+		if err != nil {
+			continue
+		}
+		if o == "" {
+			o = "(moving)"
+		}
+		byOwner[o] = append(byOwner[o], p)
+	}
+	if len(byOwner) == 0 {
+		return "-"
+	}
+	names := make([]string, 0, len(byOwner))
+	for o := range byOwner {
+		names = append(names, o)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, o := range names {
+		ps := byOwner[o]
+		sort.Ints(ps)
+		var rs []string
+		for i := 0; i < len(ps); {
+			j := i
+			for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+				j++
+			}
+			if i == j {
+				rs = append(rs, strconv.Itoa(ps[i]))
+			} else {
+				rs = append(rs, fmt.Sprintf("%d-%d", ps[i], ps[j]))
+			}
+			i = j + 1
+		}
+		parts = append(parts, o+": "+strings.Join(rs, " "))
+	}
+	return strings.Join(parts, ", ")
 }

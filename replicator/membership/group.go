@@ -69,6 +69,7 @@ type Group struct {
 	mu         sync.Mutex
 	memberID   string
 	generation int32
+	joining    bool // a JoinGroup/SyncGroup round is under way
 	leaseUntil time.Time // monotonic; zero: no lease
 	lastBeat   time.Time
 	grants     map[string]time.Time // unit -> may start appending from (monotonic)
@@ -218,7 +219,18 @@ func (g *Group) Run(ctx context.Context) {
 	}()
 	retry := time.Second
 	for ctx.Err() == nil {
+		// Reasons to join noted before now are served by this round.
+		select {
+		case <-g.rejoin:
+		default:
+		}
+		g.mu.Lock()
+		g.joining = true
+		g.mu.Unlock()
 		err := g.joinAndSync(ctx)
+		g.mu.Lock()
+		g.joining = false
+		g.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -281,7 +293,17 @@ func (g *Group) heartbeats(ctx context.Context) {
 		if err != nil {
 			continue // the lease runs out by itself if this goes on
 		}
+		g.mu.Lock()
+		stale := g.joining || g.generation != gen
+		g.mu.Unlock()
 		switch err := kerr.ErrorForCode(resp.ErrorCode); {
+		case stale && (errors.Is(err, kerr.RebalanceInProgress) || errors.Is(err, kerr.IllegalGeneration)):
+			// Answered about a round this member is in, or has
+			// finished, already; the session was renewed if the
+			// coordinator said REBALANCE_IN_PROGRESS.
+			if errors.Is(err, kerr.RebalanceInProgress) {
+				g.renew(sent)
+			}
 		case err == nil:
 			g.renew(sent)
 		case errors.Is(err, kerr.RebalanceInProgress):
