@@ -69,7 +69,7 @@ type Group struct {
 	mu         sync.Mutex
 	memberID   string
 	generation int32
-	joining    bool // a JoinGroup/SyncGroup round is under way
+	joining    bool      // a JoinGroup/SyncGroup round is under way
 	leaseUntil time.Time // monotonic; zero: no lease
 	lastBeat   time.Time
 	grants     map[string]time.Time // unit -> may start appending from (monotonic)
