@@ -399,6 +399,11 @@ type Partition struct {
 	// HeldFor is the mirror's Hold this partition's member stopped for
 	// (klink cluster).
 	HeldFor int64 `json:"heldFor,omitempty"`
+	// Failed, in a klink cluster, is why the member running this
+	// partition stopped it for good; the member running the mirror's
+	// control loop then fails the mirror (it alone writes the mirror's
+	// state).
+	Failed string `json:"failed,omitempty"`
 }
 
 // OffsetShift records that from source offset SourceOffset on, the

@@ -41,10 +41,13 @@ type Topic struct {
 	cons   *kgo.Client
 	adm    *kadm.Client
 	lease  func() bool
-	cancel context.CancelFunc
-	done   chan struct{}
+	// writeTimeout bounds a write, retries included.
+	writeTimeout time.Duration
+	cancel       context.CancelFunc
+	done         chan struct{}
 
 	mu      sync.Mutex
+	members map[string]MemberRecord
 	applied map[string]int64 // key -> offset of the record the local copy holds
 	next    int64            // the next offset the tail reads
 	moved   chan struct{}    // closed and replaced when next moves
@@ -62,7 +65,23 @@ type envelope struct {
 	Link      json.RawMessage `json:"link,omitempty"`
 	Mirror    json.RawMessage `json:"mirror,omitempty"`    // without its partitions
 	Partition json.RawMessage `json:"partition,omitempty"` // partitionKey
+	Member    *MemberRecord   `json:"member,omitempty"`
 }
+
+// MemberRecord is how a member's last run ended, as far as the shared
+// state knows: "running" is written when a member starts, "left" once it
+// stopped with every append answered.
+type MemberRecord struct {
+	Name  string    `json:"name"`
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
+}
+
+// Member record states.
+const (
+	MemberRunning = "running"
+	MemberLeft    = "left"
+)
 
 // partitionKey is the key of one mirrored partition's record.
 func partitionKey(link, mirror string, p int32) string {
@@ -75,7 +94,9 @@ func partitionKey(link, mirror string, p int32) string {
 // lease reports whether this member may write now: a member whose lease
 // ended writes no state either, so that an owner that vanished cannot
 // overwrite what its successor wrote.
-func OpenTopic(ctx context.Context, dir, topic, member string, opts []kgo.Opt, lease func() bool, log *zap.Logger) (*Topic, error) {
+// A write lives at most writeTimeout (kgo's retries included), so that a
+// member whose lease ended cannot have a write land much later.
+func OpenTopic(ctx context.Context, dir, topic, member string, opts []kgo.Opt, lease func() bool, writeTimeout time.Duration, log *zap.Logger) (*Topic, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
@@ -87,13 +108,14 @@ func OpenTopic(ctx context.Context, dir, topic, member string, opts []kgo.Opt, l
 	if err != nil {
 		return nil, err
 	}
-	t := &Topic{File: f, topic: topic, member: member, log: log.With(zap.String("stateTopic", topic)), lease: lease, applied: map[string]int64{}, moved: make(chan struct{}), done: make(chan struct{})}
+	t := &Topic{File: f, topic: topic, member: member, log: log.With(zap.String("stateTopic", topic)), lease: lease, applied: map[string]int64{}, members: map[string]MemberRecord{}, moved: make(chan struct{}), done: make(chan struct{})}
 	fail := func(err error) (*Topic, error) {
 		t.closeClients()
 		f.Close()
 		return nil, err
 	}
-	t.prod, err = kgo.NewClient(append(opts, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(30*time.Second), kgo.ProducerLinger(0))...)
+	t.writeTimeout = writeTimeout
+	t.prod, err = kgo.NewClient(append(opts, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(writeTimeout), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return fail(fmt.Errorf("state topic %s: %w", topic, err))
 	}
@@ -222,7 +244,7 @@ func (t *Topic) write(key string, old, raw []byte) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), t.writeTimeout)
 	defer cancel()
 	res := t.prod.ProduceSync(ctx, recs...)
 	if err := res.FirstErr(); err != nil {
@@ -289,6 +311,15 @@ func (t *Topic) apply(r *kgo.Record) error {
 	if env.Format != formatVersion && env.Format != formatVersion1 {
 		return fmt.Errorf("format %q, this klink reads %q (written by a newer klink, member %q?)", env.Format, formatVersion, env.Writer)
 	}
+	if strings.HasPrefix(key, "member/") {
+		if env.Member == nil || "member/"+env.Member.Name != key {
+			return fmt.Errorf("malformed member record")
+		}
+		t.mu.Lock()
+		t.members[env.Member.Name] = *env.Member
+		t.mu.Unlock()
+		return nil
+	}
 	return t.db.Update(func(tx *bolt.Tx) error {
 		// Checked holding the local copy's write lock: a write of this
 		// member's (which notes its offset before it commits) is either
@@ -315,9 +346,7 @@ func (t *Topic) apply(r *kgo.Record) error {
 			return mergeMirror(tx, m.Link, m.Name, func(cur *Mirror) {
 				parts := cur.Partitions
 				*cur = m
-				if cur.Partitions == nil {
-					cur.Partitions = parts
-				}
+				cur.Partitions = parts // partitions are records of their own
 			})
 		case strings.HasPrefix(key, "part/") && env.Partition != nil:
 			f := strings.Split(key, "/")
@@ -395,4 +424,31 @@ func (t *Topic) Sync(ctx context.Context) error {
 			return fmt.Errorf("state topic %s closed", t.topic)
 		}
 	}
+}
+
+// Member returns how the named member's last run ended, as recorded.
+func (t *Topic) Member(name string) (MemberRecord, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m, ok := t.members[name]
+	return m, ok
+}
+
+// PutMember records how this member's run is going: running when it
+// starts (before anything is appended), left when it stopped cleanly.
+func (t *Topic) PutMember(state string) error {
+	rec := MemberRecord{Name: t.member, State: state, At: time.Now().UTC()}
+	val, err := json.Marshal(envelope{Format: formatVersion, Writer: t.member, Member: &rec})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := t.prod.ProduceSync(ctx, &kgo.Record{Key: []byte("member/" + t.member), Value: val}).FirstErr(); err != nil {
+		return fmt.Errorf("recording member %s as %s in the state topic %s: %w", t.member, state, t.topic, err)
+	}
+	t.mu.Lock()
+	t.members[t.member] = rec
+	t.mu.Unlock()
+	return nil
 }

@@ -20,7 +20,7 @@ func openTopic(t *testing.T, c *kafkatest.Cluster, member string, lease func() b
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	opts := append(c.ClientOpts(), kgo.SeedBrokers(c.ListenAddrs()...))
-	s, err := OpenTopic(ctx, t.TempDir(), "_klink-test-state", member, opts, lease, zaptest.NewLogger(t))
+	s, err := OpenTopic(ctx, t.TempDir(), "_klink-test-state", member, opts, lease, 10*time.Second, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,12 +77,12 @@ func (r *Replicator) Units() []membership.Unit {
 		l.mu.Unlock()
 		for _, m := range ms {
 			rec, err := r.store.GetMirror(l.cfg.Name, m.name)
-			if err == nil && rec.State == linkstate.Stopped {
+			if (err == nil && rec.State == linkstate.Stopped) || m.retired {
 				continue
 			}
 			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: controlWeight})
 			for id := range rec.Partitions {
-				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: partitionWeight})
+				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: partitionWeight, Spread: l.cfg.Name + "/" + m.name})
 			}
 		}
 	}
@@ -119,9 +119,50 @@ func (r *Replicator) runCluster(ctx context.Context) {
 		r.mu.Lock()
 		links := slices.Clone(r.links)
 		r.mu.Unlock()
+		active := map[string]bool{}
 		for _, l := range links {
 			l.reconcile(ctx, assigned)
+			l.activeUnits(active)
 		}
+		r.group.Sweep(active)
+	}
+}
+
+// activeUnits adds the link's units that run here, or are still stopping,
+// or stopped with appends unanswered less than an append lifetime ago (not
+// to be released as clean).
+func (l *Link) activeUnits(into map[string]bool) {
+	lifetime := l.group.AppendLifetime()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.control != nil {
+		into[controlUnit(l.cfg.Name)] = true
+	}
+	for _, m := range l.mirrors {
+		if m.started && !isClosed(m.done) {
+			into[mirrorUnit(l.cfg.Name, m.name)] = true
+		}
+	}
+	for _, h := range l.hosts {
+		h.mu.Lock()
+		for id := range h.hostRuns {
+			into[partUnit(l.cfg.Name, h.name, id)] = true
+		}
+		for id, st := range h.hostStops {
+			if !st.quiet(lifetime) {
+				into[partUnit(l.cfg.Name, h.name, id)] = true
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -172,13 +213,15 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 		needSync = true
 	}
 	l.mu.Unlock()
+	noStarts := false
 	if needSync {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := l.store.Sync(sctx)
 		cancel()
 		if err != nil {
+			// Units to stop still stop; none starts.
 			l.log.Warn("reading the shared state before starting a unit failed; retrying", zap.Error(err))
-			return
+			noStarts = true
 		}
 	}
 
@@ -186,7 +229,7 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 	cu := controlUnit(l.cfg.Name)
 	_, holdControl := assigned[cu]
 	switch {
-	case l.control == nil && grantedNow(assigned, cu):
+	case l.control == nil && grantedNow(assigned, cu) && !noStarts:
 		l.startControl()
 	case l.control != nil && !holdControl && !l.control.stopping:
 		l.control.stopping = true
@@ -213,7 +256,7 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 		switch {
 		case hold:
 			l.granted[u] = true
-			if !m.started && grantedNow(assigned, u) && !m.removedStopped() {
+			if !m.started && grantedNow(assigned, u) && !m.removedStopped() && !noStarts {
 				m.loadShared() // its status shows the state it has, not PENDING, while it sets up
 				l.startMirror(m)
 			}
@@ -224,6 +267,7 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 			fresh.auto, fresh.removed, fresh.desired = m.auto, m.removed, m.desired
 			go func(i int, m *mirror) {
 				<-m.done
+				fresh.loadShared() // status shows the shared state, not PENDING
 				l.mu.Lock()
 				if i < len(l.mirrors) && l.mirrors[i] == m {
 					l.mirrors[i] = fresh
@@ -278,7 +322,7 @@ func (l *Link) reconcile(ctx context.Context, assigned map[string]time.Time) {
 	lctx := l.ctx
 	l.mu.Unlock()
 	for _, w := range work {
-		l.hostReconcile(lctx, w.h, w.now, w.held)
+		l.hostReconcile(lctx, w.h, w.now, w.held, noStarts)
 	}
 }
 
@@ -295,7 +339,14 @@ func hasPrefixIn(assigned map[string]time.Time, prefix string) bool {
 // FAILED state another member's partition recorded.
 func (m *mirror) followShared() {
 	rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
-	if err != nil || rec.State != linkstate.Failed {
+	if err != nil {
+		return
+	}
+	if why := partitionFailure(rec); why != "" && rec.State != linkstate.Failed {
+		m.fail(why) // this member runs the control loop: it writes the state
+		return
+	}
+	if rec.State != linkstate.Failed {
 		return
 	}
 	m.mu.Lock()
@@ -468,10 +519,23 @@ func JoinCluster(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Clu
 			return nil
 		},
 	}, log)
-	cm.Store, err = linkstate.OpenTopic(ctx, cfg.StateDir, cfg.Cluster.Topic(), member, opts, cm.Group.LeaseValid, log)
+	cm.Store, err = linkstate.OpenTopic(ctx, cfg.StateDir, cfg.Cluster.Topic(), member, opts, cm.Group.LeaseValid, session, log)
 	if err != nil {
 		cl.Close()
 		return nil, err
+	}
+	// A previous run of this member that stopped cleanly cannot still be
+	// appending: this one need not wait for it. Recorded as running
+	// before anything runs, so that a crash is never taken for a clean
+	// stop.
+	prev, ok := cm.Store.Member(member)
+	if err := cm.Store.PutMember(linkstate.MemberRunning); err != nil {
+		cm.Close()
+		return nil, err
+	}
+	if ok && prev.State == linkstate.MemberLeft {
+		cm.Group.SetLeftCleanly()
+		log.Info("this member's previous run stopped cleanly: its units start without waiting for it", zap.Time("stopped", prev.At))
 	}
 	return cm, nil
 }
@@ -480,6 +544,11 @@ func JoinCluster(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Clu
 func (cm *ClusterMember) Serve(r *Replicator) {
 	cm.r.Store(r)
 	r.UseCluster(cm.Group)
+	r.leftCleanly = func() {
+		if err := cm.Store.PutMember(linkstate.MemberLeft); err != nil {
+			r.log.Warn("recording the clean stop failed; this member's next run waits for this one's appends", zap.Error(err))
+		}
+	}
 }
 
 // Close closes the shared state and the group's client (after the
@@ -547,7 +616,7 @@ func (m *mirror) holdPartitions(ctx context.Context, bounded bool) bool {
 		rec, err := m.link.store.GetMirror(m.link.cfg.Name, m.name)
 		waiting := 0
 		for _, p := range rec.Partitions {
-			if p.HeldFor != hold {
+			if p == nil || p.HeldFor != hold {
 				waiting++
 			}
 		}
@@ -559,10 +628,14 @@ func (m *mirror) holdPartitions(ctx context.Context, bounded bool) bool {
 			return true
 		}
 		m.setReason(fmt.Sprintf("waiting for the members running %d of its partitions to stop appending", waiting))
+		var wake <-chan struct{}
+		if !bounded {
+			wake = m.wake // a promote gives way to a new desired state; a failover does not
+		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-m.wake:
+		case <-wake:
 			return false
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -585,6 +658,53 @@ type hostRun struct {
 	stopping bool
 }
 
+// hostStop is how a partition that ran here last stopped.
+type hostStop struct {
+	at      time.Time
+	unclean bool // appends were left unanswered
+}
+
+// quiet reports whether nothing this member sent for the partition can
+// still land: it stopped with every append answered, or an append
+// lifetime ago.
+func (s hostStop) quiet(lifetime time.Duration) bool {
+	return !s.unclean || time.Since(s.at) > lifetime
+}
+
+// failPartition is a partition's fatal error on a host mirror: it records
+// why in the partition's record, for the member running the mirror's
+// control loop to fail the mirror (see followShared), and stops the
+// mirror's partitions here.
+func (h *mirror) failPartition(id int32, reason string) {
+	countError(h.link.cfg.Name, "mirror_failed")
+	h.log.Error("partition failed; the mirror fails", zap.Int32("partition", id), zap.String("reason", reason))
+	if _, err := h.link.store.UpdateMirror(h.link.cfg.Name, h.name, func(r *linkstate.Mirror) error {
+		if pr := r.Partitions[id]; pr != nil {
+			pr.Failed = reason
+		}
+		return nil
+	}); err != nil {
+		h.log.Error("recording the partition's failure failed", zap.Error(err))
+	}
+	h.mu.Lock()
+	cancel := h.cancel
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// partitionFailure is why one of the mirror's partitions failed, if one
+// did.
+func partitionFailure(rec linkstate.Mirror) string {
+	for _, id := range sortedPartitions(rec.Partitions) {
+		if pr := rec.Partitions[id]; pr != nil && pr.Failed != "" {
+			return fmt.Sprintf("partition %d: %s", id, pr.Failed)
+		}
+	}
+	return ""
+}
+
 // host is the mirror object, separate from the one that runs the mirror's
 // control loop, that runs the mirror's partitions assigned to this member
 // (l.mu held).
@@ -594,7 +714,7 @@ func (l *Link) host(m *mirror) *mirror {
 	}
 	h := newMirror(l, m.cfg)
 	h.auto, h.isHost = m.auto, true
-	h.hostRuns, h.hostGranted = map[int32]*hostRun{}, map[int32]bool{}
+	h.hostRuns, h.hostGranted, h.hostStops = map[int32]*hostRun{}, map[int32]bool{}, map[int32]hostStop{}
 	l.hosts[m.name] = h
 	return h
 }
@@ -604,9 +724,10 @@ func (l *Link) host(m *mirror) *mirror {
 // lease) while the shared state lets them run: set up, in a running
 // state, no hold. It stops the others, confirms a hold for partitions it
 // does not run, and tells the group when a revoked partition has stopped.
-func (l *Link) hostReconcile(ctx context.Context, h *mirror, now, held map[int32]bool) {
+func (l *Link) hostReconcile(ctx context.Context, h *mirror, now, held map[int32]bool, noStarts bool) {
 	rec, err := l.store.GetMirror(l.cfg.Name, h.name)
-	run := err == nil && rec.DestTopicID != "" && rec.Hold == 0 && runnable(rec.State)
+	run := err == nil && rec.DestTopicID != "" && rec.Hold == 0 && runnable(rec.State) && partitionFailure(rec) == ""
+	lifetime := l.group.AppendLifetime()
 	h.mu.Lock()
 	if h.hostCtx == nil || h.hostCtx.Err() != nil {
 		h.hostCtx, h.cancel = context.WithCancel(ctx)
@@ -630,14 +751,17 @@ func (l *Link) hostReconcile(ctx context.Context, h *mirror, now, held map[int32
 	var ack []int32
 	if err == nil && rec.Hold != 0 {
 		for id := range now {
-			if pr := rec.Partitions[id]; pr != nil && h.hostRuns[id] == nil && pr.HeldFor != rec.Hold {
+			if pr := rec.Partitions[id]; pr != nil && h.hostRuns[id] == nil && pr.HeldFor != rec.Hold && h.hostStops[id].quiet(lifetime) {
 				ack = append(ack, id)
 			}
 		}
 	}
 	h.mu.Unlock()
 	for _, id := range release {
-		l.group.Released(partUnit(l.cfg.Name, h.name, id), !h.unclean.Swap(false))
+		h.mu.Lock()
+		clean := h.hostStops[id].quiet(lifetime)
+		h.mu.Unlock()
+		l.group.Released(partUnit(l.cfg.Name, h.name, id), clean)
 	}
 	if len(ack) > 0 {
 		if _, err := l.store.UpdateMirror(l.cfg.Name, h.name, func(r *linkstate.Mirror) error {
@@ -655,7 +779,28 @@ func (l *Link) hostReconcile(ctx context.Context, h *mirror, now, held map[int32
 		h.lastFlush = time.Now()
 		h.flushFills()
 	}
-	if !run || len(now) == 0 {
+	if !run || len(now) == 0 || noStarts {
+		return
+	}
+	h.mu.Lock()
+	starting := false
+	for id := range now {
+		starting = starting || h.hostRuns[id] == nil
+	}
+	h.mu.Unlock()
+	if !starting {
+		return
+	}
+	// What the previous owner of a partition wrote (its gap map, a hold)
+	// is read before the partition starts here.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = l.store.Sync(sctx)
+	cancel()
+	if err != nil {
+		h.log.Warn("reading the shared state before starting partitions failed; retrying", zap.Error(err))
+		return
+	}
+	if rec, err = l.store.GetMirror(l.cfg.Name, h.name); err != nil || rec.Hold != 0 || !runnable(rec.State) || partitionFailure(rec) != "" {
 		return
 	}
 	if !h.prepared {
@@ -685,6 +830,7 @@ func (l *Link) hostReconcile(ctx context.Context, h *mirror, now, held map[int32
 func (h *mirror) hostStart(id int32, startOffset int64) {
 	ctx, cancel := context.WithCancel(h.hostCtx)
 	hr := &hostRun{cancel: cancel, done: make(chan struct{})}
+	delete(h.hostStops, id)
 	h.hostRuns[id] = hr
 	p := &partition{
 		m:           h,
@@ -703,6 +849,7 @@ func (h *mirror) hostStart(id int32, startOffset int64) {
 		p.run(ctx, func() {})
 		h.flushFills()
 		h.mu.Lock()
+		h.hostStops[id] = hostStop{at: time.Now(), unclean: p.uncleanStop}
 		delete(h.hostRuns, id)
 		h.parts = slices.DeleteFunc(h.parts, func(x *partition) bool { return x == p })
 		h.mu.Unlock()
@@ -729,4 +876,26 @@ func (h *mirror) prepareHost(ctx context.Context, rec linkstate.Mirror) error {
 	}
 	h.sourceTopicID, h.destTopicID = sm.id, dm.id
 	return h.loadMaxMessageBytes(ctx)
+}
+
+// stoppedCleanly reports, once every link has stopped, whether every
+// append of every partition was answered (none gave up waiting).
+func (r *Replicator) stoppedCleanly() bool {
+	r.mu.Lock()
+	links := slices.Clone(r.links)
+	r.mu.Unlock()
+	for _, l := range links {
+		l.mu.Lock()
+		ms := slices.Clone(l.mirrors)
+		for _, h := range l.hosts {
+			ms = append(ms, h)
+		}
+		l.mu.Unlock()
+		for _, m := range ms {
+			if m.unclean.Load() {
+				return false
+			}
+		}
+	}
+	return true
 }

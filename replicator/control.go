@@ -197,8 +197,8 @@ func (m *mirror) run(ctx context.Context) {
 			promoteSince = time.Now()
 		case linkstate.Failover:
 			stopParts()
-			if m.link.group != nil {
-				m.holdPartitions(ctx, true)
+			if m.link.group != nil && !m.holdPartitions(ctx, true) {
+				return // ctx ended: the mirror's next owner fails it over
 			}
 			_, want, _ := m.current()
 			m.stopFor(ctx, string(want))

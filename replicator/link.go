@@ -315,7 +315,7 @@ func (l *Link) setError(err error) {
 
 // startMirror runs a mirror under the link (l.mu held, link running).
 func (l *Link) startMirror(m *mirror) {
-	if l.closing {
+	if l.closing || m.retired {
 		return
 	}
 	if l.group != nil && !grantedNow(l.group.Assignment(), mirrorUnit(l.cfg.Name, m.name)) {
@@ -464,6 +464,11 @@ func (l *Link) retireRemovedMirrors(ctx context.Context) {
 	for _, mc := range l.cfg.MirrorTopics {
 		inConfig[mc.Name] = true
 	}
+	l.mu.Lock()
+	for _, m := range l.mirrors {
+		inConfig[m.name] = true // removed by a reload: it fails over itself
+	}
+	l.mu.Unlock()
 	for _, rec := range recs {
 		if inConfig[rec.Name] {
 			continue
@@ -473,7 +478,7 @@ func (l *Link) retireRemovedMirrors(ctx context.Context) {
 		}
 		m := newMirror(l, config.MirrorTopic{Name: rec.Name, SourceTopicName: rec.SourceTopic})
 		m.state, m.reason, m.since, m.stop = rec.State, rec.Reason, rec.StateSince, rec.Stop
-		m.removed, m.desired = true, linkstate.Removed
+		m.removed, m.desired, m.retired = true, linkstate.Removed, true
 		if rec.State != linkstate.Stopped {
 			m.stopFor(ctx, string(linkstate.Removed))
 		}
@@ -605,8 +610,15 @@ func (l *Link) newDestination() (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts := []kgo.Opt{kgo.MaxVersions(destinationVersions())}
 	if l.group != nil {
-		sec.UserTimeout = l.group.AppendLifetime()
+		// In a klink cluster every request to the destination lives
+		// about an append lifetime at most (transaction markers are
+		// appends too): socket options, and kgo's retries and response
+		// wait bounded.
+		lt := l.group.AppendLifetime()
+		sec.UserTimeout = lt
+		opts = append(opts, kgo.RetryTimeout(lt/2), kgo.RequestTimeoutOverhead(lt/2))
 	}
-	return newCluster("destination", l.dcfg.Bootstrap, sec, l.log, kgo.MaxVersions(destinationVersions()))
+	return newCluster("destination", l.dcfg.Bootstrap, sec, l.log, opts...)
 }

@@ -46,6 +46,7 @@ type mirror struct {
 	stopping bool
 	unclean  atomic.Bool
 	removed  bool
+	retired  bool // failed over at start, never run (see retireRemovedMirrors)
 	// isHost: this object runs the partitions of the mirror assigned to
 	// this klink cluster member, not the mirror's control loop (see
 	// hostReconcile); hostRuns and hostGranted are guarded by mu.
@@ -53,6 +54,7 @@ type mirror struct {
 	hostCtx     context.Context
 	hostRuns    map[int32]*hostRun
 	hostGranted map[int32]bool
+	hostStops   map[int32]hostStop // how each partition last stopped
 	prepared    bool
 	lastFlush   time.Time
 	auto        bool // made by the link's autoCreateTopics filters

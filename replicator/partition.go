@@ -25,11 +25,14 @@ import (
 // destination leader's sink, and checks every answer against the source
 // offset the append must land on.
 type partition struct {
-	m   *mirror
-	id  int32
-	log *zap.Logger
-	cur *cursor
-	sp  *sinkPart
+	// uncleanStop: run returned with appends unanswered (set by run,
+	// read after it returned).
+	uncleanStop bool
+	m           *mirror
+	id          int32
+	log         *zap.Logger
+	cur         *cursor
+	sp          *sinkPart
 
 	// Owned by the goroutine.
 	idem         *slot           // the idempotent producer, for data outside source transactions
@@ -109,6 +112,14 @@ func (p *partition) lastError() string {
 func (p *partition) run(ctx context.Context, started func()) {
 	defer p.m.link.fetchers.remove(p.cur)
 	defer p.sp.detach()
+	defer func() {
+		if len(p.pending) > 0 {
+			// Stopped with appends unanswered (fillers of a start
+			// cut short, say): not a clean stop.
+			p.uncleanStop = true
+			p.m.unclean.Store(true)
+		}
+	}()
 	p.retry = newBackoff(200*time.Millisecond, 30*time.Second)
 	first := true
 	for ctx.Err() == nil {
@@ -125,7 +136,11 @@ func (p *partition) run(ctx context.Context, started func()) {
 		case ctx.Err() != nil:
 			return
 		case errors.As(err, &fatal):
-			p.m.fail(fatal.reason)
+			if p.m.isHost {
+				p.m.failPartition(p.id, fatal.reason)
+			} else {
+				p.m.fail(fatal.reason)
+			}
 			return
 		case err != nil:
 			p.setErr(err)
@@ -456,6 +471,7 @@ func (p *partition) drain(limit time.Duration) {
 			// Their buffers stay referenced: the sink may still be
 			// writing them.
 			p.log.Warn("appends still unanswered after drain limit", zap.Int("appends", len(p.pending)))
+			p.uncleanStop = true
 			p.m.unclean.Store(true)
 			p.pending = nil
 		}

@@ -36,6 +36,9 @@ type Replicator struct {
 	lastReload *ReloadResult
 	nl         *netLinks
 	group      *membership.Group // in a klink cluster (see clustered.go)
+	// leftCleanly records, in a klink cluster, that this member stopped
+	// with every append answered.
+	leftCleanly func()
 }
 
 // newLink makes a link, reaching its source through its network link if
@@ -102,6 +105,11 @@ func (r *Replicator) Run(ctx context.Context) {
 	<-ctx.Done()
 	r.wg.Wait()
 	if r.group != nil {
+		clean := r.stoppedCleanly()
+		r.group.Leaving(clean)
+		if clean && r.leftCleanly != nil {
+			r.leftCleanly()
+		}
 		stopGroup()
 		<-groupDone
 	}

@@ -474,23 +474,11 @@ func TestClusterOperations(t *testing.T) {
 		stopLoad := load(t, src, c.topics())
 		time.Sleep(2 * time.Second)
 		before, _, _ := c.ownership("a", "b", "c")
-		var samples []map[string]int64
-		var sampleTimes []time.Time
-		sampling, stopSampling := context.WithCancel(ctx)
-		sampled := make(chan struct{})
-		go func() {
-			defer close(sampled)
-			for sampling.Err() == nil {
-				samples = append(samples, c.destEnds(ctx, dstAdm))
-				sampleTimes = append(sampleTimes, time.Now())
-				time.Sleep(100 * time.Millisecond)
-			}
-		}()
+		sampler := c.sample(ctx, dstAdm)
 		c.start("d")
 		c.waitOwned(90*time.Second, "a", "b", "c", "d")
 		time.Sleep(2 * time.Second)
-		stopSampling()
-		<-sampled
+		samples, sampleTimes := sampler()
 		after, _, _ := c.ownership("a", "b", "c", "d")
 		pb, pa := partOwners(before), partOwners(after)
 		moved := 0
@@ -505,24 +493,7 @@ func TestClusterOperations(t *testing.T) {
 		}
 		// A partition that stayed advanced all along: no gap between two
 		// advances longer than 3 s.
-		worst, worstPart := time.Duration(0), ""
-		for tp, o := range pa {
-			if pb[tp] != o {
-				continue
-			}
-			last := sampleTimes[0]
-			for i := 1; i < len(samples); i++ {
-				if samples[i][tp] > samples[i-1][tp] {
-					if gap := sampleTimes[i].Sub(last); gap > worst {
-						worst, worstPart = gap, tp
-					}
-					last = sampleTimes[i]
-				}
-			}
-			if gap := sampleTimes[len(sampleTimes)-1].Sub(last); gap > worst {
-				worst, worstPart = gap, tp
-			}
-		}
+		worst, worstPart := longestPause(samples, sampleTimes, func(tp string) bool { return pb[tp] == pa[tp] })
 		if worst > 3*time.Second {
 			t.Errorf("partition %s, which did not move, made no progress for %s while the fourth member joined", worstPart, worst)
 		}
@@ -533,6 +504,7 @@ func TestClusterOperations(t *testing.T) {
 		// 4. Rolling restart: SIGTERM one member at a time; no mirror
 		// leaves ACTIVE.
 		stopLoad = load(t, src, c.topics())
+		sampler = c.sample(ctx, dstAdm)
 		watching, stopWatching := context.WithCancel(ctx)
 		var notActive atomic.Value
 		watched := make(chan struct{})
@@ -562,12 +534,21 @@ func TestClusterOperations(t *testing.T) {
 		}
 		stopWatching()
 		<-watched
+		samples, sampleTimes = sampler()
 		stopLoad()
 		if v := notActive.Load(); v != nil {
 			t.Errorf("rolling restart: %s", v)
 		}
+		// Members that stop cleanly hand their partitions on at once,
+		// and take them back at once when they return: no partition
+		// waits for a lease (the session timeout, and the append
+		// lifetime as long).
+		restartPause, restartPart := longestPause(samples, sampleTimes, func(string) bool { return true })
+		if restartPause >= c.session {
+			t.Errorf("rolling restart: partition %s made no progress for %s", restartPart, restartPause)
+		}
 		n = c.checkExact(ctx, adm, "a", "b", "c", "d")
-		t.Logf("rolling restart of 4 members: every mirror ACTIVE throughout; %d records exact", n)
+		t.Logf("rolling restart of 4 members: every mirror ACTIVE throughout; the longest pause of a partition: %s; %d records exact", restartPause.Round(time.Millisecond), n)
 
 		// 7. Promote a mirror whose partitions run on several members.
 		owners, _, _ := c.ownership("a", "b", "c", "d")
@@ -621,4 +602,53 @@ func TestClusterOperations(t *testing.T) {
 		}
 		t.Logf("promote of a mirror spread over %d members: STOPPED, exact (%d records), nothing written after", len(on), n)
 	})
+}
+
+// sample samples the destination's end offsets every 100 ms until the
+// returned function is called; it returns the samples and their times.
+func (c *klinkCluster) sample(ctx context.Context, adm *kadm.Client) func() ([]map[string]int64, []time.Time) {
+	var samples []map[string]int64
+	var times []time.Time
+	sampling, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sampling.Err() == nil {
+			samples = append(samples, c.destEnds(ctx, adm))
+			times = append(times, time.Now())
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return func() ([]map[string]int64, []time.Time) {
+		stop()
+		<-done
+		return samples, times
+	}
+}
+
+// longestPause is the longest time one of the partitions that count made
+// no progress over the samples, and which partition.
+func longestPause(samples []map[string]int64, times []time.Time, counts func(tp string) bool) (time.Duration, string) {
+	worst, worstPart := time.Duration(0), ""
+	if len(samples) == 0 {
+		return 0, ""
+	}
+	for tp := range samples[len(samples)-1] {
+		if !counts(tp) {
+			continue
+		}
+		last := times[0]
+		for i := 1; i < len(samples); i++ {
+			if samples[i][tp] > samples[i-1][tp] {
+				if gap := times[i].Sub(last); gap > worst {
+					worst, worstPart = gap, tp
+				}
+				last = times[i]
+			}
+		}
+		if gap := times[len(times)-1].Sub(last); gap > worst {
+			worst, worstPart = gap, tp
+		}
+	}
+	return worst, worstPart
 }

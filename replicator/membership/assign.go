@@ -12,6 +12,9 @@ import (
 type Unit struct {
 	Name   string `json:"name"`
 	Weight int    `json:"weight"`
+	// Spread: units of one spread (a mirror's partitions) are spread
+	// over the members, so that one busy topic is not one member's load.
+	Spread string `json:"spread,omitempty"`
 }
 
 // memberMeta is what a member tells the group when it joins (JoinGroup
@@ -27,6 +30,14 @@ type memberMeta struct {
 	// Released are the units it stopped since it last joined, with every
 	// append answered: they may be handed on at once.
 	Released []string `json:"released,omitempty"`
+	// Leaving: the member is stopping; it owns nothing and takes nothing.
+	Leaving bool `json:"leaving,omitempty"`
+	// Dirty are units it stopped with appends unanswered less than an
+	// append lifetime ago: whoever gets them next waits.
+	Dirty []string `json:"dirty,omitempty"`
+	// Incarnation is random per process: a member restarted under the
+	// same name is another incarnation.
+	Incarnation string `json:"incarnation"`
 }
 
 // metaVersion is the format of memberMeta and assignment; a member that
@@ -64,6 +75,12 @@ type assignment struct {
 	Leader  string            `json:"leader"`
 	Members []MemberInfo      `json:"members"`
 	Owners  map[string]string `json:"owners"` // unit -> member name ("" while it is being released)
+	// Releasing names, for each unit revoked in this generation, the
+	// member that releases it: the only one whose release of it the next
+	// leader believes.
+	Releasing map[string]string `json:"releasing,omitempty"`
+	// Incarnations of the members, by name.
+	Incarnations map[string]string `json:"incarnations,omitempty"`
 }
 
 type joined struct {
@@ -76,10 +93,26 @@ type joined struct {
 // unit never goes from one live member to another in one generation; it is
 // revoked first (given to nobody), and given on when its owner says it has
 // released it, at the next rebalance, which that member starts itself.
-func assign(gen int32, leader joined, members []joined, units []Unit) map[string]assignment {
+// prev is the assignment the leader last received: a member's release of a
+// unit makes the unit's next grant clean only if prev says that member
+// owned or was releasing it (an older, stale release proves nothing).
+func assign(gen int32, leader joined, members []joined, units []Unit, prev assignment) map[string]assignment {
 	weight := map[string]int{}
+	spreadOf := map[string]string{}
 	for _, u := range units {
 		weight[u.Name] = max(u.Weight, 1)
+		spreadOf[u.Name] = u.Spread
+	}
+	// spread counts, per member, the units of each spread it runs or
+	// is given.
+	spread := map[string]map[string]int{}
+	count := func(id, u string, n int) {
+		if s := spreadOf[u]; s != "" {
+			if spread[id] == nil {
+				spread[id] = map[string]int{}
+			}
+			spread[id][s] += n
+		}
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i].meta.Name < members[j].meta.Name })
 	eligible := map[string]bool{}
@@ -88,6 +121,8 @@ func assign(gen int32, leader joined, members []joined, units []Unit) map[string
 		switch {
 		case m.meta.Version != metaVersion:
 			refused[m.id] = fmt.Sprintf("speaks group format %d, the leader %s %d: run the same klink on every member", m.meta.Version, leader.meta.Name, metaVersion)
+		case m.meta.Leaving:
+			refused[m.id] = "leaving"
 		case m.meta.Hash != leader.meta.Hash:
 			refused[m.id] = fmt.Sprintf("its config (hash %s) differs from the leader %s's (hash %s): give every member the same file", m.meta.Hash, leader.meta.Name, leader.meta.Hash)
 		default:
@@ -99,23 +134,53 @@ func assign(gen int32, leader joined, members []joined, units []Unit) map[string
 	kept := map[string][]string{}
 	load := map[string]int{}
 	owners := map[string]string{}
+	releasing := map[string]string{}
+	dirty := map[string]bool{}
+	present := map[string]string{} // name -> incarnation
+	for _, m := range members {
+		present[m.meta.Name] = m.meta.Incarnation
+		for _, u := range m.meta.Dirty {
+			dirty[u] = true
+		}
+	}
+	// A unit the last assignment gave to a member that is here, the same
+	// process, and does not claim it, never started there (a member
+	// claims a unit from the moment it takes the grant): its next grant
+	// needs no wait, unless it is dirty.
+	unstarted := func(u string) bool {
+		o := prev.Owners[u]
+		inc, here := present[o]
+		return o != "" && here && inc != "" && prev.Incarnations[o] == inc
+	}
 	for _, m := range members {
 		for _, u := range m.meta.Released {
-			released[u] = true
+			if prev.Owners[u] == m.meta.Name || prev.Releasing[u] == m.meta.Name {
+				released[u] = true
+			}
+		}
+	}
+	claims := map[string]int{}
+	for _, m := range members {
+		for _, u := range m.meta.Owned {
+			claims[u]++
 		}
 	}
 	for _, m := range members {
 		for _, u := range m.meta.Owned {
-			if busy[u] {
-				continue // claimed twice (cannot happen with leases): the second stops
-			}
 			busy[u] = true
-			if _, known := weight[u]; !known || !eligible[m.id] {
-				owners[u] = "" // revoked: it stops there
+			if _, known := weight[u]; !known || !eligible[m.id] || claims[u] > 1 {
+				// Revoked: it stops there. A unit two members claim
+				// (one lost its lease and came back) stops on both,
+				// and is given on without trusting either release.
+				owners[u] = ""
+				if claims[u] == 1 {
+					releasing[u] = m.meta.Name
+				}
 				continue
 			}
 			kept[m.id] = append(kept[m.id], u)
 			load[m.id] += weight[u]
+			count(m.id, u, 1)
 			owners[u] = m.meta.Name
 		}
 	}
@@ -155,8 +220,18 @@ func assign(gen int32, leader joined, members []joined, units []Unit) map[string
 			continue
 		}
 		id := leastLoaded()
-		grants[id] = append(grants[id], Grant{Unit: u.Name, Clean: released[u.Name]})
+		if s := u.Spread; s != "" {
+			// The member with the fewest of its spread, then the least
+			// loaded.
+			for _, c := range ids {
+				if spread[c][s] < spread[id][s] || (spread[c][s] == spread[id][s] && planned[c] < planned[id]) {
+					id = c
+				}
+			}
+		}
+		grants[id] = append(grants[id], Grant{Unit: u.Name, Clean: (released[u.Name] || unstarted(u.Name)) && !dirty[u.Name]})
 		planned[id] += weight[u.Name]
+		count(id, u.Name, 1)
 		for _, m := range members {
 			if m.id == id {
 				owners[u.Name] = m.meta.Name
@@ -176,9 +251,16 @@ func assign(gen int32, leader joined, members []joined, units []Unit) map[string
 			break
 		}
 		gap := planned[hi] - planned[lo]
+		// The heaviest unit that narrows the gap; of those, the one
+		// whose spread is most concentrated here.
 		pick := -1
 		for i, u := range kept[hi] {
-			if w := weight[u]; 2*w <= gap && (pick < 0 || w > weight[kept[hi][pick]]) {
+			w := weight[u]
+			if 2*w > gap {
+				continue
+			}
+			if pick < 0 || w > weight[kept[hi][pick]] ||
+				(w == weight[kept[hi][pick]] && spread[hi][spreadOf[u]]-spread[lo][spreadOf[u]] > spread[hi][spreadOf[kept[hi][pick]]]-spread[lo][spreadOf[kept[hi][pick]]]) {
 				pick = i
 			}
 		}
@@ -189,7 +271,14 @@ func assign(gen int32, leader joined, members []joined, units []Unit) map[string
 		kept[hi] = slices.Delete(kept[hi], pick, pick+1)
 		planned[hi] -= weight[u]
 		planned[lo] += weight[u]
+		count(hi, u, -1)
+		count(lo, u, 1)
 		owners[u] = ""
+		for _, m := range members {
+			if m.id == hi {
+				releasing[u] = m.meta.Name
+			}
+		}
 	}
 	for _, id := range ids {
 		for _, u := range kept[id] {
@@ -206,7 +295,7 @@ func assign(gen int32, leader joined, members []joined, units []Unit) map[string
 	}
 	out := map[string]assignment{}
 	for _, m := range members {
-		out[m.id] = assignment{Version: metaVersion, Generation: gen, Grants: grants[m.id], Refused: refused[m.id], Leader: leader.meta.Name, Members: infos, Owners: owners}
+		out[m.id] = assignment{Version: metaVersion, Generation: gen, Grants: grants[m.id], Refused: refused[m.id], Leader: leader.meta.Name, Members: infos, Owners: owners, Releasing: releasing, Incarnations: present}
 	}
 	return out
 }

@@ -15,6 +15,8 @@ package membership
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +51,10 @@ type Config struct {
 	// TCP_USER_TIMEOUT of the same length).
 	AppendLifetime time.Duration
 	ConfigHash     string
+	// LeftCleanly: this member's previous run stopped with every append
+	// answered (the shared state says so), so this run need not wait for
+	// it before its first appends.
+	LeftCleanly bool
 	// Units lists the work to share (called by the leader at each
 	// assignment, on its own view: every member runs the same config).
 	Units func() []Unit
@@ -66,36 +72,42 @@ type Group struct {
 	changed chan struct{} // the assignment changed (capacity 1)
 	rejoin  chan struct{} // join again: a release to report, units changed
 
-	mu         sync.Mutex
-	memberID   string
-	generation int32
-	joining    bool      // a JoinGroup/SyncGroup round is under way
-	leaseUntil time.Time // monotonic; zero: no lease
-	lastBeat   time.Time
-	grants     map[string]time.Time // unit -> may start appending from (monotonic)
-	holding    map[string]bool      // granted, or revoked and still stopping
-	released   []string             // stopped cleanly since the last assignment
-	view       assignment           // the last assignment received
-	refused    string
-	lastErr    string
-	rebalances int
-	moved      int
-	fenceWait  time.Duration
+	mu          sync.Mutex
+	memberID    string
+	generation  int32
+	joining     bool      // a JoinGroup/SyncGroup round is under way
+	leaving     bool      // stopping: see Leaving
+	leaseUntil  time.Time // monotonic; zero: no lease
+	lastBeat    time.Time
+	grants      map[string]time.Time // unit -> may start appending from (monotonic)
+	holding     map[string]bool      // granted, or revoked and still stopping
+	released    []string             // stopped cleanly, not yet reported in an assignment round
+	sent        []string             // released units the round under way reported
+	dirty       map[string]time.Time // units stopped with appends unanswered, when
+	incarnation string
+	view        assignment // the last assignment received
+	refused     string
+	lastErr     string
+	rebalances  int
+	moved       int
+	fenceWait   time.Duration
 }
 
 // New prepares a member; Run joins.
 func New(cl *kgo.Client, cfg Config, log *zap.Logger) *Group {
 	now := time.Now()
 	return &Group{
-		cfg:     cfg,
-		cl:      cl,
-		log:     log.With(zap.String("group", cfg.Group), zap.String("member", cfg.Member)),
-		started: now,
-		since:   now.UTC().Format(time.RFC3339),
-		changed: make(chan struct{}, 1),
-		rejoin:  make(chan struct{}, 1),
-		grants:  map[string]time.Time{},
-		holding: map[string]bool{},
+		cfg:         cfg,
+		cl:          cl,
+		log:         log.With(zap.String("group", cfg.Group), zap.String("member", cfg.Member)),
+		started:     now,
+		since:       now.UTC().Format(time.RFC3339),
+		changed:     make(chan struct{}, 1),
+		rejoin:      make(chan struct{}, 1),
+		grants:      map[string]time.Time{},
+		holding:     map[string]bool{},
+		dirty:       map[string]time.Time{},
+		incarnation: randomID(),
 	}
 }
 
@@ -164,6 +176,12 @@ func (g *Group) Assignment() map[string]time.Time {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !time.Now().Before(g.leaseUntil) {
+		if len(g.grants) > 0 {
+			// The lease ended: every grant goes, for good (a lease
+			// renewed later does not bring them back; the member joins
+			// again).
+			g.dropGrants()
+		}
 		return nil
 	}
 	out := make(map[string]time.Time, len(g.grants))
@@ -175,15 +193,40 @@ func (g *Group) Assignment() map[string]time.Time {
 
 // Released tells the group a unit it no longer grants has stopped. clean:
 // every append it sent was answered. The member joins again so that the
-// unit can be given on.
+// unit can be given on. A unit granted again meanwhile is not released: it
+// is this member's still, and the replicator starts it again.
 func (g *Group) Released(unit string, clean bool) {
 	g.mu.Lock()
+	if _, granted := g.grants[unit]; granted || !g.holding[unit] {
+		g.mu.Unlock()
+		return
+	}
 	delete(g.holding, unit)
 	if clean {
 		g.released = append(g.released, unit)
+	} else {
+		g.dirty[unit] = time.Now()
 	}
 	g.mu.Unlock()
 	g.signal(g.rejoin)
+}
+
+// Sweep releases every unit this member holds that it neither has granted
+// nor runs (active: running or still stopping): a revocation the
+// replicator did not see (its link not running yet, say) is released all
+// the same.
+func (g *Group) Sweep(active map[string]bool) {
+	g.mu.Lock()
+	var free []string
+	for u := range g.holding {
+		if _, granted := g.grants[u]; !granted && !active[u] {
+			free = append(free, u)
+		}
+	}
+	g.mu.Unlock()
+	for _, u := range free {
+		g.Released(u, true)
+	}
 }
 
 // SetConfigHash changes the hash of this member's config (a reload) and
@@ -252,7 +295,36 @@ func (g *Group) Run(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	g.mu.Lock()
+	leaving := g.leaving
+	g.mu.Unlock()
+	if leaving {
+		// One last round, so that the leader hands this member's units
+		// on as released, without the wait for a lease.
+		fctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		if err := g.joinAndSync(fctx); err != nil {
+			g.log.Info("last round before leaving failed; the others wait for this member's lease", zap.Error(err))
+		}
+		cancel()
+	}
 	g.leave()
+}
+
+// Leaving tells the group, once every unit has stopped, that this member
+// is stopping: before it leaves, it joins once more saying so, owning
+// nothing, with everything it held released if clean (every append
+// answered), so that the others take its units over at once.
+func (g *Group) Leaving(clean bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.leaving = true
+	g.grants = map[string]time.Time{}
+	for u := range g.holding {
+		if clean {
+			g.released = append(g.released, u)
+		}
+		delete(g.holding, u)
+	}
 }
 
 func (g *Group) setErr(err error) {
@@ -299,21 +371,28 @@ func (g *Group) heartbeats(ctx context.Context) {
 		switch err := kerr.ErrorForCode(resp.ErrorCode); {
 		case stale && (errors.Is(err, kerr.RebalanceInProgress) || errors.Is(err, kerr.IllegalGeneration)):
 			// Answered about a round this member is in, or has
-			// finished, already; the session was renewed if the
-			// coordinator said REBALANCE_IN_PROGRESS.
-			if errors.Is(err, kerr.RebalanceInProgress) {
+			// finished, already. While its JoinGroup waits, the
+			// coordinator keeps it (and renewed its session).
+			g.mu.Lock()
+			joining := g.joining
+			g.mu.Unlock()
+			if joining && errors.Is(err, kerr.RebalanceInProgress) {
 				g.renew(sent)
 			}
 		case err == nil:
 			g.renew(sent)
 		case errors.Is(err, kerr.RebalanceInProgress):
-			g.renew(sent)
+			// Not renewed: a member that does not join again within
+			// the rebalance timeout is removed whatever its session.
 			g.signal(g.rejoin)
 		case errors.Is(err, kerr.FencedInstanceID):
 			g.setErr(fmt.Errorf("another klink joined as member %q: member names must differ", g.cfg.Member))
 			g.log.Error("another process uses this member name; this one owns nothing until it can join again", zap.Error(err))
+			g.mu.Lock()
+			g.leaseUntil = time.Time{}
+			g.dropGrants()
+			g.mu.Unlock()
 			g.dropMembership()
-			g.signal(g.rejoin)
 		default:
 			g.log.Info("heartbeat refused; joining again", zap.Error(err))
 			if errors.Is(err, kerr.UnknownMemberID) {
@@ -346,10 +425,8 @@ func (g *Group) watchLease(ctx context.Context) {
 		if had && !valid {
 			g.log.Warn("lease ended: the coordinator has not answered for the session timeout less the margin; stopping every append", zap.Duration("sessionTimeout", g.cfg.SessionTimeout))
 			g.mu.Lock()
-			g.grants = map[string]time.Time{}
+			g.dropGrants()
 			g.mu.Unlock()
-			g.signal(g.changed)
-			g.signal(g.rejoin)
 		}
 		had = valid
 	}
@@ -357,7 +434,15 @@ func (g *Group) watchLease(ctx context.Context) {
 
 func (g *Group) metadata() []byte {
 	g.mu.Lock()
-	m := memberMeta{Version: metaVersion, Name: g.cfg.Member, Host: g.cfg.Host, Since: g.since, Hash: g.cfg.ConfigHash, Released: slices.Clone(g.released)}
+	m := memberMeta{Version: metaVersion, Name: g.cfg.Member, Host: g.cfg.Host, Since: g.since, Hash: g.cfg.ConfigHash, Released: slices.Clone(g.released), Leaving: g.leaving, Incarnation: g.incarnation}
+	g.sent = m.Released
+	for u, at := range g.dirty {
+		if time.Since(at) > g.cfg.AppendLifetime {
+			delete(g.dirty, u)
+			continue
+		}
+		m.Dirty = append(m.Dirty, u)
+	}
 	for u := range g.holding {
 		m.Owned = append(m.Owned, u)
 	}
@@ -470,10 +555,11 @@ func (g *Group) plan(resp *kmsg.JoinGroupResponse) (map[string]assignment, error
 			leader = j
 		}
 	}
-	out := assign(resp.Generation, leader, members, g.cfg.Units())
 	g.mu.Lock()
-	prev := g.view.Owners
+	last := g.view
 	g.mu.Unlock()
+	out := assign(resp.Generation, leader, members, g.cfg.Units(), last)
+	prev := last.Owners
 	moved := 0
 	for _, a := range out {
 		for _, gr := range a.Grants {
@@ -493,8 +579,8 @@ func (g *Group) plan(resp *kmsg.JoinGroupResponse) (map[string]assignment, error
 // release them, once any lease it may hold has ended and its appends have
 // died (AppendLifetime from now, the coordinator having evicted it a
 // session timeout after it was last heard). A member that just started
-// waits that long for every unit: a previous run of it may have appended
-// until it died.
+// waits that long for every unit, unless its previous run is known to have
+// stopped cleanly: that run may have appended until it died.
 func (g *Group) apply(a assignment) {
 	now := time.Now()
 	g.mu.Lock()
@@ -503,7 +589,10 @@ func (g *Group) apply(a assignment) {
 	rebalances.Inc()
 	g.view = a
 	g.refused = a.Refused
-	g.released = nil
+	// The releases this round reported are told; later ones wait for
+	// the next round.
+	g.released = slices.DeleteFunc(g.released, func(u string) bool { return slices.Contains(g.sent, u) })
+	g.sent = nil
 	next := map[string]time.Time{}
 	for _, gr := range a.Grants {
 		if at, ok := g.grants[gr.Unit]; ok {
@@ -514,7 +603,7 @@ func (g *Group) apply(a assignment) {
 		if !gr.Clean {
 			at = now.Add(g.cfg.AppendLifetime)
 		}
-		if fresh := g.started.Add(g.cfg.AppendLifetime); at.Before(fresh) {
+		if fresh := g.started.Add(g.cfg.AppendLifetime); at.Before(fresh) && !g.cfg.LeftCleanly {
 			at = fresh
 		}
 		if w := at.Sub(now); w > 0 {
@@ -526,7 +615,15 @@ func (g *Group) apply(a assignment) {
 	}
 	g.grants = next
 	members.Set(float64(len(a.Members)))
-	g.log.Info("klink cluster assignment", zap.Int32("generation", a.Generation), zap.String("leader", a.Leader), zap.Int("members", len(a.Members)), zap.Int("units", len(next)), zap.String("refused", a.Refused))
+	waiting, longest := 0, time.Duration(0)
+	for _, at := range next {
+		if w := at.Sub(now); w > 0 {
+			waiting++
+			longest = max(longest, w)
+		}
+	}
+	g.log.Info("klink cluster assignment", zap.Int32("generation", a.Generation), zap.String("leader", a.Leader), zap.Int("members", len(a.Members)),
+		zap.Int("units", len(next)), zap.Int("waiting", waiting), zap.Duration("longestWait", longest), zap.String("refused", a.Refused))
 	g.signal(g.changed)
 }
 
@@ -620,4 +717,28 @@ var (
 // Collectors are the group's instruments, to register once per process.
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{members, rebalances, unitsMoved, fenceWait}
+}
+
+// SetLeftCleanly says this member's previous run stopped cleanly (see
+// Config.LeftCleanly); call before Run.
+func (g *Group) SetLeftCleanly() {
+	g.mu.Lock()
+	g.cfg.LeftCleanly = true
+	g.mu.Unlock()
+}
+
+// dropGrants gives up every grant after the lease ended (g.mu held): the
+// replicator stops every unit, and the member joins again.
+func (g *Group) dropGrants() {
+	g.grants = map[string]time.Time{}
+	g.signal(g.changed)
+	g.signal(g.rejoin)
+}
+
+func randomID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b[:])
 }

@@ -73,8 +73,8 @@ func New(role string, t config.TLS, s config.SASL, log *zap.Logger) (*Client, er
 func (c *Client) KgoOpts() []kgo.Opt {
 	var opts []kgo.Opt
 	switch {
-	case c.Tunnel != nil:
-		opts = append(opts, kgo.Dialer(c.Dial)) // tunnel, then TLS if any
+	case c.Tunnel != nil, c.UserTimeout > 0:
+		opts = append(opts, kgo.Dialer(c.Dial)) // tunnel or socket options, then TLS if any
 	case c.TLS != nil:
 		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))
 	}
