@@ -10,6 +10,10 @@
 // own work is not counted.
 //
 //	go run ./bench/cmd/klinkbench [-size 1GiB] [-partitions 16] [-write bench/RESULTS.md]
+//
+// With -members 1,2,3 it mirrors the same data set with klink clusters of
+// those sizes instead (one fresh destination each), then measures the
+// takeover time after a SIGKILL (-takeovers times) on the largest.
 package main
 
 import (
@@ -55,10 +59,18 @@ func main() {
 	verify := flag.Bool("verify", true, "compare the klink mirror with the source record by record afterwards")
 	write := flag.String("write", "", "also write the results as Markdown to this file")
 	flag.StringVar(&cpuProfile, "klink-cpuprofile", "", "write klink's CPU profile to this file")
+	members := flag.String("members", "", "measure klink clusters of these sizes (e.g. 1,2,3) instead")
+	takeoverRuns := flag.Int("takeovers", 5, "with -members: SIGKILL takeovers to time on the largest cluster")
 	flag.Parse()
 	total, err := parseSize(*size)
 	if err != nil {
 		fail(err)
+	}
+	if *members != "" {
+		if err := runClusters(total, *partitions, *batchBytes, *members, *takeoverRuns, *verify, *write); err != nil {
+			fail(err)
+		}
+		return
 	}
 	if err := run(total, *partitions, *batchBytes, *skipBaseline, *verify, *write); err != nil {
 		fail(err)
@@ -549,8 +561,11 @@ func formatResults(rs []result, bytes, records int64, batches, partitions int) s
 
 // writeResults replaces the measured block of a results file, between the
 // markers, keeping the rest of the file.
-func writeResults(path, report string) error {
-	const begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+func writeResults(path, report string) error { return writeResultsBlock(path, "results", report) }
+
+// writeResultsBlock replaces the block between the markers named name.
+func writeResultsBlock(path, name, report string) error {
+	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
