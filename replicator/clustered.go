@@ -70,7 +70,7 @@ func (r *Replicator) Units() []membership.Unit {
 		if l.removedLink() {
 			continue
 		}
-		us = append(us, membership.Unit{Name: controlUnit(l.cfg.Name), Weight: controlWeight})
+		us = append(us, membership.Unit{Name: controlUnit(l.cfg.Name), Weight: controlWeight, Needs: l.cfg.Name})
 		l.adoptSharedMirrors()
 		l.mu.Lock()
 		ms := slices.Clone(l.mirrors)
@@ -80,9 +80,9 @@ func (r *Replicator) Units() []membership.Unit {
 			if (err == nil && rec.State == linkstate.Stopped) || m.retired {
 				continue
 			}
-			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: controlWeight})
+			us = append(us, membership.Unit{Name: mirrorUnit(l.cfg.Name, m.name), Weight: controlWeight, Needs: l.cfg.Name})
 			for id := range rec.Partitions {
-				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: partitionWeight, Spread: l.cfg.Name + "/" + m.name})
+				us = append(us, membership.Unit{Name: partUnit(l.cfg.Name, m.name, id), Weight: partitionWeight, Spread: l.cfg.Name + "/" + m.name, Needs: l.cfg.Name})
 			}
 		}
 	}
@@ -96,7 +96,7 @@ func (r *Replicator) Units() []membership.Unit {
 func (r *Replicator) runCluster(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	var lastUnits string
+	var lastUnits, lastCannot string
 	for {
 		select {
 		case <-ctx.Done():
@@ -114,6 +114,10 @@ func (r *Replicator) runCluster(ctx context.Context) {
 				r.group.UnitsChanged()
 			}
 			lastUnits = key
+		}
+		if key := strings.Join(r.Cannot(), ","); key != lastCannot {
+			r.group.UnitsChanged() // the leader gives those links' units to others
+			lastCannot = key
 		}
 		assigned := r.group.Assignment()
 		r.mu.Lock()
@@ -164,6 +168,33 @@ func isClosed(ch chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// Cannot lists the links this member cannot run now: not reached their
+// source (or not started) for a while. Their units go to members that can
+// (unless none can).
+func (r *Replicator) Cannot() []string {
+	r.mu.Lock()
+	links := slices.Clone(r.links)
+	r.mu.Unlock()
+	var out []string
+	for _, l := range links {
+		l.mu.Lock()
+		stale := time.Since(l.reached) > cannotRunAfter(l.group)
+		l.mu.Unlock()
+		if stale && !l.removedLink() {
+			out = append(out, l.cfg.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cannotRunAfter is how long a link may go without reaching its source
+// before this member says it cannot run it: longer than the source watch's
+// interval, and than a session timeout.
+func cannotRunAfter(g *membership.Group) time.Duration {
+	return g.SessionTimeout() + 10*time.Second
 }
 
 // grantedNow reports whether unit may run now: granted, and past any
@@ -515,6 +546,12 @@ func JoinCluster(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Clu
 		Units: func() []membership.Unit {
 			if r := cm.r.Load(); r != nil {
 				return r.Units()
+			}
+			return nil
+		},
+		Cannot: func() []string {
+			if r := cm.r.Load(); r != nil {
+				return r.Cannot()
 			}
 			return nil
 		},

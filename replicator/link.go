@@ -57,6 +57,10 @@ type Link struct {
 	granted map[string]bool
 	hosts   map[string]*mirror // by mirror name: its partitions run here
 	closing bool               // Run is waiting for everything to stop: start nothing (l.mu)
+	// reached is when the link last reached its source (its start until
+	// then; l.mu), for a klink cluster's members to say which links they
+	// cannot run.
+	reached time.Time
 }
 
 // Link states shown in status.
@@ -75,7 +79,7 @@ const (
 
 // NewLink prepares a link; Run starts it.
 func NewLink(cfg config.Link, dest config.Destination, store linkstate.Store, log *zap.Logger) *Link {
-	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting, granted: map[string]bool{}, hosts: map[string]*mirror{}}
+	l := &Link{cfg: cfg, dcfg: dest, store: store, log: log.With(zap.String("link", cfg.Name)), state: LinkStarting, granted: map[string]bool{}, hosts: map[string]*mirror{}, reached: time.Now()}
 	l.partLog = rateLimited(l.log)
 	l.secrets, _ = linkFingerprint(cfg, dest) // unreadable files fail the link when it connects
 	for _, mc := range cfg.MirrorTopics {
@@ -537,6 +541,9 @@ func (l *Link) watchSource(ctx context.Context) {
 		switch {
 		case err == nil || topics != nil: // topic-level errors still show a live cluster
 			lastOK = time.Now()
+			l.mu.Lock()
+			l.reached = lastOK
+			l.mu.Unlock()
 		case time.Since(lastOK) > timeout:
 			down = fmt.Sprintf("source cluster unreachable for %s (cluster.link.retry.timeout.ms %d): %v", time.Since(lastOK).Round(time.Second), timeout.Milliseconds(), err)
 		}

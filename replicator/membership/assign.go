@@ -15,6 +15,9 @@ type Unit struct {
 	// Spread: units of one spread (a mirror's partitions) are spread
 	// over the members, so that one busy topic is not one member's load.
 	Spread string `json:"spread,omitempty"`
+	// Needs names what the unit needs to run (its link): a member that
+	// says it cannot run that gets none of its units while another can.
+	Needs string `json:"needs,omitempty"`
 }
 
 // memberMeta is what a member tells the group when it joins (JoinGroup
@@ -38,6 +41,9 @@ type memberMeta struct {
 	// Incarnation is random per process: a member restarted under the
 	// same name is another incarnation.
 	Incarnation string `json:"incarnation"`
+	// Cannot lists what this member cannot run now (links it has not
+	// reached for a while): units that need them go to others.
+	Cannot []string `json:"cannot,omitempty"`
 }
 
 // metaVersion is the format of memberMeta and assignment; a member that
@@ -99,9 +105,11 @@ type joined struct {
 func assign(gen int32, leader joined, members []joined, units []Unit, prev assignment) map[string]assignment {
 	weight := map[string]int{}
 	spreadOf := map[string]string{}
+	needs := map[string]string{}
 	for _, u := range units {
 		weight[u.Name] = max(u.Weight, 1)
 		spreadOf[u.Name] = u.Spread
+		needs[u.Name] = u.Needs
 	}
 	// spread counts, per member, the units of each spread it runs or
 	// is given.
@@ -128,6 +136,33 @@ func assign(gen int32, leader joined, members []joined, units []Unit, prev assig
 		default:
 			eligible[m.id] = true
 		}
+	}
+	var ids []string
+	cannot := map[string]map[string]bool{} // member id -> what it cannot run
+	for _, m := range members {
+		if eligible[m.id] {
+			ids = append(ids, m.id)
+			for _, c := range m.meta.Cannot {
+				if cannot[m.id] == nil {
+					cannot[m.id] = map[string]bool{}
+				}
+				cannot[m.id][c] = true
+			}
+		}
+	}
+	// canRun: id may run u, unless no eligible member can (then anyone
+	// may: the unit is not better off nowhere).
+	canRun := func(id, u string) bool {
+		n := needs[u]
+		if n == "" || !cannot[id][n] {
+			return true
+		}
+		for _, other := range ids {
+			if !cannot[other][n] {
+				return false
+			}
+		}
+		return true
 	}
 	busy := map[string]bool{} // claimed by some member: not free this round
 	released := map[string]bool{}
@@ -168,7 +203,7 @@ func assign(gen int32, leader joined, members []joined, units []Unit, prev assig
 	for _, m := range members {
 		for _, u := range m.meta.Owned {
 			busy[u] = true
-			if _, known := weight[u]; !known || !eligible[m.id] || claims[u] > 1 {
+			if _, known := weight[u]; !known || !eligible[m.id] || claims[u] > 1 || !canRun(m.id, u) {
 				// Revoked: it stops there. A unit two members claim
 				// (one lost its lease and came back) stops on both,
 				// and is given on without trusting either release.
@@ -182,12 +217,6 @@ func assign(gen int32, leader joined, members []joined, units []Unit, prev assig
 			load[m.id] += weight[u]
 			count(m.id, u, 1)
 			owners[u] = m.meta.Name
-		}
-	}
-	var ids []string
-	for _, m := range members {
-		if eligible[m.id] {
-			ids = append(ids, m.id)
 		}
 	}
 	planned := map[string]int{} // load with the units revoked for a member counted in
@@ -219,14 +248,16 @@ func assign(gen int32, leader joined, members []joined, units []Unit, prev assig
 		if _, done := owners[u.Name]; done {
 			continue
 		}
-		id := leastLoaded()
-		if s := u.Spread; s != "" {
-			// The member with the fewest of its spread, then the least
-			// loaded.
-			for _, c := range ids {
-				if spread[c][s] < spread[id][s] || (spread[c][s] == spread[id][s] && planned[c] < planned[id]) {
-					id = c
-				}
+		// Of the members that can run it: the one with the fewest of its
+		// spread, then the least loaded.
+		id := ""
+		for _, c := range ids {
+			if !canRun(c, u.Name) {
+				continue
+			}
+			sp := u.Spread
+			if id == "" || (sp != "" && spread[c][sp] < spread[id][sp]) || ((sp == "" || spread[c][sp] == spread[id][sp]) && planned[c] < planned[id]) {
+				id = c
 			}
 		}
 		grants[id] = append(grants[id], Grant{Unit: u.Name, Clean: (released[u.Name] || unstarted(u.Name)) && !dirty[u.Name]})
@@ -256,7 +287,7 @@ func assign(gen int32, leader joined, members []joined, units []Unit, prev assig
 		pick := -1
 		for i, u := range kept[hi] {
 			w := weight[u]
-			if 2*w > gap {
+			if 2*w > gap || !canRun(lo, u) {
 				continue
 			}
 			if pick < 0 || w > weight[kept[hi][pick]] ||

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -295,5 +296,36 @@ func TestAssignUnstartedGrant(t *testing.T) {
 		if g := out["b"].Grants; len(g) != 1 || g[0].Clean != tc.clean {
 			t.Errorf("%s: granted %+v, want clean %v", tc.name, g, tc.clean)
 		}
+	}
+}
+
+// A member that cannot run a link (it has not reached the link's source)
+// gets none of that link's units, and gives back those it has, while
+// another member can run them; if none can, they are assigned anyway.
+func TestAssignCannot(t *testing.T) {
+	us := []Unit{{Name: "link/x", Weight: 1, Needs: "x"}, {Name: "part/x/t/0", Weight: 10, Needs: "x"}, {Name: "part/x/t/1", Weight: 10, Needs: "x"}, {Name: "link/y", Weight: 1, Needs: "y"}}
+	a, b := member("a", "h", []string{"part/x/t/0"}, nil), member("b", "h", nil, nil)
+	a.meta.Cannot = []string{"x"}
+	out := assign(1, a, []joined{a, b}, us, assignment{})
+	for _, g := range out["a"].Grants {
+		if strings.HasSuffix(g.Unit, "x") || strings.Contains(g.Unit, "/x/") {
+			t.Errorf("member a, which cannot run link x, got %s", g.Unit)
+		}
+	}
+	if out["a"].Owners["part/x/t/0"] != "" {
+		t.Errorf("member a keeps part/x/t/0 though it cannot run link x")
+	}
+	b.meta.Cannot = []string{"x"}
+	out = assign(2, a, []joined{a, b}, us, assignment{})
+	n := 0
+	for _, as := range out {
+		for _, g := range as.Grants {
+			if strings.Contains(g.Unit, "x") {
+				n++
+			}
+		}
+	}
+	if n != 3 {
+		t.Errorf("with no member able to run link x, %d of its 3 units were granted", n)
 	}
 }

@@ -58,6 +58,9 @@ type Config struct {
 	// Units lists the work to share (called by the leader at each
 	// assignment, on its own view: every member runs the same config).
 	Units func() []Unit
+	// Cannot lists what this member cannot run now (see Unit.Needs);
+	// nil: everything.
+	Cannot func() []string
 }
 
 // Group is this daemon's membership. Its methods are safe for concurrent
@@ -433,9 +436,14 @@ func (g *Group) watchLease(ctx context.Context) {
 }
 
 func (g *Group) metadata() []byte {
+	var cannot []string
+	if g.cfg.Cannot != nil {
+		cannot = g.cfg.Cannot()
+	}
 	g.mu.Lock()
 	m := memberMeta{Version: metaVersion, Name: g.cfg.Member, Host: g.cfg.Host, Since: g.since, Hash: g.cfg.ConfigHash, Released: slices.Clone(g.released), Leaving: g.leaving, Incarnation: g.incarnation}
 	g.sent = m.Released
+	m.Cannot = cannot
 	for u, at := range g.dirty {
 		if time.Since(at) > g.cfg.AppendLifetime {
 			delete(g.dirty, u)
