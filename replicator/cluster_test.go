@@ -3,16 +3,21 @@ package replicator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/replicator/batch"
 	"github.com/klink-io/klink/replicator/kafkatest"
 	"github.com/klink-io/klink/replicator/mirrorcheck"
 )
@@ -123,4 +128,89 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// The risk the lease leaves (README, "One writer per partition"): a member
+// that lost a partition, frozen between its lease check and its write,
+// appends late. Once the new owner's first append has landed, the broker
+// refuses the old epoch and nothing reaches the mirror. Before that, on
+// Kafka, the late batch lands, and the new owner's next append does not
+// land on its source offset: the mirror stops FAILED, naming the
+// partition and offsets, and nothing more is written (kfake refuses the
+// old epoch at once, so there the mirror stays exact).
+func TestClusterLateAppendOfLostOwner(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		src, dst := testClusters(t, k)
+		createTopic(t, src, "z", 1, nil)
+		cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "z"})
+		cfg.Cluster = &config.Cluster{Group: "zombie-test", SessionTimeout: "6s"}
+		cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		produceRounds(t, cl, "z", 0, 20, 5, "1")
+		one, stopOne := runClusterMember(t, cfg, "one")
+		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"z", "z"})
+		linkID := one.Status().Links[0].LinkID
+		stopOne()
+
+		// The zombie: the partition's writer as the member that lost it
+		// knew it.
+		dcl := newClient(t, dst, kgo.MaxVersions(kversion.V3_8_0()))
+		writer := fmt.Sprintf("klink-%s-z-0w", linkID)
+		pid, epoch := initWriter(t, ctx, dcl, writer)
+		zombie := batch.Producer{ID: pid, Epoch: epoch}
+
+		// The new owner has appended: the late batch is refused.
+		_, stopTwo := runClusterMember(t, cfg, "two")
+		produceRounds(t, cl, "z", 0, 20, 5, "2")
+		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"z", "z"})
+		before := endOffsets(t, dst, "z")[0]
+		if err := producePlain(t, ctx, dcl, "z", 0, zombie); !errors.Is(err, kerr.InvalidProducerEpoch) {
+			t.Fatalf("a late append under the lost owner's epoch after the new owner appended: %v, want INVALID_PRODUCER_EPOCH", err)
+		}
+		if after := endOffsets(t, dst, "z")[0]; after != before {
+			t.Fatalf("the refused append moved the end offset %d -> %d", before, after)
+		}
+		produceRounds(t, cl, "z", 0, 10, 5, "3")
+		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"z", "z"})
+		requireSameRecords(t, readAll(t, src, "z"), readAll(t, dst, "z"))
+		stopTwo()
+
+		// A new owner that has not appended yet: the late batch lands on
+		// Kafka, and the new owner's next append is caught.
+		pid, epoch = initWriter(t, ctx, dcl, writer)
+		zombie = batch.Producer{ID: pid, Epoch: epoch}
+		three, _ := runClusterMember(t, cfg, "three")
+		waitFor(t, 60*time.Second, "member three to run the partition", func() bool {
+			ms := three.Status().Links[0].Mirrors
+			return len(ms) == 1 && len(ms[0].Partitions) == 1 && ms[0].State == "ACTIVE"
+		})
+		time.Sleep(time.Second) // its start (InitProducerId) is done
+		landed := producePlain(t, ctx, dcl, "z", 0, zombie) == nil
+		produceRounds(t, cl, "z", 0, 10, 5, "4")
+		if !landed {
+			if k == kafkatest.Kafka {
+				t.Fatal("Kafka refused the old epoch before the new owner appended: the README's account of the window is wrong")
+			}
+			waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"z", "z"})
+			requireSameRecords(t, readAll(t, src, "z"), readAll(t, dst, "z"))
+			return
+		}
+		var reason string
+		waitFor(t, 60*time.Second, "the mirror to fail", func() bool {
+			m := three.Status().Links[0].Mirrors[0]
+			reason = m.Reason
+			return m.State == "FAILED"
+		})
+		if !strings.Contains(reason, "z[0]") {
+			t.Fatalf("the reason does not name the partition: %q", reason)
+		}
+		before = endOffsets(t, dst, "z")[0]
+		produceRounds(t, cl, "z", 0, 10, 5, "5")
+		time.Sleep(2 * time.Second)
+		if after := endOffsets(t, dst, "z")[0]; after != before {
+			t.Fatalf("klink kept writing into the FAILED mirror: %d -> %d", before, after)
+		}
+		t.Logf("late append before the new owner's first: mirror FAILED: %s", reason)
+	})
 }

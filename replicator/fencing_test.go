@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,23 +37,7 @@ func TestFencingEpoch(t *testing.T) {
 		}
 		defer cl.Close()
 		txnID := "klink-LINKID-fenced-0w" // the shape of writerTxnID
-		initPID := func() (int64, int16) {
-			req := kmsg.NewPtrInitProducerIDRequest()
-			req.TransactionalID = &txnID
-			req.TransactionTimeoutMillis = 60000
-			var resp *kmsg.InitProducerIDResponse
-			if err := retryTxn(ctx, func() (int16, error) {
-				r, err := req.RequestWith(ctx, cl)
-				if err != nil {
-					return 0, err
-				}
-				resp = r
-				return r.ErrorCode, nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			return resp.ProducerID, resp.ProducerEpoch
-		}
+		initPID := func() (int64, int16) { return initWriter(t, ctx, cl, txnID) }
 		end := func() int64 {
 			o, err := c.Admin(t).ListEndOffsets(ctx, "fenced")
 			if err != nil {
@@ -62,25 +47,7 @@ func TestFencingEpoch(t *testing.T) {
 			return l.Offset
 		}
 		produce := func(pid int64, epoch int16, seq int32) error {
-			now := time.Now().UnixMilli()
-			b, err := batch.Build(batch.CodecNone, 0, 0, now, now, 1, batch.AppendRecord(nil, batch.Record{Key: []byte("k"), Value: []byte("v")}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.Rewrite(batch.Producer{ID: pid, Epoch: epoch, Sequence: seq}, 0, b.RecordsCRC())
-			req := kmsg.NewPtrProduceRequest()
-			req.Acks, req.TimeoutMillis = -1, 10000
-			rt := kmsg.NewProduceRequestTopic()
-			rt.Topic = "fenced"
-			rp := kmsg.NewProduceRequestTopicPartition()
-			rp.Records = b
-			rt.Partitions = append(rt.Partitions, rp)
-			req.Topics = append(req.Topics, rt)
-			resp, err := req.RequestWith(ctx, cl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode)
+			return producePlain(t, ctx, cl, "fenced", 0, batch.Producer{ID: pid, Epoch: epoch, Sequence: seq})
 		}
 
 		oldPID, oldEpoch := initPID()
@@ -109,4 +76,57 @@ func TestFencingEpoch(t *testing.T) {
 			t.Fatalf("a refused append moved the end offset from %d to %d", before, after)
 		}
 	})
+}
+
+// initWriter sends InitProducerId for a transactional id, as a klink
+// cluster member does for a destination partition's writer.
+func initWriter(t *testing.T, ctx context.Context, cl *kgo.Client, txnID string) (int64, int16) {
+	t.Helper()
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID = &txnID
+	req.TransactionTimeoutMillis = 60000
+	var resp *kmsg.InitProducerIDResponse
+	if err := retryTxn(ctx, func() (int16, error) {
+		r, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			return 0, err
+		}
+		resp = r
+		return r.ErrorCode, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return resp.ProducerID, resp.ProducerEpoch
+}
+
+// producePlain appends one plain (non-transactional) batch of one record
+// under the given producer, as a member that lost the partition would,
+// and returns the partition's error.
+func producePlain(t *testing.T, ctx context.Context, cl *kgo.Client, topic string, partition int32, pr batch.Producer) error {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	b, err := batch.Build(batch.CodecNone, 0, 0, now, now, 1, batch.AppendRecord(nil, batch.Record{Key: []byte("zombie"), Value: []byte("from a member that lost the partition")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Rewrite(pr, 0, b.RecordsCRC())
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks, req.TimeoutMillis = -1, 10000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition = partition
+	rp.Records = b
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := md.Topics[topic].Partitions[partition].Leader
+	kr, err := cl.Broker(int(leader)).Request(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kerr.ErrorForCode(kr.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode)
 }
