@@ -97,6 +97,7 @@ func (r *Replicator) runCluster(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	var lastUnits, lastCannot string
+	var lastBeat time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,6 +119,10 @@ func (r *Replicator) runCluster(ctx context.Context) {
 		if key := strings.Join(r.Cannot(), ","); key != lastCannot {
 			r.group.UnitsChanged() // the leader gives those links' units to others
 			lastCannot = key
+		}
+		if r.beat != nil && time.Since(lastBeat) > r.group.SessionTimeout()/2 && r.group.LeaseValid() {
+			lastBeat = time.Now()
+			go r.beat() // for every member's status: when this one last ran
 		}
 		assigned := r.group.Assignment()
 		r.mu.Lock()
@@ -585,6 +590,15 @@ func (cm *ClusterMember) Serve(r *Replicator) {
 		if err := cm.Store.PutMember(linkstate.MemberLeft); err != nil {
 			r.log.Warn("recording the clean stop failed; this member's next run waits for this one's appends", zap.Error(err))
 		}
+	}
+	r.beat = func() {
+		if err := cm.Store.PutMember(linkstate.MemberRunning); err != nil {
+			r.log.Debug("recording that this member runs failed", zap.Error(err))
+		}
+	}
+	r.seen = func(name string) (time.Time, bool) {
+		rec, ok := cm.Store.Member(name)
+		return rec.At, ok && rec.State == linkstate.MemberRunning
 	}
 }
 

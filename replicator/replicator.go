@@ -37,8 +37,11 @@ type Replicator struct {
 	nl         *netLinks
 	group      *membership.Group // in a klink cluster (see clustered.go)
 	// leftCleanly records, in a klink cluster, that this member stopped
-	// with every append answered.
+	// with every append answered; beat, that it runs; seen, when a
+	// member last said so.
 	leftCleanly func()
+	beat        func()
+	seen        func(member string) (time.Time, bool)
 }
 
 // newLink makes a link, reaching its source through its network link if
@@ -343,6 +346,12 @@ func (r *Replicator) Status() Status {
 	}
 	if r.group != nil {
 		cs := r.group.Status()
+		cs.Members = slices.Clone(cs.Members)
+		for i, m := range cs.Members {
+			if at, ok := r.seen(m.Name); ok {
+				cs.Members[i].LastSeen = &at
+			}
+		}
 		s.Cluster = &cs
 	}
 	return s

@@ -334,6 +334,27 @@ func TestClusterMembers(t *testing.T) {
 				}
 			}
 		}
+		// klink status on any member shows the whole cluster: every
+		// member (last seen through the shared state), and who runs
+		// which partitions.
+		waitUntil(t, 30*time.Second, "every member seen in the shared state", func() bool {
+			s, err := statusOf(c.members["b"].admin)
+			if err != nil || s.Cluster == nil || len(s.Cluster.Members) != 3 {
+				return false
+			}
+			for _, m := range s.Cluster.Members {
+				if m.LastSeen == nil {
+					return false
+				}
+			}
+			return true
+		})
+		out := klinkOutput(t, "status", "--admin", c.members["b"].admin)
+		for _, want := range []string{"klink cluster klink-test", "LAST SEEN", "  a ", "  c ", "l0-t0: control on ", "partitions a: "} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("klink status does not show %q:\n%s", want, out)
+			}
+		}
 		t.Logf("3 members own %d units (%d partitions) after %s; %d records exact", len(owners), 3*4*clusterTestPartitions, took.Round(time.Millisecond), n)
 
 		// 2. SIGKILL a member under load: the others take over.

@@ -68,9 +68,16 @@ func statusCmd(args []string) error {
 // fetchStatus asks the running daemon for /status.
 func fetchStatus(adminFlag, path string) (replicator.Status, []byte, error) {
 	var st replicator.Status
-	base, _, err := adminURL(adminFlag, path)
-	if err != nil {
-		return st, nil, err
+	base := "http://" + adminFlag
+	if adminFlag == "" {
+		// The address comes from the config file (with --admin, the
+		// file is not needed).
+		var err error
+		if base, _, err = adminURL(adminFlag, path); err != nil {
+			return st, nil, err
+		}
+	} else if _, _, err := net.SplitHostPort(adminFlag); err != nil {
+		return st, nil, fmt.Errorf("--admin %q: %w (want HOST:PORT)", adminFlag, err)
 	}
 	resp, err := adminClient.Get(base + "/status")
 	if err != nil {
@@ -317,9 +324,13 @@ func printCluster(w io.Writer, c *membership.Status) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  MEMBER\tHOST\tSINCE\tUNITS\tPARTITIONS\tCONFIG HASH\tREFUSED")
+	fmt.Fprintln(tw, "  MEMBER\tHOST\tSINCE\tLAST SEEN\tUNITS\tPARTITIONS\tCONFIG HASH\tREFUSED")
 	for _, m := range c.Members {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", m.Name, dash(m.Host), m.Since, m.Units, m.Weight, m.ConfigHash, dash(m.Refused))
+		seen := "-"
+		if m.LastSeen != nil {
+			seen = time.Since(*m.LastSeen).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", m.Name, dash(m.Host), m.Since, seen, m.Units, m.Partitions, m.ConfigHash, dash(m.Refused))
 	}
 	tw.Flush()
 	if len(c.Waiting) > 0 {

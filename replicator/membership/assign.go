@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Unit is one piece of work the group assigns to exactly one member: a
@@ -66,9 +67,14 @@ type MemberInfo struct {
 	Since      string `json:"since"`
 	ConfigHash string `json:"configHash"`
 	Units      int    `json:"units"`
-	Weight     int    `json:"partitions"`
+	Weight     int    `json:"weight"`
+	Partitions int    `json:"partitions"` // units of a spread: mirrored partitions
 	// Refused says why the member owns nothing (its config differs).
 	Refused string `json:"refused,omitempty"`
+	// LastSeen is when the member last said, in the shared state, that it
+	// runs (every half session timeout while it holds its lease); filled
+	// in by the replicator's status.
+	LastSeen *time.Time `json:"lastSeen,omitempty"`
 }
 
 // assignment is what the leader hands each member in SyncGroup (JSON).
@@ -318,11 +324,14 @@ func assign(gen int32, leader joined, members []joined, units []Unit, prev assig
 	}
 	var infos []MemberInfo
 	for _, m := range members {
-		w := 0
+		w, parts := 0, 0
 		for _, g := range grants[m.id] {
 			w += weight[g.Unit]
+			if spreadOf[g.Unit] != "" {
+				parts++
+			}
 		}
-		infos = append(infos, MemberInfo{Name: m.meta.Name, Host: m.meta.Host, Since: m.meta.Since, ConfigHash: m.meta.Hash, Units: len(grants[m.id]), Weight: w, Refused: refused[m.id]})
+		infos = append(infos, MemberInfo{Name: m.meta.Name, Host: m.meta.Host, Since: m.meta.Since, ConfigHash: m.meta.Hash, Units: len(grants[m.id]), Weight: w, Partitions: parts, Refused: refused[m.id]})
 	}
 	out := map[string]assignment{}
 	for _, m := range members {
