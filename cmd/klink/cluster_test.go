@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,14 @@ type klinkCluster struct {
 	parts    int               // partitions per topic
 	states   map[string]string // mirror -> desired state, if not ACTIVE
 	extra    map[string]string // member -> link-level YAML only its file has
+	mu       sync.Mutex        // guards members' admin addresses (read by watchers)
+}
+
+// adminOf is a member's admin address as of its last start.
+func (c *klinkCluster) adminOf(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[name].admin
 }
 
 type clusterMember struct {
@@ -96,16 +105,22 @@ func (c *klinkCluster) config(member string) string {
 
 func (c *klinkCluster) start(name string) *clusterMember {
 	c.t.Helper()
+	c.mu.Lock()
 	m := c.members[name]
 	if m == nil {
 		m = &clusterMember{name: name}
 		c.members[name] = m
-	} else if m.logs != nil {
+	}
+	c.mu.Unlock()
+	if m.logs != nil {
 		m.all.WriteString(m.logs.String())
 	}
 	m.logs = &syncBuffer{}
 	m.cmd = startKlink(c.t, c.config(name), m.logs)
-	m.admin = adminAddress(c.t, m.logs)
+	addr := adminAddress(c.t, m.logs)
+	c.mu.Lock()
+	m.admin = addr
+	c.mu.Unlock()
 	return m
 }
 
@@ -169,7 +184,7 @@ func (c *klinkCluster) ownership(names ...string) (owners map[string]string, wai
 	c.t.Helper()
 	owners, statuses = map[string]string{}, map[string]replicator.Status{}
 	for _, n := range names {
-		s, err := statusOf(c.members[n].admin)
+		s, err := statusOf(c.adminOf(n))
 		if err != nil || s.Cluster == nil {
 			continue
 		}
@@ -338,7 +353,7 @@ func TestClusterMembers(t *testing.T) {
 		// member (last seen through the shared state), and who runs
 		// which partitions.
 		waitUntil(t, 30*time.Second, "every member seen in the shared state", func() bool {
-			s, err := statusOf(c.members["b"].admin)
+			s, err := statusOf(c.adminOf("b"))
 			if err != nil || s.Cluster == nil || len(s.Cluster.Members) != 3 {
 				return false
 			}
@@ -349,7 +364,7 @@ func TestClusterMembers(t *testing.T) {
 			}
 			return true
 		})
-		out := klinkOutput(t, "status", "--admin", c.members["b"].admin)
+		out := klinkOutput(t, "status", "--admin", c.adminOf("b"))
 		for _, want := range []string{"klink cluster klink-test", "LAST SEEN", "  a ", "  c ", "l0-t0: control on ", "partitions a: "} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("klink status does not show %q:\n%s", want, out)
@@ -470,10 +485,10 @@ func TestClusterOperations(t *testing.T) {
 		c.extra["x"] = "    configs: {cluster.link.retry.timeout.ms: \"123000\"}\n"
 		c.start("x")
 		waitUntil(t, 60*time.Second, "the member with another config to be refused", func() bool {
-			s, err := statusOf(c.members["x"].admin)
+			s, err := statusOf(c.adminOf("x"))
 			return err == nil && s.Cluster != nil && strings.Contains(s.Cluster.Refused, "differs from the leader")
 		})
-		s, _ := statusOf(c.members["a"].admin)
+		s, _ := statusOf(c.adminOf("a"))
 		refused := ""
 		for _, m := range s.Cluster.Members {
 			if m.Name == "x" {
@@ -483,7 +498,7 @@ func TestClusterOperations(t *testing.T) {
 		if refused == "" {
 			t.Fatalf("member a's status does not show x refused: %+v", s.Cluster.Members)
 		}
-		if xs, _ := statusOf(c.members["x"].admin); len(xs.Cluster.Owned) != 0 {
+		if xs, _ := statusOf(c.adminOf("x")); len(xs.Cluster.Owned) != 0 {
 			t.Fatalf("the member with another config owns %v", xs.Cluster.Owned)
 		}
 		c.waitOwned(30*time.Second, "a", "b", "c")
@@ -515,8 +530,10 @@ func TestClusterOperations(t *testing.T) {
 		// A partition that stayed advanced all along: no gap between two
 		// advances longer than 3 s.
 		worst, worstPart := longestPause(samples, sampleTimes, func(tp string) bool { return pb[tp] == pa[tp] })
-		if worst > 3*time.Second {
-			t.Errorf("partition %s, which did not move, made no progress for %s while the fourth member joined", worstPart, worst)
+		// A pause is seen only as finely as the samples come (slower on a
+		// loaded machine): three sampling intervals, at least 3 s.
+		if limit := max(3*time.Second, 3*medianInterval(sampleTimes)); worst > limit {
+			t.Errorf("partition %s, which did not move, made no progress for %s while the fourth member joined (limit %s)", worstPart, worst, limit)
 		}
 		stopLoad()
 		n := c.checkExact(ctx, adm, "a", "b", "c", "d")
@@ -527,15 +544,18 @@ func TestClusterOperations(t *testing.T) {
 		stopLoad = load(t, src, c.topics())
 		sampler = c.sample(ctx, dstAdm)
 		watching, stopWatching := context.WithCancel(ctx)
-		var notActive atomic.Value
+		var notActive, waited atomic.Value
 		watched := make(chan struct{})
 		go func() {
 			defer close(watched)
 			for watching.Err() == nil {
 				for _, name := range []string{"a", "b", "c", "d"} {
-					st, err := statusOf(c.members[name].admin)
+					st, err := statusOf(c.adminOf(name))
 					if err != nil {
 						continue
+					}
+					if st.Cluster != nil && len(st.Cluster.Waiting) > 0 {
+						waited.Store(fmt.Sprintf("member %s had %d units waiting for a previous owner's lease", name, len(st.Cluster.Waiting)))
 					}
 					for _, l := range st.Links {
 						for _, m := range l.Mirrors {
@@ -561,13 +581,13 @@ func TestClusterOperations(t *testing.T) {
 			t.Errorf("rolling restart: %s", v)
 		}
 		// Members that stop cleanly hand their partitions on at once,
-		// and take them back at once when they return: no partition
-		// waits for a lease (the session timeout, and the append
-		// lifetime as long).
-		restartPause, restartPart := longestPause(samples, sampleTimes, func(string) bool { return true })
-		if restartPause >= c.session {
-			t.Errorf("rolling restart: partition %s made no progress for %s", restartPart, restartPause)
+		// and take them back at once when they return: no unit waits for
+		// a lease. (The longest pause is sampled too, and reported: how
+		// finely depends on the machine's load.)
+		if v := waited.Load(); v != nil {
+			t.Errorf("rolling restart: %s", v)
 		}
+		restartPause, _ := longestPause(samples, sampleTimes, func(string) bool { return true })
 		n = c.checkExact(ctx, adm, "a", "b", "c", "d")
 		t.Logf("rolling restart of 4 members: every mirror ACTIVE throughout; the longest pause of a partition: %s; %d records exact", restartPause.Round(time.Millisecond), n)
 
@@ -592,7 +612,7 @@ func TestClusterOperations(t *testing.T) {
 		}
 		waitUntil(t, 90*time.Second, "mirror a1 to be promoted", func() bool {
 			for _, name := range []string{"a", "b", "c", "d"} {
-				st, err := statusOf(c.members[name].admin)
+				st, err := statusOf(c.adminOf(name))
 				if err != nil || mirrorState(st, "a1") != "STOPPED" {
 					return false
 				}
@@ -672,4 +692,17 @@ func longestPause(samples []map[string]int64, times []time.Time, counts func(tp 
 		}
 	}
 	return worst, worstPart
+}
+
+// medianInterval is the median time between two samples.
+func medianInterval(times []time.Time) time.Duration {
+	if len(times) < 2 {
+		return 0
+	}
+	var d []time.Duration
+	for i := 1; i < len(times); i++ {
+		d = append(d, times[i].Sub(times[i-1]))
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
 }

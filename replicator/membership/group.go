@@ -304,7 +304,7 @@ func (g *Group) Run(ctx context.Context) {
 	if leaving {
 		// One last round, so that the leader hands this member's units
 		// on as released, without the wait for a lease.
-		fctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		fctx, cancel := context.WithTimeout(context.Background(), min(g.cfg.SessionTimeout, 8*time.Second))
 		if err := g.joinAndSync(fctx); err != nil {
 			g.log.Info("last round before leaving failed; the others wait for this member's lease", zap.Error(err))
 		}
