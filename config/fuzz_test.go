@@ -11,7 +11,7 @@ import (
 )
 
 // topLevelKeys are the keys a config file may have at its top.
-var topLevelKeys = map[string]bool{"stateDir": true, "admin": true, "log": true, "destination": true, "networkLinks": true, "links": true}
+var topLevelKeys = map[string]bool{"stateDir": true, "admin": true, "log": true, "destination": true, "networkLinks": true, "links": true, "cluster": true}
 
 // keyPathRE is a key path as errors write it: keys (YAML key names, and
 // Kafka-style config names with dots) joined by dots, list indexes in
@@ -50,6 +50,8 @@ func fuzzSeeds(f *testing.F) [][]byte {
 		"destination:\n  bootstrap: [\"d:9092\"]\n  tls:\n    enabled: true\n    caFile: |\n      /nonexistent\n      ca.pem\n",
 		dst + "? |\n  two\n  lines\n: 1\n" + link + "    configs:\n      ? |\n        a\n        b\n      : 1\n",
 		"destination: [\n",
+		dst + link + "cluster:\n  group: west\n  member: vm-3\n  sessionTimeout: 10s\n  stateTopic: _klink-west-state\n",
+		dst + link + "cluster:\n  group: \"a b\"\n  sessionTimeout: 1h\n",
 		"- a\n- b\n",
 		"",
 	} {
