@@ -45,7 +45,7 @@ import (
 
 const topic = "bench"
 
-var cpuProfile string
+var cpuProfile, svgPath string
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "relay" {
@@ -59,6 +59,7 @@ func main() {
 	verify := flag.Bool("verify", true, "compare the klink mirror with the source record by record afterwards")
 	write := flag.String("write", "", "also write the results as Markdown to this file")
 	flag.StringVar(&cpuProfile, "klink-cpuprofile", "", "write klink's CPU profile to this file")
+	flag.StringVar(&svgPath, "svg", "", "also draw CPU per GiB of each run as an SVG bar chart into this file")
 	members := flag.String("members", "", "measure klink clusters of these sizes (e.g. 1,2,3) instead")
 	takeoverRuns := flag.Int("takeovers", 5, "with -members: SIGKILL takeovers to time on the largest cluster")
 	flag.Parse()
@@ -209,7 +210,25 @@ func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, wri
 		}
 		fmt.Println("written to", write)
 	}
+	if svgPath != "" {
+		var bars []bar
+		for _, r := range results {
+			bars = append(bars, bar{label: shortName(r.name), value: r.cpu.Seconds() / r.gib()})
+		}
+		if err := os.WriteFile(svgPath, barChart("CPU seconds per GiB mirrored (lower is better)", "CPU-s/GiB", bars), 0o644); err != nil {
+			return err
+		}
+		fmt.Println("chart written to", svgPath)
+	}
 	return nil
+}
+
+// shortName is a result's name up to its first parenthesis or colon.
+func shortName(name string) string {
+	if i := strings.IndexAny(name, "(:"); i > 0 {
+		return strings.TrimSpace(name[:i])
+	}
+	return name
 }
 
 // words make record values about as compressible as JSON logs.
