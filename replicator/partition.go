@@ -28,11 +28,14 @@ type partition struct {
 	// uncleanStop: run returned with appends unanswered (set by run,
 	// read after it returned).
 	uncleanStop bool
-	m           *mirror
-	id          int32
-	log         *zap.Logger
-	cur         *cursor
-	sp          *sinkPart
+	// foreignSince: recovery first saw an open transaction no coordinator
+	// lists as klink's (see recoverTxns).
+	foreignSince time.Time
+	m            *mirror
+	id           int32
+	log          *zap.Logger
+	cur          *cursor
+	sp           *sinkPart
 
 	// Owned by the goroutine.
 	idem         *slot           // the idempotent producer, for data outside source transactions

@@ -404,10 +404,26 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 			// is aborting it) between the two reads: read again.
 			return fmt.Errorf("destination %s[%d]: klink's transaction of producer id %d changed state during recovery; retrying", p.m.name, p.id, pr.ProducerID)
 		}
+		// A transaction coordinator that moved (its broker died) lists
+		// nothing until it has loaded its log: one of klink's own
+		// transactions can look foreign for a while. Nothing is
+		// appended meanwhile; the partition starts again.
+		if p.foreignSince.IsZero() {
+			p.foreignSince = time.Now()
+		}
+		if time.Since(p.foreignSince) < foreignTxnGrace {
+			return fmt.Errorf("destination %s[%d] has a transaction open since offset %d that no coordinator lists as klink's yet (producer id %d); checking again", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID)
+		}
 		return fatalf("destination %s[%d] has a transaction open since offset %d that klink did not start (producer id %d): something else writes into the mirror topic", p.m.name, p.id, pr.CurrentTxnStartOffset, pr.ProducerID)
 	}
+	p.foreignSince = time.Time{}
 	return nil
 }
+
+// foreignTxnGrace is how long an open transaction no coordinator lists as
+// klink's may be taken for a coordinator still loading, before the mirror
+// fails as written into by someone else.
+const foreignTxnGrace = 30 * time.Second
 
 // unboundPID marks a recovered transaction with data whose source producer
 // is not known yet.
