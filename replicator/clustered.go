@@ -883,15 +883,7 @@ func (h *mirror) hostStart(id int32, startOffset int64) {
 	hr := &hostRun{cancel: cancel, done: make(chan struct{})}
 	delete(h.hostStops, id)
 	h.hostRuns[id] = hr
-	p := &partition{
-		m:           h,
-		id:          id,
-		log:         h.link.partLog.With(zap.String("mirror", h.name), zap.Int32("partition", id)),
-		cur:         newCursor(h.sourceTopic, h.sourceTopicID, id),
-		sp:          newSinkPart(h.name, id),
-		startOffset: startOffset,
-		logStartDue: -1,
-	}
+	p := h.partitionAt(id, startOffset) // h.mu is held: listed here
 	h.parts = append(h.parts, p)
 	h.link.wg.Add(1)
 	go func() {

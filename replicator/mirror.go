@@ -106,7 +106,16 @@ func sortedPartitions(ps map[int32]*linkstate.Partition) []int32 {
 }
 
 func (m *mirror) newPartition(id int32, startOffset int64) *partition {
-	p := &partition{
+	p := m.partitionAt(id, startOffset)
+	m.mu.Lock()
+	m.parts = append(m.parts, p)
+	m.mu.Unlock()
+	return p
+}
+
+// partitionAt makes (does not start or list) the mirror's partition id.
+func (m *mirror) partitionAt(id int32, startOffset int64) *partition {
+	return &partition{
 		m:           m,
 		id:          id,
 		log:         m.link.partLog.With(zap.String("mirror", m.name), zap.Int32("partition", id)),
@@ -115,10 +124,6 @@ func (m *mirror) newPartition(id int32, startOffset int64) *partition {
 		startOffset: startOffset,
 		logStartDue: -1,
 	}
-	m.mu.Lock()
-	m.parts = append(m.parts, p)
-	m.mu.Unlock()
-	return p
 }
 
 func (m *mirror) partitionsSnapshot() []*partition {
