@@ -307,6 +307,15 @@ func (g *Group) Run(ctx context.Context) {
 		fctx, cancel := context.WithTimeout(context.Background(), min(g.cfg.SessionTimeout, 8*time.Second))
 		if err := g.joinAndSync(fctx); err != nil {
 			g.log.Info("last round before leaving failed; the others wait for this member's lease", zap.Error(err))
+		} else {
+			// The others' SyncGroup may still be on its way (a member
+			// under load is slower than the leader). LeaveGroup now would
+			// start the next round first: the coordinator answers their
+			// SyncGroup with REBALANCE_IN_PROGRESS, they never see the
+			// clean grants of the last round, and a new leader that did
+			// not see them either makes the next owners wait a lease.
+			// Seen in CI: staying a heartbeat interval longer closes that.
+			time.Sleep(g.heartbeatEvery())
 		}
 		cancel()
 	}
