@@ -242,7 +242,15 @@ type Source struct {
 	// NetworkLink names the networkLinks endpoint the source is reached
 	// through (empty: directly).
 	NetworkLink string `koanf:"networkLink"`
+	// FetchSessions: incremental fetch sessions (KIP-227) with every
+	// source broker that offers them; default true. false makes every
+	// fetch name every partition (for a broker whose sessions misbehave,
+	// and to measure what sessions save).
+	FetchSessions *bool `koanf:"fetchSessions"`
 }
+
+// SessionsOn reports whether fetch sessions are wanted (the default).
+func (s Source) SessionsOn() bool { return s.FetchSessions == nil || *s.FetchSessions }
 
 // MirrorTopic is one destination topic fed from one source topic.
 type MirrorTopic struct {

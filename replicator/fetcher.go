@@ -99,6 +99,8 @@ type fetchers struct {
 	// out); pool holds the batches until the destination has them.
 	respPool *kconn.BufferPool
 	pool     *kconn.BufferPool
+	// sessions: use incremental fetch sessions where brokers offer them.
+	sessions bool
 
 	mu       sync.Mutex
 	byBroker map[int32]map[*cursor]struct{}
@@ -118,10 +120,13 @@ type brokerFetcher struct {
 	// rotate moves the start of the partition list each fetch so that no
 	// partition is always last (and cut short by the response size).
 	rotate int
+	// session is the incremental fetch session with this broker.
+	session fetchSession
 }
 
-func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.Options) *fetchers {
+func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.Options, sessions bool) *fetchers {
 	f := &fetchers{
+		sessions:  sessions,
 		src:       src,
 		log:       log,
 		dial:      dial,
@@ -279,7 +284,7 @@ func (f *fetchers) assignLeaders() {
 		}
 		f.byBroker[leader][c] = struct{}{}
 		if f.loops[leader] == nil {
-			b := &brokerFetcher{id: leader, wake: make(chan struct{}, 1)}
+			b := &brokerFetcher{id: leader, wake: make(chan struct{}, 1), session: fetchSession{off: !f.sessions}}
 			f.loops[leader] = b
 			f.wg.Add(1)
 			go f.fetchLoop(b)
@@ -408,47 +413,56 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 	// read_committed: only batches whose transaction outcome is decided
 	// (below the last stable offset), so that a replayed destination
 	// transaction is open only as long as its replay takes.
-	req := newFetchRequest(1, wait, fetchMaxBytes)
-	version := min(b.conn.MaxVersion(int16(kmsg.Fetch)), req.MaxVersion())
-	b.rotate++
-	byTopic := map[string]int{}
-	for i := range parts {
-		fp := parts[(i+b.rotate)%len(parts)]
+	version := min(b.conn.MaxVersion(int16(kmsg.Fetch)), kmsg.NewPtrFetchRequest().MaxVersion())
+	for _, fp := range parts {
 		if fp.c.topicID == ([16]byte{}) {
 			version = min(version, 12) // v13+ names topics by ID only
 		}
-		ti, ok := byTopic[fp.c.topic]
-		if !ok {
-			ft := kmsg.NewFetchRequestTopic()
-			ft.Topic = fp.c.topic
-			ft.TopicID = fp.c.topicID
-			req.Topics = append(req.Topics, ft)
-			ti = len(req.Topics) - 1
-			byTopic[fp.c.topic] = ti
-		}
-		rp := kmsg.NewFetchRequestTopicPartition()
-		rp.Partition = fp.c.partition
-		rp.FetchOffset = fp.offset
-		rp.PartitionMaxBytes = partitionFetchBytes
-		rp.CurrentLeaderEpoch = -1
-		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
 	}
 	if version < 4 {
 		return nil, nil, fmt.Errorf("source broker %d does not support Fetch v4+ (Kafka 0.11+ is required)", b.id)
 	}
-	req.SetVersion(version)
-	kresp, buf, err := b.conn.DoPooled(f.ctx, req, wait+30*time.Second, f.respPool)
-	if err != nil {
-		b.conn.Close()
-		return nil, nil, err
+	b.rotate++
+	order := func(i int) int { return (i + b.rotate) % len(parts) }
+	// At most twice: a session the broker no longer knows is answered
+	// with an error, and the fetch is sent again as a full one.
+	for range 2 {
+		req := newFetchRequest(1, wait, fetchMaxBytes)
+		req.SetVersion(version)
+		b.session.build(req, parts, order)
+		kresp, buf, err := b.conn.DoPooled(f.ctx, req, wait+30*time.Second, f.respPool)
+		if err != nil {
+			b.session.reset() // whether the broker took the request is unknown
+			b.conn.Close()
+			return nil, nil, err
+		}
+		resp := kresp.(*kmsg.FetchResponse)
+		fetchRequests.WithLabelValues(f.link, fetchKind(req)).Inc()
+		if hook := testHookFetchAnswered.Load(); hook != nil {
+			(*hook)(f.link, req, resp)
+		}
+		usable, err := b.session.answered(resp)
+		if !usable {
+			buf.Release()
+			if err == nil {
+				fetchSessionResets.WithLabelValues(f.link).Inc()
+				f.log.Debug("fetch session ended by the broker; starting a new one", zap.Int32("broker", b.id), zap.Error(kerr.ErrorForCode(resp.ErrorCode)))
+				continue
+			}
+			return nil, nil, fmt.Errorf("fetch refused: %w", err)
+		}
+		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+			buf.Release()
+			return nil, nil, fmt.Errorf("fetch refused: %w", err)
+		}
+		return resp, buf, nil
 	}
-	resp := kresp.(*kmsg.FetchResponse)
-	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		buf.Release()
-		return nil, nil, fmt.Errorf("fetch refused: %w", err)
-	}
-	return resp, buf, nil
+	return nil, nil, fmt.Errorf("source broker %d refused a new fetch session twice", b.id)
 }
+
+// testHookFetchAnswered, when set (by tests), sees every Fetch request a
+// source broker answered, and the answer.
+var testHookFetchAnswered atomic.Pointer[func(link string, req *kmsg.FetchRequest, resp *kmsg.FetchResponse)]
 
 // closeConns closes the fetch connections once the loops have stopped.
 func (f *fetchers) closeConns() {

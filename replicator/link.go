@@ -124,7 +124,7 @@ func (l *Link) Run(ctx context.Context) {
 	l.state, l.err = LinkRunning, ""
 	l.mu.Unlock()
 
-	l.fetchers = newFetchers(ctx, l.src, l.log, l.src.connOptions("klink-"+l.identity.ID))
+	l.fetchers = newFetchers(ctx, l.src, l.log, l.src.connOptions("klink-"+l.identity.ID), l.cfg.Source.SessionsOn())
 	l.sinks = newSinks(l.dst, l.log, l.dst.connOptions("klink-"+l.identity.ID))
 	if l.group != nil {
 		// An append lives at most the append lifetime (its deadline,

@@ -24,6 +24,14 @@ var (
 		Help:    "Produce requests to destination brokers, from send to answer.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	}, []string{"link"})
+	fetchRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "klink_fetch_requests_total",
+		Help: "Fetch requests answered by source brokers, by kind: incremental (a fetch session's request naming only what changed), full (one naming every partition wanted, which starts a session), sessionless (the broker or the config has no fetch sessions).",
+	}, []string{"link", "kind"})
+	fetchSessionResets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "klink_fetch_session_resets_total",
+		Help: "Fetch sessions a source broker ended (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, FETCH_SESSION_TOPIC_ID_ERROR): each costs one full fetch.",
+	}, []string{"link"})
 	logsDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "klink_log_lines_suppressed_total",
 		Help: "Repeated partition log lines not written (more than 5 of one message a second per link).",
@@ -36,7 +44,7 @@ var (
 
 // Collectors are the instruments above, to register once per process.
 func Collectors() []prometheus.Collector {
-	return append([]prometheus.Collector{fetchSeconds, produceSeconds, errorsTotal, logsDropped}, membership.Collectors()...)
+	return append([]prometheus.Collector{fetchSeconds, fetchRequests, fetchSessionResets, produceSeconds, errorsTotal, logsDropped}, membership.Collectors()...)
 }
 
 func countError(link, kind string) { errorsTotal.WithLabelValues(link, kind).Inc() }

@@ -1,0 +1,206 @@
+package replicator
+
+import (
+	"errors"
+	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// fetchSession is one source broker's incremental fetch session (KIP-227,
+// Fetch v7+). The broker remembers the partitions a session names and the
+// position of each; a request then names only the partitions whose
+// position changed, and forgets those no longer wanted, and the answer
+// carries only partitions with news (records, an error, a new high
+// watermark, last stable offset or log start). With 10,000 idle partitions
+// on a broker, that is the difference between naming all of them twice a
+// second and naming none.
+//
+// The broker moves a partition's position only when a request names it,
+// never on its own after an answer: a result that is dropped (the
+// partition was reset meanwhile) is fetched again at the same position.
+//
+// Any doubt ends the session (a new one starts with a full fetch): a
+// connection lost, an error answer, a topic whose ID changed.
+type fetchSession struct {
+	// off: the broker does not speak Fetch v7, or sessions are turned off.
+	off bool
+	id  int32 // 0: none yet
+	ids bool  // the session names topics by ID (Fetch v13+)
+	// epoch is the next request's epoch: 0 asks for a new session (a full
+	// fetch), then 1, 2, ... up to MaxInt32, then 1 again.
+	epoch int32
+	// parts are the partitions the broker holds in the session, at the
+	// position the last accepted request gave them.
+	parts map[tp]sessionPart
+	// pending is what the request in flight changes, applied on success.
+	pending sessionChange
+}
+
+type sessionPart struct {
+	topicID [16]byte
+	offset  int64
+}
+
+type sessionChange struct {
+	set    map[tp]sessionPart
+	forget []tp
+	full   bool // the request was a full one (epoch 0): parts is set
+}
+
+// reset ends the session: the next request is a full one that asks for a
+// new session.
+func (s *fetchSession) reset() {
+	s.id, s.epoch, s.parts, s.pending = 0, 0, nil, sessionChange{}
+}
+
+// build fills req's session fields, topics and forgotten topics for parts
+// (the partitions wanted now). named reports which parts the request
+// names; the others are in the session at the position wanted, and the
+// broker answers for them without being told. req's version must be set.
+// order gives the index of the i-th part to name, so that the caller can
+// rotate them.
+func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order func(i int) int) {
+	add := func(fp fetchPart, byTopic map[string]int) {
+		ti, ok := byTopic[fp.c.topic]
+		if !ok {
+			ft := kmsg.NewFetchRequestTopic()
+			ft.Topic = fp.c.topic
+			ft.TopicID = fp.c.topicID
+			req.Topics = append(req.Topics, ft)
+			ti = len(req.Topics) - 1
+			byTopic[fp.c.topic] = ti
+		}
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition = fp.c.partition
+		rp.FetchOffset = fp.offset
+		rp.PartitionMaxBytes = partitionFetchBytes
+		rp.CurrentLeaderEpoch = -1
+		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
+	}
+	byTopic := map[string]int{}
+	if s.off || req.GetVersion() < 7 {
+		req.SessionID, req.SessionEpoch = 0, -1
+		for i := range parts {
+			add(parts[order(i)], byTopic)
+		}
+		return
+	}
+	// A session names topics one way for its whole life: by ID from
+	// Fetch v13 on, by name before. A topic recreated under the same name
+	// has another ID: the session would hold both. Start afresh instead.
+	ids := req.GetVersion() >= 13
+	if s.epoch != 0 && s.ids != ids {
+		s.reset()
+	}
+	s.ids = ids
+	if s.epoch != 0 {
+		for _, fp := range parts {
+			if have, ok := s.parts[tp{fp.c.topic, fp.c.partition}]; ok && have.topicID != fp.c.topicID {
+				s.reset()
+				break
+			}
+		}
+	}
+	ch := sessionChange{set: map[tp]sessionPart{}, full: s.epoch == 0}
+	req.SessionID, req.SessionEpoch = s.id, s.epoch
+	wanted := make(map[tp]bool, len(parts))
+	for i := range parts {
+		fp := parts[order(i)]
+		key := tp{fp.c.topic, fp.c.partition}
+		wanted[key] = true
+		if !ch.full {
+			if have, ok := s.parts[key]; ok && have.offset == fp.offset {
+				continue
+			}
+		}
+		ch.set[key] = sessionPart{topicID: fp.c.topicID, offset: fp.offset}
+		add(fp, byTopic)
+	}
+	if !ch.full {
+		forgotten := map[string]int{}
+		for key, have := range s.parts {
+			if wanted[key] {
+				continue
+			}
+			ch.forget = append(ch.forget, key)
+			fi, ok := forgotten[key.topic]
+			if !ok {
+				ft := kmsg.NewFetchRequestForgottenTopic()
+				ft.Topic = key.topic
+				ft.TopicID = have.topicID
+				req.ForgottenTopics = append(req.ForgottenTopics, ft)
+				fi = len(req.ForgottenTopics) - 1
+				forgotten[key.topic] = fi
+			}
+			req.ForgottenTopics[fi].Partitions = append(req.ForgottenTopics[fi].Partitions, key.p)
+		}
+	}
+	s.pending = ch
+}
+
+// answered takes the broker's answer to the request build filled in. It
+// returns whether the answer's partitions are to be read (false: the
+// session was refused, and the request must be sent again as a full one).
+func (s *fetchSession) answered(resp *kmsg.FetchResponse) (usable bool, err error) {
+	if s.off || resp.GetVersion() < 7 {
+		return true, nil
+	}
+	ch := s.pending
+	s.pending = sessionChange{}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		s.reset()
+		if isSessionError(err) {
+			// Evicted (the broker's cache is full, or it restarted) or
+			// out of step: a full fetch starts a new session.
+			return false, nil
+		}
+		return false, err
+	}
+	if ch.full {
+		if resp.SessionID == 0 {
+			// The broker keeps no session for us (its cache is full, or
+			// sessions are off there): every fetch stays a full one.
+			s.reset()
+			return true, nil
+		}
+		s.id, s.parts = resp.SessionID, ch.set
+	} else {
+		if resp.SessionID != s.id {
+			s.reset()
+			return false, errors.New("the broker answered for another fetch session")
+		}
+		for key, p := range ch.set {
+			s.parts[key] = p
+		}
+		for _, key := range ch.forget {
+			delete(s.parts, key)
+		}
+	}
+	if s.epoch == math.MaxInt32 {
+		s.epoch = 1
+	} else {
+		s.epoch++
+	}
+	return true, nil
+}
+
+// isSessionError reports the top-level errors that end a fetch session
+// and call for a new one.
+func isSessionError(err error) bool {
+	return errors.Is(err, kerr.FetchSessionIDNotFound) || errors.Is(err, kerr.InvalidFetchSessionEpoch) ||
+		errors.Is(err, kerr.FetchSessionTopicIDError)
+}
+
+// fetchKind names a Fetch request's kind, for metrics.
+func fetchKind(req *kmsg.FetchRequest) string {
+	switch {
+	case req.SessionEpoch < 0:
+		return "sessionless"
+	case req.SessionEpoch == 0:
+		return "full"
+	default:
+		return "incremental"
+	}
+}
