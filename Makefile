@@ -34,6 +34,7 @@ FUZZ_TARGETS = \
 	./replicator/kconn:FuzzResponse \
 	./replicator/kconn:FuzzSkipTags \
 	./replicator/kconn:FuzzEncodeProduce \
+	./replicator/kconn:FuzzReadFetchResponse \
 	./replicator:FuzzFetchToPartitions \
 	./replicator:FuzzProduceAnswer \
 	./config:FuzzLoad \

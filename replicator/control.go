@@ -181,8 +181,12 @@ func (m *mirror) run(ctx context.Context) {
 	}
 	tick := time.NewTicker(metadataEvery)
 	defer tick.Stop()
+	// The promote check ticks only while a promote waits: an idle klink
+	// with thousands of mirrors must not wake four times a second each.
 	promote := time.NewTicker(promoteCheckEvery)
+	promote.Stop()
 	defer promote.Stop()
+	promoting := false
 	var promoteSince time.Time
 	for {
 		act := m.decide()
@@ -223,6 +227,13 @@ func (m *mirror) run(ctx context.Context) {
 		var failed <-chan struct{}
 		if r != nil {
 			failed = r.ctx.Done()
+		}
+		if want := cur == linkstate.PendingStopped; want != promoting {
+			if promoting = want; want {
+				promote.Reset(promoteCheckEvery)
+			} else {
+				promote.Stop()
+			}
 		}
 		select {
 		case <-ctx.Done():

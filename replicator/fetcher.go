@@ -95,10 +95,8 @@ type fetchers struct {
 	src  *cluster
 	log  *zap.Logger
 	dial kconn.Options
-	// respPool holds fetch responses (back at once: batches are copied
-	// out); pool holds the batches until the destination has them.
-	respPool *kconn.BufferPool
-	pool     *kconn.BufferPool
+	// pool holds the record sets until the destination has them.
+	pool *kconn.BufferPool
 	// sessions: use incremental fetch sessions where brokers offer them.
 	sessions bool
 
@@ -130,7 +128,6 @@ func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.
 		src:       src,
 		log:       log,
 		dial:      dial,
-		respPool:  kconn.NewUniformBufferPool(4*(fetchMaxBytes+partitionFetchBytes), fetchMaxBytes+partitionFetchBytes),
 		pool:      kconn.NewBufferPool(2 * maxLinkBuffered),
 		byBroker:  map[int32]map[*cursor]struct{}{},
 		loops:     map[int32]*brokerFetcher{},
@@ -368,7 +365,7 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 			wait = fetchShortWait
 		}
 		began := time.Now()
-		resp, buf, err := f.fetch(b, parts, wait)
+		sf, err := f.fetch(b, parts, wait)
 		if err == nil {
 			fetchSeconds.WithLabelValues(f.link).Observe(time.Since(began).Seconds())
 		}
@@ -390,23 +387,25 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 			continue
 		}
 		backoff.reset()
-		f.handleFetch(parts, resp)
-		buf.Release() // the batches were copied out
+		f.handleFetch(parts, sf)
+		sf.Release() // the record sets no partition took
 	}
 }
 
 // fetch sends one Fetch for parts to the broker, (re)connecting as needed.
-func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration) (*kmsg.FetchResponse, *kconn.Buffer, error) {
+// The answer is read as a stream: each partition's record set lands in a
+// buffer of its own.
+func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration) (*kconn.StreamedFetch, error) {
 	if b.conn == nil || b.conn.Err() != nil {
 		addr, ok := f.src.brokerAddr(b.id)
 		if !ok {
-			return nil, nil, fmt.Errorf("source broker %d is unknown", b.id)
+			return nil, fmt.Errorf("source broker %d is unknown", b.id)
 		}
 		ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
 		conn, err := kconn.Dial(ctx, addr, f.dial)
 		cancel()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		b.conn = conn
 	}
@@ -420,7 +419,7 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 		}
 	}
 	if version < 4 {
-		return nil, nil, fmt.Errorf("source broker %d does not support Fetch v4+ (Kafka 0.11+ is required)", b.id)
+		return nil, fmt.Errorf("source broker %d does not support Fetch v4+ (Kafka 0.11+ is required)", b.id)
 	}
 	b.rotate++
 	order := func(i int) int { return (i + b.rotate) % len(parts) }
@@ -430,34 +429,34 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 		req := newFetchRequest(1, wait, fetchMaxBytes)
 		req.SetVersion(version)
 		b.session.build(req, parts, order)
-		kresp, buf, err := b.conn.DoPooled(f.ctx, req, wait+30*time.Second, f.respPool)
+		sf, err := b.conn.DoFetch(f.ctx, req, wait+30*time.Second, f.pool)
 		if err != nil {
 			b.session.reset() // whether the broker took the request is unknown
 			b.conn.Close()
-			return nil, nil, err
+			return nil, err
 		}
-		resp := kresp.(*kmsg.FetchResponse)
+		resp := sf.Resp
 		fetchRequests.WithLabelValues(f.link, fetchKind(req)).Inc()
 		if hook := testHookFetchAnswered.Load(); hook != nil {
 			(*hook)(f.link, req, resp)
 		}
 		usable, err := b.session.answered(resp)
 		if !usable {
-			buf.Release()
+			sf.Release()
 			if err == nil {
 				fetchSessionResets.WithLabelValues(f.link).Inc()
 				f.log.Debug("fetch session ended by the broker; starting a new one", zap.Int32("broker", b.id), zap.Error(kerr.ErrorForCode(resp.ErrorCode)))
 				continue
 			}
-			return nil, nil, fmt.Errorf("fetch refused: %w", err)
+			return nil, fmt.Errorf("fetch refused: %w", err)
 		}
 		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			buf.Release()
-			return nil, nil, fmt.Errorf("fetch refused: %w", err)
+			sf.Release()
+			return nil, fmt.Errorf("fetch refused: %w", err)
 		}
-		return resp, buf, nil
+		return sf, nil
 	}
-	return nil, nil, fmt.Errorf("source broker %d refused a new fetch session twice", b.id)
+	return nil, fmt.Errorf("source broker %d refused a new fetch session twice", b.id)
 }
 
 // testHookFetchAnswered, when set (by tests), sees every Fetch request a
@@ -476,7 +475,8 @@ func (f *fetchers) closeConns() {
 }
 
 // handleFetch hands each partition its part of a fetch response.
-func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
+func (f *fetchers) handleFetch(parts []fetchPart, sf *kconn.StreamedFetch) {
+	resp := sf.Resp
 	byKey := make(map[tp]fetchPart, len(parts))
 	byID := make(map[[16]byte]string)
 	for _, fp := range parts {
@@ -484,12 +484,12 @@ func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
 		byID[fp.c.topicID] = fp.c.topic
 	}
 	refresh := false
-	for _, t := range resp.Topics {
+	for ti, t := range resp.Topics {
 		topic := t.Topic
 		if topic == "" {
 			topic = byID[t.TopicID]
 		}
-		for _, rp := range t.Partitions {
+		for pi, rp := range t.Partitions {
 			fp, ok := byKey[tp{topic, rp.Partition}]
 			if !ok {
 				continue
@@ -498,7 +498,8 @@ func (f *fetchers) handleFetch(parts []fetchPart, resp *kmsg.FetchResponse) {
 			err := kerr.ErrorForCode(rp.ErrorCode)
 			switch {
 			case err == nil:
-				res.batches, res.buf, res.err = f.copyOut(rp.RecordBatches)
+				res.batches, res.buf, res.err = takeRecords(sf.Records[ti][pi])
+				sf.Records[ti][pi] = nil // the result holds it now
 				for _, b := range res.batches {
 					res.bytes += int64(len(b))
 				}
@@ -534,28 +535,20 @@ func (f *fetchers) unassign(c *cursor, err error) {
 	f.mu.Unlock()
 }
 
-// copyOut splits a partition's record set into batches held in a buffer of
-// their own. Copying (once, memcpy speed) lets the whole response buffer go
-// back to the pool at once; batches left in it would pin all of it until
-// the slowest of its partitions had appended them.
-func (f *fetchers) copyOut(records []byte) ([]batch.Batch, *kconn.Buffer, error) {
-	bs, err := batch.Split(records)
+// takeRecords splits a partition's record set, read into a buffer of its
+// own, into batches; the buffer then holds one reference per batch, and is
+// released when the last of them is appended (or dropped).
+func takeRecords(buf *kconn.Buffer) ([]batch.Batch, *kconn.Buffer, error) {
+	if buf == nil {
+		return nil, nil, nil
+	}
+	bs, err := batch.Split(buf.Bytes())
 	if err != nil || len(bs) == 0 {
+		buf.Release()
 		return nil, nil, err
 	}
-	n := 0
-	for _, b := range bs {
-		n += len(b)
-	}
-	buf := f.pool.Get(n)
-	copy(buf.Bytes(), records[:n])
-	out, err := batch.Split(buf.Bytes())
-	if err != nil || len(out) != len(bs) {
-		buf.Release()
-		return nil, nil, fmt.Errorf("internal: copied batches do not split as the originals (%v)", err)
-	}
-	buf.Retain(len(out) - 1) // one reference per batch
-	return out, buf, nil
+	buf.Retain(len(bs) - 1)
+	return bs, buf, nil
 }
 
 // deliver puts a result into a cursor's inbox, unless the cursor was reset

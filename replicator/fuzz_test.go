@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -17,7 +18,7 @@ import (
 
 // The fuzz targets here drive the data path's two hand-offs without
 // clusters: a Fetch response handed to the partitions (fetchers.handleFetch,
-// copyOut, deliver) and read into steps (partition.plan), and a Produce
+// takeRecords, deliver) and read into steps (partition.plan), and a Produce
 // response matched to the appends of its request (sink.answer).
 
 var fuzzTopicID = [16]byte{0xab, 1, 2, 3}
@@ -111,6 +112,30 @@ func fuzzFetchResponse(layout, records []byte, hwm int64, fixCRC bool) *kmsg.Fet
 	return resp
 }
 
+// streamed is resp as the fetch stream delivers it (kconn.DoFetch): each
+// partition's record set in a pooled buffer of its own. resp itself is
+// left as it is (the copy's partitions alias the buffers), so that a test
+// can compare with it after the buffers are released.
+func streamed(pool *kconn.BufferPool, resp *kmsg.FetchResponse) *kconn.StreamedFetch {
+	cp := *resp
+	cp.Topics = slices.Clone(resp.Topics)
+	sf := &kconn.StreamedFetch{Resp: &cp}
+	for ti := range cp.Topics {
+		t := &cp.Topics[ti]
+		t.Partitions = slices.Clone(t.Partitions)
+		bufs := make([]*kconn.Buffer, len(t.Partitions))
+		for pi := range t.Partitions {
+			if rb := t.Partitions[pi].RecordBatches; len(rb) > 0 {
+				b := pool.Get(len(rb))
+				copy(b.Bytes(), rb)
+				bufs[pi], t.Partitions[pi].RecordBatches = b, b.Bytes()
+			}
+		}
+		sf.Records = append(sf.Records, bufs)
+	}
+	return sf
+}
+
 // newFuzzFetchers is a link's fetchers with what handleFetch and plan use.
 func newFuzzFetchers() *fetchers {
 	return &fetchers{
@@ -139,7 +164,9 @@ func TestPlanSourceBatches(t *testing.T) {
 			c := newCursor("orders", fuzzTopicID, 0)
 			c.active, c.offset, c.gen, c.leader = true, next, 1, 1
 			resp := fuzzFetchResponse([]byte{0, 0, 0, byte(len(records) >> 8), byte(len(records))}, records, 1000, false)
-			fs.handleFetch([]fetchPart{{c: c, offset: next, gen: 1}}, resp)
+			sf := streamed(fs.pool, resp)
+			fs.handleFetch([]fetchPart{{c: c, offset: next, gen: 1}}, sf)
+			sf.Release()
 			res := fs.take(c)
 			p := &partition{m: &mirror{link: &Link{fetchers: fs}, name: "orders", sourceTopic: "orders"}, id: 0, cur: c, log: zap.NewNop(), next: next}
 			end := planEnd(next, res)
@@ -205,7 +232,9 @@ func FuzzFetchToPartitions(f *testing.F) {
 			parts = append(parts, part)
 		}
 		resp := fuzzFetchResponse(layout, records, hwm, fixCRC)
-		fs.handleFetch(parts, resp)
+		sf := streamed(fs.pool, resp)
+		fs.handleFetch(parts, sf)
+		sf.Release()
 
 		var total int64
 		for i, fp := range parts {

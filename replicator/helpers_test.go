@@ -77,7 +77,7 @@ func runReplicatorLogged(t *testing.T, cfg *config.Config, log *zap.Logger) (*Re
 				// reference, nothing was released twice.
 				for _, l := range r.links {
 					if l.fetchers != nil {
-						if n := l.fetchers.pool.Outstanding() + l.fetchers.respPool.Outstanding(); n != 0 {
+						if n := l.fetchers.pool.Outstanding(); n != 0 {
 							t.Errorf("link %s: %d fetch buffers still referenced after stopping", l.Name(), n)
 						}
 					}

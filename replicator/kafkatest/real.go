@@ -323,6 +323,18 @@ func (c *Cluster) killAll() {
 // Nodes is the number of brokers (real clusters the harness started).
 func (c *Cluster) Nodes() int { return len(c.nodes) }
 
+// PIDs are the process ids of the brokers running now (real clusters the
+// harness started; none otherwise): benchmarks read their CPU time.
+func (c *Cluster) PIDs() []int {
+	var pids []int
+	for _, n := range c.nodes {
+		if pid := n.pid(); pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func (c *Cluster) node(t testing.TB, i int) *node {
 	t.Helper()
 	if c.kind != Kafka || len(c.nodes) == 0 {

@@ -9,6 +9,7 @@
 package kconn
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -46,6 +47,7 @@ var ErrClosed = errors.New("connection closed")
 type Conn struct {
 	addr     string
 	nc       net.Conn
+	br       *bufio.Reader // the reader goroutine's: large reads, few system calls
 	opts     Options
 	versions map[int16]int16 // api key -> max version the broker supports
 
@@ -70,6 +72,10 @@ type call struct {
 	// is called instead of done.
 	pool       *BufferPool
 	pooledDone func(kmsg.Response, *Buffer, error)
+	// stream, if set, reads the body (n bytes after the correlation id)
+	// itself, straight from the connection; an error loses the framing
+	// and fails the connection. done is then called with (nil, nil).
+	stream func(r *bufio.Reader, n int) error
 }
 
 // finish hands the call its outcome.
@@ -95,13 +101,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	c := &Conn{
-		addr:   addr,
-		nc:     nc,
-		opts:   opts,
-		queued: make(chan struct{}, 1),
-		dead:   make(chan struct{}),
-	}
+	c := newConn(addr, nc, opts)
 	go c.readLoop()
 	if err := c.loadVersions(ctx); err != nil {
 		c.Close()
@@ -114,6 +114,17 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		}
 	}
 	return c, nil
+}
+
+func newConn(addr string, nc net.Conn, opts Options) *Conn {
+	return &Conn{
+		addr:   addr,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, readBufferSize),
+		opts:   opts,
+		queued: make(chan struct{}, 1),
+		dead:   make(chan struct{}),
+	}
 }
 
 // authenticate runs the SASL exchange (SaslHandshake v1, then
@@ -335,13 +346,26 @@ func (c *Conn) readLoop() {
 	}
 }
 
+// readBufferSize is the connection's read buffer: small fields come out of
+// it; a read of at least this size (a record set) bypasses it.
+const readBufferSize = 64 << 10
+
 func (c *Conn) readResponse(cl *call, size []byte) (kmsg.Response, *Buffer, error) {
-	if _, err := io.ReadFull(c.nc, size); err != nil {
+	if _, err := io.ReadFull(c.br, size); err != nil {
 		return nil, nil, err
 	}
 	n := binary.BigEndian.Uint32(size)
 	if n < 4 || n > 1<<30 {
 		return nil, nil, fmt.Errorf("invalid response size %d", n)
+	}
+	if cl.stream != nil {
+		if _, err := io.ReadFull(c.br, size); err != nil {
+			return nil, nil, err
+		}
+		if corr := int32(binary.BigEndian.Uint32(size)); corr != cl.corr {
+			return nil, nil, fmt.Errorf("response correlation id %d, expected %d", corr, cl.corr)
+		}
+		return nil, nil, cl.stream(c.br, int(n)-4)
 	}
 	var body []byte
 	var buf *Buffer
@@ -356,7 +380,7 @@ func (c *Conn) readResponse(cl *call, size []byte) (kmsg.Response, *Buffer, erro
 }
 
 func (c *Conn) decode(cl *call, body []byte) (kmsg.Response, error) {
-	if _, err := io.ReadFull(c.nc, body); err != nil {
+	if _, err := io.ReadFull(c.br, body); err != nil {
 		return nil, err
 	}
 	if corr := int32(binary.BigEndian.Uint32(body)); corr != cl.corr {

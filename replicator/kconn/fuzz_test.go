@@ -146,7 +146,7 @@ func fuzzRequest(c *Conn, kind uint8, v int16, pool *BufferPool) <-chan fuzzOutc
 // fuzzConn is a Conn on one end of a pipe, as Dial makes it (without the
 // ApiVersions exchange); the other end is the broker.
 func fuzzConn(nc net.Conn) *Conn {
-	c := &Conn{addr: "broker:9092", nc: nc, opts: Options{ClientID: "klink-fuzz", Timeout: 5 * time.Second}, queued: make(chan struct{}, 1), dead: make(chan struct{})}
+	c := newConn("broker:9092", nc, Options{ClientID: "klink-fuzz", Timeout: 5 * time.Second})
 	go c.readLoop()
 	return c
 }

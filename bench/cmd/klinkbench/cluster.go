@@ -178,7 +178,7 @@ func clusterRun(ctx context.Context, bin string, src *kfake.Cluster, n, partitio
 	}
 	r.name += " (" + strings.Join(spread, "; ") + ")"
 	if verify {
-		v, err := verifyMirror(ctx, src, dst, partitions, records)
+		v, err := verifyMirror(ctx, src, dst, topic, partitions, records)
 		if err != nil {
 			cleanup()
 			return result{}, nil, nil, err

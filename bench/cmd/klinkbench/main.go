@@ -17,6 +17,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -29,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,6 +64,9 @@ func main() {
 	flag.StringVar(&svgPath, "svg", "", "also draw CPU per GiB of each run as an SVG bar chart into this file")
 	members := flag.String("members", "", "measure klink clusters of these sizes (e.g. 1,2,3) instead")
 	takeoverRuns := flag.Int("takeovers", 5, "with -members: SIGKILL takeovers to time on the largest cluster")
+	runs := flag.Int("runs", 3, "klink and floor runs, alternating; the median is reported")
+	real := flag.Bool("kafka", false, "real Kafka brokers from $KLINK_KAFKA_HOME (../shared/kafka) instead of kfake, or the clusters named by $KLINK_TEST_SOURCE and $KLINK_TEST_DESTINATION")
+	idle := flag.Int("many", 0, "instead: mirror this many partitions (50 topics) with a few records each; time the catch-up, then measure idle CPU of klink and the source broker with and without fetch sessions")
 	flag.Parse()
 	total, err := parseSize(*size)
 	if err != nil {
@@ -73,7 +78,13 @@ func main() {
 		}
 		return
 	}
-	if err := run(total, *partitions, *batchBytes, *skipBaseline, *verify, *write); err != nil {
+	if *idle > 0 {
+		if err := runMany(*idle, *real, *write); err != nil {
+			fail(err)
+		}
+		return
+	}
+	if err := run(total, *partitions, *batchBytes, *runs, *skipBaseline, *verify, *real, *write); err != nil {
 		fail(err)
 	}
 }
@@ -114,26 +125,51 @@ type result struct {
 
 func (r result) gib() float64 { return float64(r.bytes) / (1 << 30) }
 
-func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, write string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+// kcluster is a Kafka cluster the harness reaches: kfake in this process,
+// or real brokers.
+type kcluster interface{ ListenAddrs() []string }
+
+// benchEnv is where a run takes place: the source, a fresh destination
+// (cluster and topic) for each klink run, and one for the baseline.
+type benchEnv struct {
+	clusters string // for the report
+	src      kcluster
+	srcPIDs  func() []int // the source brokers' processes; nil: they run in this one
+	dest     func(run int) (dst kcluster, dstTopic string, done func(), err error)
+}
+
+func run(total int64, partitions, batchBytes, runs int, skipBaseline, verify, real bool, write string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	defer cancel()
-	bin, err := os.MkdirTemp("", "klinkbench-")
+	bin, err := buildBinaries()
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(bin)
-	fmt.Println("building klink and the baseline...")
-	for _, b := range []struct{ out, pkg string }{{"klink", "./cmd/klink"}, {"baseline", "./bench/cmd/baseline"}} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg).CombinedOutput(); err != nil {
-			return fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+	var env benchEnv
+	if real {
+		e, stop, err := realEnv()
+		if err != nil {
+			return err
 		}
+		defer stop()
+		env = e
+	} else {
+		src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-source"))
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		env = benchEnv{clusters: "kfake (3 brokers each) in the harness process", src: src,
+			dest: func(run int) (kcluster, string, func(), error) {
+				dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID(fmt.Sprintf("bench-destination-%d", run)))
+				if err != nil {
+					return nil, "", nil, err
+				}
+				return dst, topic, dst.Close, nil
+			}}
 	}
-
-	src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-source"))
-	if err != nil {
-		return err
-	}
-	defer src.Close()
+	src := env.src
 	fmt.Printf("writing the data set: %s over %d partitions in zstd batches of ~%d KiB...\n", human(total), partitions, batchBytes>>10)
 	dataBytes, records, batches, err := fillSource(ctx, src, partitions, batchBytes, total)
 	if err != nil {
@@ -141,71 +177,67 @@ func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, wri
 	}
 	fmt.Printf("data set: %d batches, %d records, %s\n", batches, records, human(dataBytes))
 
-	var results []result
-	dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-destination"))
-	if err != nil {
-		return err
-	}
-	defer dst.Close()
-	cfg, err := writeKlinkConfig(bin, src, dst)
-	if err != nil {
-		return err
-	}
-	fmt.Println("running klink...")
-	args := []string{"run", "--config", cfg}
-	if cpuProfile != "" {
-		args = append(args, "--cpuprofile", cpuProfile)
-	}
-	kcmd := exec.Command(filepath.Join(bin, "klink"), args...)
-	kcmd.Env = append(os.Environ(), os.Getenv("KLINKBENCH_ENV"))
-	kr, err := measure(ctx, "klink (offset-preserving, zero-copy)", kcmd, dst, topic, src)
-	if err != nil {
-		return err
-	}
-	kr.bytes, kr.records = dataBytes, records
-	results = append(results, kr)
+	// klink and the floor alternately, runs times each (the order flips
+	// every run), so that a noisy moment cannot decide the ratio.
+	var klinks, floors []result
 	var verified string
-	if verify {
-		fmt.Println("verifying the klink mirror record by record...")
-		if verified, err = verifyMirror(ctx, src, dst, partitions, records); err != nil {
-			return err
+	for i := range runs {
+		for _, which := range [][]string{{"klink", "floor"}, {"floor", "klink"}}[i%2] {
+			switch which {
+			case "floor":
+				fmt.Printf("run %d/%d: the floor, a process that only relays the same bytes over TCP...\n", i+1, runs)
+				fr, err := measureFloor(ctx, dataBytes)
+				if err != nil {
+					return err
+				}
+				floors = append(floors, fr)
+			case "klink":
+				fmt.Printf("run %d/%d: klink...\n", i+1, runs)
+				kr, v, err := klinkRun(ctx, env, bin, i, partitions, dataBytes, records, verify)
+				if err != nil {
+					return err
+				}
+				klinks = append(klinks, kr)
+				verified = v
+			}
 		}
-		fmt.Println(verified)
 	}
-	dst.Close()
-
+	var results []result
+	km, fm := medianResult(klinks), medianResult(floors)
+	results = append(results, km)
 	if !skipBaseline {
-		dst2, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("bench-baseline"))
+		dst, dstTopic, done, err := env.dest(runs)
 		if err != nil {
 			return err
 		}
-		defer dst2.Close()
-		if err := createTopic(ctx, dst2, partitions); err != nil {
+		if err := createTopic(ctx, dst, dstTopic, partitions); err != nil {
 			return err
 		}
 		fmt.Println("running the baseline (kgo consume + re-produce)...")
-		cmd := exec.Command(filepath.Join(bin, "baseline"), "-source", strings.Join(src.ListenAddrs(), ","), "-destination", strings.Join(dst2.ListenAddrs(), ","), "-topic", topic, "-partitions", strconv.Itoa(partitions))
-		br, err := measureRecords(ctx, "baseline (kgo consume + re-produce, zstd)", cmd, dst2, records)
+		cmd := exec.Command(filepath.Join(bin, "baseline"), "-source", strings.Join(src.ListenAddrs(), ","), "-destination", strings.Join(dst.ListenAddrs(), ","),
+			"-topic", topic, "-dest-topic", dstTopic, "-partitions", strconv.Itoa(partitions))
+		br, err := measureRecords(ctx, "baseline (kgo consume + re-produce, zstd)", cmd, dst, dstTopic, records)
+		done()
 		if err != nil {
 			return err
 		}
 		br.bytes, br.records = dataBytes, records
 		results = append(results, br)
 	}
-	fmt.Println("measuring the floor: a process that only relays the same bytes over TCP...")
-	fr, err := measureFloor(ctx, dataBytes)
-	if err != nil {
-		return err
-	}
-	results = append(results, fr)
-	report := formatResults(results, dataBytes, records, batches, partitions)
+	results = append(results, fm)
+	report := formatResults(results, dataBytes, records, batches, partitions, env.clusters)
+	report += formatRuns(klinks, floors)
 	if verified != "" {
-		report += "klink's mirror checked afterwards: " + verified + ".\n"
+		report += "Every klink run's mirror checked afterwards; the last: " + verified + ".\n"
 	}
 	fmt.Println()
 	fmt.Print(report)
 	if write != "" {
-		if err := writeResults(write, report); err != nil {
+		block := "results"
+		if real {
+			block = "kafka"
+		}
+		if err := writeResultsBlock(write, block, report); err != nil {
 			return err
 		}
 		fmt.Println("written to", write)
@@ -215,12 +247,96 @@ func run(total int64, partitions, batchBytes int, skipBaseline, verify bool, wri
 		for _, r := range results {
 			bars = append(bars, bar{label: shortName(r.name), value: r.cpu.Seconds() / r.gib()})
 		}
-		if err := os.WriteFile(svgPath, barChart("CPU seconds per GiB mirrored (lower is better)", "CPU-s/GiB", bars), 0o644); err != nil {
+		title := "CPU seconds per GiB mirrored, " + strings.Fields(env.clusters)[0] + " (lower is better)"
+		if err := os.WriteFile(svgPath, barChart(title, "CPU-s/GiB", bars), 0o644); err != nil {
 			return err
 		}
 		fmt.Println("chart written to", svgPath)
 	}
 	return nil
+}
+
+// buildBinaries builds klink and the baseline into a temporary folder.
+func buildBinaries() (string, error) {
+	bin, err := os.MkdirTemp("", "klinkbench-")
+	if err != nil {
+		return "", err
+	}
+	fmt.Println("building klink and the baseline...")
+	for _, b := range []struct{ out, pkg string }{{"klink", "./cmd/klink"}, {"baseline", "./bench/cmd/baseline"}} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg).CombinedOutput(); err != nil {
+			os.RemoveAll(bin)
+			return "", fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return bin, nil
+}
+
+// klinkRun mirrors the data set with klink into a fresh destination, and
+// checks the mirror record by record and batch by batch.
+func klinkRun(ctx context.Context, env benchEnv, bin string, run, partitions int, dataBytes, records int64, verify bool) (result, string, error) {
+	dst, dstTopic, done, err := env.dest(run)
+	if err != nil {
+		return result{}, "", err
+	}
+	defer done()
+	dir, err := os.MkdirTemp(bin, "run-")
+	if err != nil {
+		return result{}, "", err
+	}
+	cfg, err := writeKlinkConfig(dir, env.src, dst, dstTopic, "")
+	if err != nil {
+		return result{}, "", err
+	}
+	args := []string{"run", "--config", cfg}
+	if cpuProfile != "" {
+		args = append(args, "--cpuprofile", cpuProfile)
+	}
+	kcmd := exec.Command(filepath.Join(bin, "klink"), args...)
+	kcmd.Env = append(os.Environ(), os.Getenv("KLINKBENCH_ENV"))
+	kr, err := measure(ctx, "klink (offset-preserving, zero-copy)", kcmd, dst, dstTopic, env.src)
+	if err != nil {
+		return result{}, "", err
+	}
+	kr.bytes, kr.records = dataBytes, records
+	if !verify {
+		return kr, "", nil
+	}
+	fmt.Println("verifying the klink mirror record by record...")
+	v, err := verifyMirror(ctx, env.src, dst, dstTopic, partitions, records)
+	if err != nil {
+		return result{}, "", err
+	}
+	fmt.Println(v)
+	return kr, v, nil
+}
+
+// medianResult is the run with the median CPU time (the upper one of an
+// even count).
+func medianResult(rs []result) result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int { return cmp.Compare(a.cpu, b.cpu) })
+	return s[len(s)/2]
+}
+
+// formatRuns lists the alternating runs and the median of their ratios.
+func formatRuns(klinks, floors []result) string {
+	if len(klinks) < 2 {
+		return ""
+	}
+	var b strings.Builder
+	var ratios []float64
+	fmt.Fprintf(&b, "\n%d alternating runs (klink first in odd runs, the floor first in even ones); the table above shows the median of each:\n\n", len(klinks))
+	fmt.Fprintln(&b, "| run | klink CPU s per GiB | floor CPU s per GiB | klink / floor |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|")
+	for i := range klinks {
+		k, f := klinks[i].cpu.Seconds()/klinks[i].gib(), floors[i].cpu.Seconds()/floors[i].gib()
+		ratios = append(ratios, k/f)
+		fmt.Fprintf(&b, "| %d | %.3f | %.3f | %.2f× |\n", i+1, k, f, k/f)
+	}
+	slices.Sort(ratios)
+	fmt.Fprintf(&b, "\nMedian klink / floor over the runs: **%.2f×** (min %.2f×, max %.2f×).\n", ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1])
+	return b.String()
 }
 
 // shortName is a result's name up to its first parenthesis or colon.
@@ -279,20 +395,20 @@ func makeBatch(r *rand.Rand, target int) (batch.Batch, int, error) {
 	}
 }
 
-func createTopic(ctx context.Context, c *kfake.Cluster, partitions int) error {
+func createTopic(ctx context.Context, c kcluster, name string, partitions int) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	_, err = kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, map[string]*string{"max.message.bytes": kmsg.StringPtr(strconv.Itoa(4 << 20))}, topic)
+	_, err = kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, map[string]*string{"max.message.bytes": kmsg.StringPtr(strconv.Itoa(4 << 20))}, name)
 	return err
 }
 
 // fillSource writes batches round-robin over the partitions until total
 // bytes are written.
-func fillSource(ctx context.Context, src *kfake.Cluster, partitions, batchBytes int, total int64) (bytes, records int64, batches int, err error) {
-	if err := createTopic(ctx, src, partitions); err != nil {
+func fillSource(ctx context.Context, src kcluster, partitions, batchBytes int, total int64) (bytes, records int64, batches int, err error) {
+	if err := createTopic(ctx, src, topic, partitions); err != nil {
 		return 0, 0, 0, err
 	}
 	r := rand.New(rand.NewPCG(1, 2))
@@ -363,7 +479,9 @@ func fillSource(ctx context.Context, src *kfake.Cluster, partitions, batchBytes 
 	return bytes, records, batches, nil
 }
 
-func writeKlinkConfig(dir string, src, dst *kfake.Cluster) (string, error) {
+// writeKlinkConfig writes a config that mirrors the source topic into
+// dstTopic; sourceExtra is added to the link's source section.
+func writeKlinkConfig(dir string, src, dst kcluster, dstTopic, sourceExtra string) (string, error) {
 	stateDir := filepath.Join(dir, "state")
 	cfg := fmt.Sprintf(`stateDir: %s
 admin: {listen: "off"}
@@ -374,22 +492,23 @@ links:
   - name: bench
     source:
       bootstrap: [%q]
-    mirrorTopics:
+%s    mirrorTopics:
       - name: %s
-`, stateDir, dst.ListenAddrs()[0], src.ListenAddrs()[0], topic)
+        sourceTopicName: %s
+`, stateDir, dst.ListenAddrs()[0], src.ListenAddrs()[0], sourceExtra, dstTopic, topic)
 	p := filepath.Join(dir, "klink.yaml")
 	return p, os.WriteFile(p, []byte(cfg), 0o600)
 }
 
 // measure runs cmd until every partition of topic on dst has the source's
 // end offset, and returns its wall time, CPU time and peak memory.
-func measure(ctx context.Context, name string, cmd *exec.Cmd, dst *kfake.Cluster, topic string, src *kfake.Cluster) (result, error) {
+func measure(ctx context.Context, name string, cmd *exec.Cmd, dst kcluster, dstTopic string, src kcluster) (result, error) {
 	srcEnds, err := endOffsets(ctx, src, topic)
 	if err != nil {
 		return result{}, err
 	}
 	return runUntil(ctx, name, cmd, func() (bool, error) {
-		de, err := endOffsets(ctx, dst, topic)
+		de, err := endOffsets(ctx, dst, dstTopic)
 		if err != nil {
 			return false, nil // not created yet
 		}
@@ -404,9 +523,9 @@ func measure(ctx context.Context, name string, cmd *exec.Cmd, dst *kfake.Cluster
 
 // measureRecords runs cmd until dst holds want records in topic (the
 // baseline does not keep offsets, only records).
-func measureRecords(ctx context.Context, name string, cmd *exec.Cmd, dst *kfake.Cluster, want int64) (result, error) {
+func measureRecords(ctx context.Context, name string, cmd *exec.Cmd, dst kcluster, dstTopic string, want int64) (result, error) {
 	return runUntil(ctx, name, cmd, func() (bool, error) {
-		de, err := endOffsets(ctx, dst, topic)
+		de, err := endOffsets(ctx, dst, dstTopic)
 		if err != nil {
 			return false, nil
 		}
@@ -484,7 +603,7 @@ func procStats(pid int) (cpu, sys time.Duration, rss int64, err error) {
 	return cpu, sys, rss, nil
 }
 
-func endOffsets(ctx context.Context, c *kfake.Cluster, topic string) (map[int32]int64, error) {
+func endOffsets(ctx context.Context, c kcluster, topic string) (map[int32]int64, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	if err != nil {
 		return nil, err
@@ -508,14 +627,14 @@ func endOffsets(ctx context.Context, c *kfake.Cluster, topic string) (map[int32]
 // verifyMirror compares the klink mirror with the source, one partition at
 // a time (to bound memory): records (offset, key, value, headers,
 // timestamp) and batches (byte-identical records sections).
-func verifyMirror(ctx context.Context, src, dst *kfake.Cluster, partitions int, records int64) (string, error) {
+func verifyMirror(ctx context.Context, src, dst kcluster, dstTopic string, partitions int, records int64) (string, error) {
 	var matched, identical int
 	for p := int32(0); p < int32(partitions); p++ {
 		s, err := mirrorcheck.ReadPartition(ctx, src.ListenAddrs(), topic, p, mirrorcheck.ReadUncommitted)
 		if err != nil {
 			return "", err
 		}
-		d, err := mirrorcheck.ReadPartition(ctx, dst.ListenAddrs(), topic, p, mirrorcheck.ReadUncommitted)
+		d, err := mirrorcheck.ReadPartition(ctx, dst.ListenAddrs(), dstTopic, p, mirrorcheck.ReadUncommitted)
 		if err != nil {
 			return "", err
 		}
@@ -527,7 +646,7 @@ func verifyMirror(ctx context.Context, src, dst *kfake.Cluster, partitions int, 
 			return "", fmt.Errorf("partition %d: %d filler records where the source has none", p, fillers)
 		}
 		matched += m
-		n, _, err := mirrorcheck.ComparePartitionBatches(ctx, src.ListenAddrs(), dst.ListenAddrs(), topic, topic, p)
+		n, _, err := mirrorcheck.ComparePartitionBatches(ctx, src.ListenAddrs(), dst.ListenAddrs(), topic, dstTopic, p)
 		if err != nil {
 			return "", err
 		}
@@ -549,10 +668,10 @@ func human(b int64) string {
 	return fmt.Sprintf("%d B", b)
 }
 
-func formatResults(rs []result, bytes, records int64, batches, partitions int) string {
+func formatResults(rs []result, bytes, records int64, batches, partitions int, clusters string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Data set: %s in %d zstd batches (~%d KiB each), %d records, %d partitions.\n", human(bytes), batches, bytes/int64(batches)>>10, records, partitions)
-	fmt.Fprintf(&b, "Machine: %s/%s, %d CPUs, %s. Clusters: kfake (3 brokers each) in the harness process; replicators as separate processes.\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(&b, "Machine: %s/%s, %d CPUs, %s. Clusters: %s; replicators as separate processes.\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), clusters)
 	fmt.Fprintln(&b, "| replicator | wall time | throughput | CPU seconds (of which kernel) | CPU s per GiB | peak RSS |")
 	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|")
 	for _, r := range rs {

@@ -1,0 +1,406 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/klink-io/klink/replicator/mirrorcheck"
+)
+
+// Many partitions: 50 topics with a few records in each partition. klink
+// catches up (timed, peak RSS taken), then idles: the CPU of klink and of
+// the source broker are measured over windows of idling, alternately with
+// fetch sessions and without (klink restarted with source.fetchSessions
+// false, then true, ...), so that each figure has a twin taken beside it.
+
+const (
+	manyTopics      = 50
+	manyRecords     = 3 // per partition
+	idleWindow      = 20 * time.Second
+	idleSettle      = 15 * time.Second // after a restart: every partition's start, and its first fetches
+	idleWindowsEach = 2
+)
+
+// idleSample is one window of idling.
+type idleSample struct {
+	sessions         bool
+	klinkCPU, srcCPU time.Duration
+	fetches          float64 // fetch requests answered
+	readB, writtenB  int64   // klink's socket and file reads and writes (/proc/<pid>/io)
+	window           time.Duration
+	klinkRSS         int64
+}
+
+func runMany(n int, real bool, write string) error {
+	if n < manyTopics || n%manyTopics != 0 {
+		return fmt.Errorf("-many %d: give a multiple of %d (topics)", n, manyTopics)
+	}
+	perTopic := n / manyTopics
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+	defer cancel()
+	bin, err := buildBinaries()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	var src, dst kcluster
+	var srcPIDs func() []int
+	clusters := "kfake (1 broker each) in the harness process: the source's CPU is the harness's, both clusters"
+	if real {
+		tb := &benchTB{}
+		defer tb.close()
+		s, err := startCluster(tb, "source")
+		if err != nil {
+			return err
+		}
+		d, err := startCluster(tb, "destination")
+		if err != nil {
+			return err
+		}
+		src, dst, srcPIDs = s, d, s.PIDs
+		clusters = "Apache Kafka 3.8 from $KLINK_KAFKA_HOME, one broker each"
+	} else {
+		s, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("many-source"))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		d, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("many-destination"))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		src, dst = s, d
+		srcPIDs = func() []int { return []int{os.Getpid()} }
+	}
+	var topics []string
+	for i := range manyTopics {
+		topics = append(topics, fmt.Sprintf("many-%02d", i))
+	}
+	fmt.Printf("creating %d topics of %d partitions on the source, %d records each...\n", manyTopics, perTopic, manyRecords)
+	records, err := fillMany(ctx, src, topics, perTopic)
+	if err != nil {
+		return err
+	}
+	srcEnds := map[string]map[int32]int64{}
+	for _, t := range topics {
+		if srcEnds[t], err = endOffsets(ctx, src, t); err != nil {
+			return err
+		}
+	}
+
+	dir, err := os.MkdirTemp(bin, "many-")
+	if err != nil {
+		return err
+	}
+	start := func(sessions bool) (*exec.Cmd, string, error) {
+		admin, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "stateDir: %s\nadmin: {listen: %q}\nlog: {level: warn, format: console}\n", filepath.Join(dir, "state"), admin)
+		fmt.Fprintf(&b, "destination:\n  bootstrap: [%q]\nlinks:\n  - name: many\n    source:\n      bootstrap: [%q]\n      fetchSessions: %v\n    mirrorTopics:\n", dst.ListenAddrs()[0], src.ListenAddrs()[0], sessions)
+		for _, t := range topics {
+			fmt.Fprintf(&b, "      - name: %s\n", t)
+		}
+		p := filepath.Join(dir, "klink.yaml")
+		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+			return nil, "", err
+		}
+		cmd := exec.Command(filepath.Join(bin, "klink"), "run", "--config", p)
+		cmd.Stderr = os.Stderr
+		return cmd, admin, cmd.Start()
+	}
+	stop := func(cmd *exec.Cmd) {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+
+	fmt.Println("klink catches up...")
+	began := time.Now()
+	cmd, admin, err := start(true)
+	if err != nil {
+		return err
+	}
+	for {
+		caught := true
+		for _, t := range topics {
+			de, err := endOffsets(ctx, dst, t)
+			if err != nil || !equalEnds(de, srcEnds[t]) {
+				caught = false
+				break
+			}
+		}
+		if caught {
+			break
+		}
+		if ctx.Err() != nil {
+			stop(cmd)
+			return ctx.Err()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	catchUp := time.Since(began)
+	_, _, catchRSS, err := procStats(cmd.Process.Pid)
+	if err != nil {
+		stop(cmd)
+		return err
+	}
+	fmt.Printf("caught up in %.1f s, peak RSS %d MiB\n", catchUp.Seconds(), catchRSS>>20)
+
+	var samples []idleSample
+	sessions := true
+	for i := range 2 * idleWindowsEach {
+		if i > 0 {
+			stop(cmd)
+			sessions = !sessions
+			if cmd, admin, err = start(sessions); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("idle window %d/%d, fetch sessions %v...\n", i+1, 2*idleWindowsEach, sessions)
+		time.Sleep(idleSettle)
+		s, err := idleWindowOf(cmd.Process.Pid, srcPIDs(), admin)
+		if err != nil {
+			stop(cmd)
+			return err
+		}
+		s.sessions = sessions
+		samples = append(samples, s)
+	}
+	stop(cmd)
+
+	fmt.Println("verifying every mirror record by record...")
+	matched := 0
+	for _, t := range topics {
+		s, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), t, mirrorcheck.ReadUncommitted)
+		if err != nil {
+			return err
+		}
+		d, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), t, mirrorcheck.ReadUncommitted)
+		if err != nil {
+			return err
+		}
+		m, fillers, err := mirrorcheck.Compare(s, d)
+		if err != nil {
+			return fmt.Errorf("mirror %s differs from the source: %w", t, err)
+		}
+		if fillers != 0 {
+			return fmt.Errorf("mirror %s: %d fillers where the source has none", t, fillers)
+		}
+		matched += m
+	}
+	if int64(matched) != records {
+		return fmt.Errorf("compared %d records, the source has %d", matched, records)
+	}
+	report := formatMany(n, perTopic, records, clusters, catchUp, catchRSS, samples, matched)
+	fmt.Println()
+	fmt.Print(report)
+	if write != "" {
+		block := "many"
+		if real {
+			block = "many-kafka"
+		}
+		if err := writeResultsBlock(write, block, report); err != nil {
+			return err
+		}
+		fmt.Println("written to", write)
+	}
+	return nil
+}
+
+func equalEnds(a, b map[int32]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p, e := range b {
+		if a[p] != e {
+			return false
+		}
+	}
+	return true
+}
+
+// fillMany creates the topics and writes a few records to every partition.
+func fillMany(ctx context.Context, src kcluster, topics []string, partitions int) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for i := 0; i < len(topics); i += 10 {
+		rs, err := adm.CreateTopics(ctx, int32(partitions), 1, nil, topics[i:min(i+10, len(topics))]...)
+		if err != nil {
+			return 0, err
+		}
+		if err := rs.Error(); err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	errs := make(chan error, 1)
+	for _, t := range topics {
+		for p := range int32(partitions) {
+			for i := range manyRecords {
+				r := &kgo.Record{Topic: t, Partition: p, Key: fmt.Appendf(nil, "key-%d", i), Value: fmt.Appendf(nil, "%s/%d record %d", t, p, i),
+					Headers: []kgo.RecordHeader{{Key: "bench", Value: []byte("many")}}}
+				cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+					if err != nil {
+						select {
+						case errs <- err:
+						default:
+						}
+					}
+				})
+				n++
+			}
+		}
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return 0, err
+	}
+	select {
+	case err := <-errs:
+		return 0, fmt.Errorf("producing: %w", err)
+	default:
+	}
+	return n, nil
+}
+
+// idleWindowOf measures one window of idling.
+func idleWindowOf(klink int, srcPIDs []int, admin string) (idleSample, error) {
+	cpuOf := func(pids []int) (time.Duration, error) {
+		var sum time.Duration
+		for _, pid := range pids {
+			c, _, _, err := procStats(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += c
+		}
+		return sum, nil
+	}
+	k0, err := cpuOf([]int{klink})
+	if err != nil {
+		return idleSample{}, err
+	}
+	s0, err := cpuOf(srcPIDs)
+	if err != nil {
+		return idleSample{}, err
+	}
+	r0, w0, err := procIO(klink)
+	if err != nil {
+		return idleSample{}, err
+	}
+	f0, err := fetchRequests(admin)
+	if err != nil {
+		return idleSample{}, err
+	}
+	began := time.Now()
+	time.Sleep(idleWindow)
+	k1, _ := cpuOf([]int{klink})
+	s1, _ := cpuOf(srcPIDs)
+	r1, w1, _ := procIO(klink)
+	f1, err := fetchRequests(admin)
+	if err != nil {
+		return idleSample{}, err
+	}
+	_, _, rss, _ := procStats(klink)
+	return idleSample{klinkCPU: k1 - k0, srcCPU: s1 - s0, fetches: f1 - f0, readB: r1 - r0, writtenB: w1 - w0, window: time.Since(began), klinkRSS: rss}, nil
+}
+
+// procIO reads a process's bytes read and written through system calls.
+func procIO(pid int) (read, written int64, err error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			read, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			written, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return read, written, nil
+}
+
+// fetchRequests sums klink_fetch_requests_total from klink's /metrics.
+func fetchRequests(admin string) (float64, error) {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "klink_fetch_requests_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+func formatMany(n, perTopic int, records int64, clusters string, catchUp time.Duration, rss int64, samples []idleSample, matched int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d partitions (%d topics × %d), %d records each (%d in all). Clusters: %s; klink a separate process.\n\n", n, manyTopics, perTopic, manyRecords, records, clusters)
+	fmt.Fprintf(&b, "Catch-up from an empty destination (topics created by klink): **%.1f s**, klink's peak RSS **%d MiB**.\n\n", catchUp.Seconds(), rss>>20)
+	fmt.Fprintf(&b, "Idle, %d windows of %s each, alternating (klink restarted between them, %s to settle first):\n\n", len(samples), idleWindow, idleSettle)
+	fmt.Fprintln(&b, "| window | fetch sessions | klink CPU (% of a core) | source broker CPU (% of a core) | fetch requests/s | klink bytes read/s | klink bytes written/s | klink RSS |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|")
+	pct := func(d, w time.Duration) float64 { return 100 * d.Seconds() / w.Seconds() }
+	med := map[bool][2][]float64{}
+	for i, s := range samples {
+		w := s.window.Seconds()
+		fmt.Fprintf(&b, "| %d | %v | %.2f%% | %.2f%% | %.1f | %s | %s | %d MiB |\n", i+1, onOff(s.sessions), pct(s.klinkCPU, s.window), pct(s.srcCPU, s.window),
+			s.fetches/w, human(int64(float64(s.readB)/w)), human(int64(float64(s.writtenB)/w)), s.klinkRSS>>20)
+		m := med[s.sessions]
+		m[0] = append(m[0], pct(s.klinkCPU, s.window))
+		m[1] = append(m[1], pct(s.srcCPU, s.window))
+		med[s.sessions] = m
+	}
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	on, off := med[true], med[false]
+	if len(on[0]) > 0 && len(off[0]) > 0 {
+		fmt.Fprintf(&b, "\nMedians: klink idles at **%.2f%%** of a core with fetch sessions, %.2f%% without (%.1f× less); the source broker at **%.2f%%** with, %.2f%% without (%.1f× less).\n",
+			median(on[0]), median(off[0]), median(off[0])/max(median(on[0]), 0.001), median(on[1]), median(off[1]), median(off[1])/max(median(on[1]), 0.001))
+	}
+	fmt.Fprintf(&b, "Every mirror checked afterwards: %d records identical at identical offsets (offset, key, value, headers, timestamp).\n", matched)
+	return b.String()
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
