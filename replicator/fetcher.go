@@ -120,6 +120,9 @@ type brokerFetcher struct {
 	rotate int
 	// session is the incremental fetch session with this broker.
 	session fetchSession
+	// seen and parts are eligible's, kept between fetches.
+	seen  map[tp]bool
+	parts []fetchPart
 }
 
 func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.Options, sessions bool) *fetchers {
@@ -322,8 +325,16 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) 
 	defer f.mu.Unlock()
 	// Two mirrors of one source topic have a cursor each on the same
 	// source partition; a fetch names a partition once, so that each
-	// answer belongs to exactly one cursor.
-	seen := map[tp]bool{}
+	// answer belongs to exactly one cursor. (The set is kept between
+	// fetches: with thousands of idle partitions, allocating it twice a
+	// second shows.)
+	if b.seen == nil {
+		b.seen = map[tp]bool{}
+	}
+	clear(b.seen)
+	seen := b.seen
+	parts = b.parts[:0]
+	defer func() { b.parts = parts }()
 	for c := range f.byBroker[b.id] {
 		c.mu.Lock()
 		key := tp{c.topic, c.partition}
@@ -477,6 +488,9 @@ func (f *fetchers) closeConns() {
 // handleFetch hands each partition its part of a fetch response.
 func (f *fetchers) handleFetch(parts []fetchPart, sf *kconn.StreamedFetch) {
 	resp := sf.Resp
+	if len(resp.Topics) == 0 {
+		return // an idle session's answer: nothing changed
+	}
 	byKey := make(map[tp]fetchPart, len(parts))
 	byID := make(map[[16]byte]string)
 	for _, fp := range parts {

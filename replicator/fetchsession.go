@@ -105,20 +105,29 @@ func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order fu
 	}
 	ch := sessionChange{set: map[tp]sessionPart{}, full: s.epoch == 0}
 	req.SessionID, req.SessionEpoch = s.id, s.epoch
-	wanted := make(map[tp]bool, len(parts))
+	// Idle, every part is in the session where it was: one lookup each,
+	// and nothing allocated.
+	inSession := 0
 	for i := range parts {
 		fp := parts[order(i)]
 		key := tp{fp.c.topic, fp.c.partition}
-		wanted[key] = true
 		if !ch.full {
-			if have, ok := s.parts[key]; ok && have.offset == fp.offset {
+			have, ok := s.parts[key]
+			if ok {
+				inSession++
+			}
+			if ok && have.offset == fp.offset {
 				continue
 			}
 		}
 		ch.set[key] = sessionPart{topicID: fp.c.topicID, offset: fp.offset}
 		add(fp, byTopic)
 	}
-	if !ch.full {
+	if !ch.full && inSession < len(s.parts) {
+		wanted := make(map[tp]bool, len(parts))
+		for _, fp := range parts {
+			wanted[tp{fp.c.topic, fp.c.partition}] = true
+		}
 		forgotten := map[string]int{}
 		for key, have := range s.parts {
 			if wanted[key] {
