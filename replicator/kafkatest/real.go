@@ -273,7 +273,13 @@ func (c *Cluster) layout(dir string, n int) error {
 	common := []string{"offsets.topic.num.partitions=4", "transaction.state.log.num.partitions=4",
 		// A node SIGKILLed and started again registers only once the
 		// controller has expired its old session: 4 s instead of 9.
-		"broker.session.timeout.ms=4000", "broker.heartbeat.interval.ms=500"}
+		"broker.session.timeout.ms=4000", "broker.heartbeat.interval.ms=500",
+		// Test records carry create times from 2001 (timestamps must
+		// survive the mirror exactly); the default 7-day retention would
+		// delete whole logs when the broker's retention task first runs,
+		// 30 s after start (seen: a test's destination log start jumped
+		// to its end mid-test). Tests delete records with DeleteRecords.
+		"log.retention.ms=-1"}
 	if n == 3 {
 		common = append(common, "controller.quorum.voters="+strings.Join(voters, ","),
 			"offsets.topic.replication.factor=3", "transaction.state.log.replication.factor=3",
