@@ -121,6 +121,9 @@ type result struct {
 	maxRSS  int64         // bytes
 	bytes   int64
 	records int64
+	// faults (minor and major page faults) and switches (voluntary and
+	// involuntary context switches): kernel work that is not the copying.
+	faults, switches int64
 }
 
 func (r result) gib() float64 { return float64(r.bytes) / (1 << 30) }
@@ -572,7 +575,11 @@ func runUntil(ctx context.Context, name string, cmd *exec.Cmd, done func() (bool
 	if err != nil {
 		return result{}, fmt.Errorf("%s: reading its CPU time: %v\n%s", name, err, stderr.String())
 	}
-	return result{name: name, wall: wall, cpu: cpu, sys: sys, maxRSS: rss}, nil
+	faults, switches := procCounters(cmd.Process.Pid)
+	if r, w, err := procIO(cmd.Process.Pid); err == nil {
+		fmt.Printf("%s read %s and wrote %s through system calls\n", shortName(name), human(r), human(w))
+	}
+	return result{name: name, wall: wall, cpu: cpu, sys: sys, maxRSS: rss, faults: faults, switches: switches}, nil
 }
 
 // procStats reads a live process's CPU time (user + system), its system
@@ -601,6 +608,34 @@ func procStats(pid int) (cpu, sys time.Duration, rss int64, err error) {
 		}
 	}
 	return cpu, sys, rss, nil
+}
+
+// procCounters reads a live process's page faults (minor and major) and
+// context switches (voluntary and involuntary), summed over its threads.
+func procCounters(pid int) (faults, switches int64) {
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(stat)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		minflt, _ := strconv.ParseInt(f[7], 10, 64)
+		majflt, _ := strconv.ParseInt(f[9], 10, 64)
+		faults = minflt + majflt
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			for _, k := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+				if v, ok := strings.CutPrefix(line, k); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					switches += n
+				}
+			}
+		}
+	}
+	return faults, switches
 }
 
 func endOffsets(ctx context.Context, c kcluster, topic string) (map[int32]int64, error) {
@@ -672,10 +707,11 @@ func formatResults(rs []result, bytes, records int64, batches, partitions int, c
 	var b strings.Builder
 	fmt.Fprintf(&b, "Data set: %s in %d zstd batches (~%d KiB each), %d records, %d partitions.\n", human(bytes), batches, bytes/int64(batches)>>10, records, partitions)
 	fmt.Fprintf(&b, "Machine: %s/%s, %d CPUs, %s. Clusters: %s; replicators as separate processes.\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), clusters)
-	fmt.Fprintln(&b, "| replicator | wall time | throughput | CPU seconds (of which kernel) | CPU s per GiB | peak RSS |")
-	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&b, "| replicator | wall time | throughput | CPU seconds (of which kernel) | CPU s per GiB | page faults per GiB | context switches per GiB | peak RSS |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.1f s | %.0f MiB/s | %.2f (%.2f) | %.3f | %d MiB |\n", r.name, r.wall.Seconds(), float64(r.bytes)/(1<<20)/r.wall.Seconds(), r.cpu.Seconds(), r.sys.Seconds(), r.cpu.Seconds()/r.gib(), r.maxRSS>>20)
+		fmt.Fprintf(&b, "| %s | %.1f s | %.0f MiB/s | %.2f (%.2f) | %.3f | %.0f | %.0f | %d MiB |\n", r.name, r.wall.Seconds(), float64(r.bytes)/(1<<20)/r.wall.Seconds(), r.cpu.Seconds(), r.sys.Seconds(), r.cpu.Seconds()/r.gib(),
+			float64(r.faults)/r.gib(), float64(r.switches)/r.gib(), r.maxRSS>>20)
 	}
 	var klink, baseline, floor *result
 	for i := range rs {
@@ -785,7 +821,8 @@ func measureFloor(ctx context.Context, n int64) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	return result{name: "floor: TCP relay of the same bytes, no Kafka", wall: wall, cpu: cpu, sys: sys, maxRSS: rss, bytes: n}, nil
+	faults, switches := procCounters(cmd.Process.Pid)
+	return result{name: "floor: TCP relay of the same bytes, no Kafka", wall: wall, cpu: cpu, sys: sys, maxRSS: rss, bytes: n, faults: faults, switches: switches}, nil
 }
 
 // relay is the floor process: accept one connection, copy it to addr, then
