@@ -81,9 +81,12 @@ func NewUniformBufferPool(maxBytes, uniform int) *BufferPool {
 
 const uniformFrom = 1 << 20
 
-const minPooledSize = 64 << 10
+// minPooledSize is the smallest buffer: a page. (It was 64 KiB; with
+// 10,000 partitions catching up a few records each, every tiny record set
+// then held 64 KiB.)
+const minPooledSize = 4 << 10
 
-// sizeClass rounds n up to 64 KiB at least, else to a multiple of the
+// sizeClass rounds n up to a page at least, else to a multiple of the
 // power of two that is between 1/16 and 1/8 of n: at most a quarter of a
 // buffer is slack.
 func sizeClass(n int) int {

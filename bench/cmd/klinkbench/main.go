@@ -68,6 +68,7 @@ func main() {
 	real := flag.Bool("kafka", false, "real Kafka brokers from $KLINK_KAFKA_HOME (../shared/kafka) instead of kfake, or the clusters named by $KLINK_TEST_SOURCE and $KLINK_TEST_DESTINATION")
 	idle := flag.Int("many", 0, "instead: mirror this many partitions (50 topics) with a few records each; time the catch-up, then measure idle CPU of klink and the source broker with and without fetch sessions")
 	flag.Parse()
+	stopOnSignal()
 	total, err := parseSize(*size)
 	if err != nil {
 		fail(err)
@@ -136,8 +137,8 @@ type kcluster interface{ ListenAddrs() []string }
 // (cluster and topic) for each klink run, and one for the baseline.
 type benchEnv struct {
 	clusters string // for the report
+	short    string // for the chart's title
 	src      kcluster
-	srcPIDs  func() []int // the source brokers' processes; nil: they run in this one
 	dest     func(run int) (dst kcluster, dstTopic string, done func(), err error)
 }
 
@@ -163,7 +164,7 @@ func run(total int64, partitions, batchBytes, runs int, skipBaseline, verify, re
 			return err
 		}
 		defer src.Close()
-		env = benchEnv{clusters: "kfake (3 brokers each) in the harness process", src: src,
+		env = benchEnv{clusters: "kfake (3 brokers each) in the harness process", short: "kfake", src: src,
 			dest: func(run int) (kcluster, string, func(), error) {
 				dst, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID(fmt.Sprintf("bench-destination-%d", run)))
 				if err != nil {
@@ -250,7 +251,7 @@ func run(total int64, partitions, batchBytes, runs int, skipBaseline, verify, re
 		for _, r := range results {
 			bars = append(bars, bar{label: shortName(r.name), value: r.cpu.Seconds() / r.gib()})
 		}
-		title := "CPU seconds per GiB mirrored, " + strings.Fields(env.clusters)[0] + " (lower is better)"
+		title := "CPU seconds per GiB mirrored, " + env.short + " (lower is better)"
 		if err := os.WriteFile(svgPath, barChart(title, "CPU-s/GiB", bars), 0o644); err != nil {
 			return err
 		}
@@ -543,6 +544,7 @@ func measureRecords(ctx context.Context, name string, cmd *exec.Cmd, dst kcluste
 func runUntil(ctx context.Context, name string, cmd *exec.Cmd, done func() (bool, error)) (result, error) {
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // not outliving klinkbench
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return result{}, err

@@ -61,7 +61,7 @@ func runMany(n int, real bool, write string) error {
 	var srcPIDs func() []int
 	clusters := "kfake (1 broker each) in the harness process: the source's CPU is the harness's, both clusters"
 	if real {
-		tb := &benchTB{}
+		tb := newBenchTB()
 		defer tb.close()
 		s, err := startCluster(tb, "source")
 		if err != nil {
@@ -124,6 +124,7 @@ func runMany(n int, real bool, write string) error {
 		}
 		cmd := exec.Command(filepath.Join(bin, "klink"), "run", "--config", p)
 		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // not outliving klinkbench
 		return cmd, admin, cmd.Start()
 	}
 	stop := func(cmd *exec.Cmd) {
@@ -186,17 +187,17 @@ func runMany(n int, real bool, write string) error {
 	stop(cmd)
 
 	fmt.Println("verifying every mirror record by record...")
+	srcRecs, err := readMany(ctx, src, topics, records)
+	if err != nil {
+		return err
+	}
+	dstRecs, err := readMany(ctx, dst, topics, records)
+	if err != nil {
+		return err
+	}
 	matched := 0
 	for _, t := range topics {
-		s, err := mirrorcheck.ReadAll(ctx, src.ListenAddrs(), t, mirrorcheck.ReadUncommitted)
-		if err != nil {
-			return err
-		}
-		d, err := mirrorcheck.ReadAll(ctx, dst.ListenAddrs(), t, mirrorcheck.ReadUncommitted)
-		if err != nil {
-			return err
-		}
-		m, fillers, err := mirrorcheck.Compare(s, d)
+		m, fillers, err := mirrorcheck.Compare(srcRecs[t], dstRecs[t])
 		if err != nil {
 			return fmt.Errorf("mirror %s differs from the source: %w", t, err)
 		}
@@ -281,6 +282,39 @@ func fillMany(ctx context.Context, src kcluster, topics []string, partitions int
 	default:
 	}
 	return n, nil
+}
+
+// readMany reads every record of the topics with one consumer (plain
+// records, no transactions: the data set is known), until want records.
+func readMany(ctx context.Context, c kcluster, topics []string, want int64) (map[string]mirrorcheck.Records, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(1<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	out := map[string]mirrorcheck.Records{}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for n := int64(0); n < want; {
+		fs := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %d of %d records: %w", n, want, err)
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("%s[%d]: %w", t, p, err) })
+		if ferr != nil {
+			return nil, ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if out[r.Topic] == nil {
+				out[r.Topic] = mirrorcheck.Records{}
+			}
+			out[r.Topic][r.Partition] = append(out[r.Topic][r.Partition], r)
+			n++
+		})
+	}
+	return out, nil
 }
 
 // idleWindowOf measures one window of idling.

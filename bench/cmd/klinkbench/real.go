@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +78,41 @@ func (b *benchTB) close() {
 	}
 }
 
+var (
+	exitMu    sync.Mutex
+	atExitFns []func()
+)
+
+// atExit registers f to run if klinkbench is interrupted (SIGINT,
+// SIGTERM): real brokers must not outlive it.
+func atExit(f func()) {
+	exitMu.Lock()
+	atExitFns = append(atExitFns, f)
+	exitMu.Unlock()
+}
+
+// stopOnSignal runs the atExit functions and exits on SIGINT or SIGTERM.
+func stopOnSignal() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "klinkbench: %v: stopping the brokers\n", s)
+		exitMu.Lock()
+		for i := len(atExitFns) - 1; i >= 0; i-- {
+			atExitFns[i]()
+		}
+		os.Exit(1)
+	}()
+}
+
+// newBenchTB is a benchTB whose cleanups also run on interruption.
+func newBenchTB() *benchTB {
+	tb := &benchTB{}
+	atExit(tb.close)
+	return tb
+}
+
 // startCluster starts (or, with $KLINK_TEST_*, reaches) a real cluster of
 // one broker named source or destination.
 func startCluster(tb *benchTB, name string) (c *kafkatest.Cluster, err error) {
@@ -94,7 +131,7 @@ func startCluster(tb *benchTB, name string) (c *kafkatest.Cluster, err error) {
 // realEnv is a source and a destination of real brokers; each klink run
 // mirrors into a topic of its own, deleted after the run.
 func realEnv() (benchEnv, func(), error) {
-	tb := &benchTB{}
+	tb := newBenchTB()
 	src, err := startCluster(tb, "source")
 	if err != nil {
 		tb.close()
@@ -109,7 +146,7 @@ func realEnv() (benchEnv, func(), error) {
 	if kafkatest.KafkaHome() == "" {
 		what = "the clusters named by $KLINK_TEST_SOURCE and $KLINK_TEST_DESTINATION"
 	}
-	env := benchEnv{clusters: what, src: src, srcPIDs: src.PIDs,
+	env := benchEnv{clusters: what, short: "real Kafka brokers", src: src,
 		dest: func(run int) (kcluster, string, func(), error) {
 			name := fmt.Sprintf("bench-run-%d", run)
 			return dst, name, func() { deleteTopic(dst, name) }, nil
