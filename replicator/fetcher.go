@@ -423,7 +423,7 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 	// read_committed: only batches whose transaction outcome is decided
 	// (below the last stable offset), so that a replayed destination
 	// transaction is open only as long as its replay takes.
-	version := min(b.conn.MaxVersion(int16(kmsg.Fetch)), kmsg.NewPtrFetchRequest().MaxVersion())
+	version := min(b.conn.MaxVersion(int16(kmsg.Fetch)), kmsg.NewPtrFetchRequest().MaxVersion(), kconn.MaxStreamedFetchVersion)
 	for _, fp := range parts {
 		if fp.c.topicID == ([16]byte{}) {
 			version = min(version, 12) // v13+ names topics by ID only

@@ -41,6 +41,7 @@ type fetchSession struct {
 type sessionPart struct {
 	topicID [16]byte
 	offset  int64
+	c       *cursor // the cursor the partition was named for
 }
 
 type sessionChange struct {
@@ -50,27 +51,38 @@ type sessionChange struct {
 }
 
 // reset ends the session: the next request is a full one that asks for a
-// new session.
+// new session. It carries the old session's id, which makes the broker
+// drop that session (a full fetch closes the session it names) instead of
+// keeping it in its cache, where it holds a slot other clients may need,
+// until evicted.
 func (s *fetchSession) reset() {
-	s.id, s.epoch, s.parts, s.pending = 0, 0, nil, sessionChange{}
+	s.epoch, s.parts, s.pending = 0, nil, sessionChange{}
+}
+
+// topicKey names a topic in a request: by name and ID, so that two topics
+// of one name (one deleted and recreated meanwhile) are never merged.
+type topicKey struct {
+	name string
+	id   [16]byte
 }
 
 // build fills req's session fields, topics and forgotten topics for parts
-// (the partitions wanted now). named reports which parts the request
-// names; the others are in the session at the position wanted, and the
-// broker answers for them without being told. req's version must be set.
-// order gives the index of the i-th part to name, so that the caller can
-// rotate them.
+// (the partitions wanted now). Parts the request does not name are in the
+// session at the position wanted, and the broker answers for them without
+// being told. req's version must be set. order gives the index of the
+// i-th part to name, so that the caller can rotate them.
 func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order func(i int) int) {
-	add := func(fp fetchPart, byTopic map[string]int) {
-		ti, ok := byTopic[fp.c.topic]
+	byTopic := map[topicKey]int{}
+	add := func(fp fetchPart) {
+		k := topicKey{fp.c.topic, fp.c.topicID}
+		ti, ok := byTopic[k]
 		if !ok {
 			ft := kmsg.NewFetchRequestTopic()
 			ft.Topic = fp.c.topic
 			ft.TopicID = fp.c.topicID
 			req.Topics = append(req.Topics, ft)
 			ti = len(req.Topics) - 1
-			byTopic[fp.c.topic] = ti
+			byTopic[k] = ti
 		}
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.Partition = fp.c.partition
@@ -79,17 +91,18 @@ func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order fu
 		rp.CurrentLeaderEpoch = -1
 		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
 	}
-	byTopic := map[string]int{}
 	if s.off || req.GetVersion() < 7 {
 		req.SessionID, req.SessionEpoch = 0, -1
 		for i := range parts {
-			add(parts[order(i)], byTopic)
+			add(parts[order(i)])
 		}
 		return
 	}
 	// A session names topics one way for its whole life: by ID from
 	// Fetch v13 on, by name before. A topic recreated under the same name
-	// has another ID: the session would hold both. Start afresh instead.
+	// has another ID: the session would hold both. Start afresh instead
+	// (also while two topics of one name are fetched: every fetch is then
+	// a full one, which is correct, and rare).
 	ids := req.GetVersion() >= 13
 	if s.epoch != 0 && s.ids != ids {
 		s.reset()
@@ -105,6 +118,21 @@ func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order fu
 	}
 	ch := sessionChange{set: map[tp]sessionPart{}, full: s.epoch == 0}
 	req.SessionID, req.SessionEpoch = s.id, s.epoch
+	forgotten := map[topicKey]int{}
+	forget := func(key tp, have sessionPart) {
+		ch.forget = append(ch.forget, key)
+		k := topicKey{key.topic, have.topicID}
+		fi, ok := forgotten[k]
+		if !ok {
+			ft := kmsg.NewFetchRequestForgottenTopic()
+			ft.Topic = key.topic
+			ft.TopicID = have.topicID
+			req.ForgottenTopics = append(req.ForgottenTopics, ft)
+			fi = len(req.ForgottenTopics) - 1
+			forgotten[k] = fi
+		}
+		req.ForgottenTopics[fi].Partitions = append(req.ForgottenTopics[fi].Partitions, key.p)
+	}
 	// Idle, every part is in the session where it was: one lookup each,
 	// and nothing allocated.
 	inSession := 0
@@ -116,34 +144,30 @@ func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order fu
 			if ok {
 				inSession++
 			}
+			if ok && have.c != fp.c {
+				// Another cursor now (a mirror restarted at the same
+				// position): the broker sends a partition's figures
+				// only when they change, and the new cursor has none.
+				// Forgotten now, added next time, it gets them all.
+				forget(key, have)
+				continue
+			}
 			if ok && have.offset == fp.offset {
 				continue
 			}
 		}
-		ch.set[key] = sessionPart{topicID: fp.c.topicID, offset: fp.offset}
-		add(fp, byTopic)
+		ch.set[key] = sessionPart{topicID: fp.c.topicID, offset: fp.offset, c: fp.c}
+		add(fp)
 	}
 	if !ch.full && inSession < len(s.parts) {
 		wanted := make(map[tp]bool, len(parts))
 		for _, fp := range parts {
 			wanted[tp{fp.c.topic, fp.c.partition}] = true
 		}
-		forgotten := map[string]int{}
 		for key, have := range s.parts {
-			if wanted[key] {
-				continue
+			if !wanted[key] {
+				forget(key, have)
 			}
-			ch.forget = append(ch.forget, key)
-			fi, ok := forgotten[key.topic]
-			if !ok {
-				ft := kmsg.NewFetchRequestForgottenTopic()
-				ft.Topic = key.topic
-				ft.TopicID = have.topicID
-				req.ForgottenTopics = append(req.ForgottenTopics, ft)
-				fi = len(req.ForgottenTopics) - 1
-				forgotten[key.topic] = fi
-			}
-			req.ForgottenTopics[fi].Partitions = append(req.ForgottenTopics[fi].Partitions, key.p)
 		}
 	}
 	s.pending = ch
@@ -160,6 +184,9 @@ func (s *fetchSession) answered(resp *kmsg.FetchResponse) (usable bool, err erro
 	s.pending = sessionChange{}
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 		s.reset()
+		if errors.Is(err, kerr.FetchSessionIDNotFound) {
+			s.id = 0 // nothing to close
+		}
 		if isSessionError(err) {
 			// Evicted (the broker's cache is full, or it restarted) or
 			// out of step: a full fetch starts a new session.
@@ -172,6 +199,7 @@ func (s *fetchSession) answered(resp *kmsg.FetchResponse) (usable bool, err erro
 			// The broker keeps no session for us (its cache is full, or
 			// sessions are off there): every fetch stays a full one.
 			s.reset()
+			s.id = 0
 			return true, nil
 		}
 		s.id, s.parts = resp.SessionID, ch.set

@@ -90,6 +90,9 @@ func TestFetchSessionRequests(t *testing.T) {
 	s.reset()
 	req = build(13, all...)
 	expect(req, 0, "[a/0@10 a/1@20 b/0@30]", "[]")
+	if req.SessionID != 7 {
+		t.Fatalf("the full fetch after a reset names session %d; want 7, which the broker then drops", req.SessionID)
+	}
 	answer(req, 8, 0)
 	// Evicted: FETCH_SESSION_ID_NOT_FOUND says to send a full one again.
 	req = build(13, all...)
@@ -99,6 +102,9 @@ func TestFetchSessionRequests(t *testing.T) {
 	}
 	req = build(13, all...)
 	expect(req, 0, "[a/0@10 a/1@20 b/0@30]", "[]")
+	if req.SessionID != 0 {
+		t.Fatalf("the full fetch after FETCH_SESSION_ID_NOT_FOUND names session %d; want 0", req.SessionID)
+	}
 	answer(req, 9, 0)
 	req = build(13, all...)
 	if ok, err := answer(req, 0, kerr.InvalidFetchSessionEpoch.Code); ok || err != nil {
@@ -139,6 +145,24 @@ func TestFetchSessionRequests(t *testing.T) {
 	answer(build(13, all...), 15, 0)
 	if s.epoch != 1 {
 		t.Fatalf("epoch after MaxInt32: %d, want 1", s.epoch)
+	}
+	// Another cursor for a partition at the same position (a mirror
+	// restarted): forgotten, then named, so that the broker sends its
+	// figures again.
+	s.reset()
+	answer(build(13, all...), 16, 0)
+	again := newCursor("a", id, 0)
+	req = build(13, fetchPart{c: again, offset: 10}, fetchPart{c: a1, offset: 20}, fetchPart{c: b0, offset: 30})
+	expect(req, 1, "[]", "[a/0]")
+	answer(req, 16, 0)
+	expect(build(13, fetchPart{c: again, offset: 10}, fetchPart{c: a1, offset: 20}, fetchPart{c: b0, offset: 30}), 2, "[a/0@10]", "[]")
+	// Two topics of one name (recreated, two mirrors): never merged
+	// under one ID.
+	s = fetchSession{off: true}
+	other := newCursor("a", [16]byte{9}, 1)
+	req = build(13, fetchPart{c: a0, offset: 10}, fetchPart{c: other, offset: 5})
+	if len(req.Topics) != 2 || req.Topics[0].TopicID == req.Topics[1].TopicID {
+		t.Fatalf("two topics named a with other IDs: %d topic entries", len(req.Topics))
 	}
 	// Off, or a broker older than Fetch v7: every request names all.
 	s = fetchSession{off: true}

@@ -78,6 +78,10 @@ func (c *Conn) DoFetch(ctx context.Context, req *kmsg.FetchRequest, timeout time
 	}
 }
 
+// MaxStreamedFetchVersion is the newest Fetch response ReadFetchResponse
+// knows the layout of: callers cap their requests at it.
+const MaxStreamedFetchVersion = 18
+
 // ReadFetchResponse reads a Fetch response body of n bytes (after the
 // correlation id) of the given version from r. Everything but the record
 // sets is copied into a small skeleton, with each record set replaced by
@@ -86,8 +90,8 @@ func (c *Conn) DoFetch(ctx context.Context, req *kmsg.FetchRequest, timeout time
 // Exactly n bytes are consumed unless an error is returned (the
 // connection's framing is then lost).
 func ReadFetchResponse(r *bufio.Reader, n int, version int16, pool *BufferPool) (s *StreamedFetch, err error) {
-	if version < 4 || version > 18 {
-		return nil, fmt.Errorf("fetch response version %d: streaming reads 4 to 18", version)
+	if version < 4 || version > MaxStreamedFetchVersion {
+		return nil, fmt.Errorf("fetch response version %d: streaming reads 4 to %d", version, MaxStreamedFetchVersion)
 	}
 	w := &walker{r: r, left: n, flexible: version >= 12}
 	s = &StreamedFetch{}
@@ -176,19 +180,22 @@ func ReadFetchResponse(r *bufio.Reader, n int, version int16, pool *BufferPool) 
 		releaseAll(sets)
 		return s, fmt.Errorf("decoding a fetch response v%d: %w", version, err)
 	}
-	// The skeleton names as many partitions as were walked: attach each
-	// record set to its partition, in order.
-	i := 0
+	// The skeleton names as many partitions as were walked (checked
+	// first, before any buffer is handed out): attach each record set to
+	// its partition, in order.
 	if len(resp.Topics) != len(perTopic) {
 		releaseAll(sets)
 		return s, fmt.Errorf("decoding a fetch response v%d: %d topics, walked %d", version, len(resp.Topics), len(perTopic))
 	}
 	for ti := range resp.Topics {
-		t := &resp.Topics[ti]
-		if len(t.Partitions) != perTopic[ti] {
+		if got := len(resp.Topics[ti].Partitions); got != perTopic[ti] {
 			releaseAll(sets)
-			return s, fmt.Errorf("decoding a fetch response v%d: topic %d has %d partitions, walked %d", version, ti, len(t.Partitions), perTopic[ti])
+			return s, fmt.Errorf("decoding a fetch response v%d: topic %d has %d partitions, walked %d", version, ti, got, perTopic[ti])
 		}
+	}
+	i := 0
+	for ti := range resp.Topics {
+		t := &resp.Topics[ti]
 		bufs := make([]*Buffer, len(t.Partitions))
 		for pi := range t.Partitions {
 			if b := sets[i]; b != nil {

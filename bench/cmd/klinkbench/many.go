@@ -61,6 +61,11 @@ func runMany(n int, real bool, write string) error {
 	var srcPIDs func() []int
 	clusters := "kfake (1 broker each) in the harness process: the source's CPU is the harness's, both clusters"
 	if real {
+		// The harness's brokers have 768 MiB of heap; 10,000 partitions
+		// (and a consumer of all of them, for the check) need more.
+		if os.Getenv("KAFKA_HEAP_OPTS") == "" {
+			os.Setenv("KAFKA_HEAP_OPTS", "-Xmx2g -Xms512m")
+		}
 		tb := newBenchTB()
 		defer tb.close()
 		s, err := startCluster(tb, "source")
@@ -239,7 +244,8 @@ func equalEnds(a, b map[int32]int64) bool {
 
 // fillMany creates the topics and writes a few records to every partition.
 func fillMany(ctx context.Context, src kcluster, topics []string, partitions int) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.UnknownTopicRetries(-1))
 	if err != nil {
 		return 0, err
 	}
@@ -253,6 +259,31 @@ func fillMany(ctx context.Context, src kcluster, topics []string, partitions int
 		if err := rs.Error(); err != nil {
 			return 0, err
 		}
+	}
+	// A new partition takes a moment to get its leader: wait for every
+	// one, so that producing does not meet UNKNOWN_TOPIC_OR_PARTITION.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		md, err := adm.Metadata(ctx, topics...)
+		ready := err == nil
+		for _, t := range topics {
+			td, ok := md.Topics[t]
+			if !ok || td.Err != nil || len(td.Partitions) != partitions {
+				ready = false
+				break
+			}
+			for _, p := range td.Partitions {
+				if p.Leader < 0 || p.Err != nil {
+					ready = false
+				}
+			}
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the source's %d new partitions have no leaders after 2 minutes (%v)", len(topics)*partitions, err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	var n int64
 	errs := make(chan error, 1)
