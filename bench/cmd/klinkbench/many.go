@@ -31,7 +31,6 @@ const (
 	manyTopics      = 50
 	manyRecords     = 3 // per partition
 	idleWindow      = 20 * time.Second
-	idleSettle      = 15 * time.Second // after a restart: every partition's start, and its first fetches
 	idleWindowsEach = 2
 )
 
@@ -39,7 +38,7 @@ const (
 type idleSample struct {
 	sessions         bool
 	klinkCPU, srcCPU time.Duration
-	fetches          float64 // fetch requests answered
+	fetchRate        float64 // fetch requests answered per second
 	readB, writtenB  int64   // klink's socket and file reads and writes (/proc/<pid>/io)
 	window           time.Duration
 	klinkRSS         int64
@@ -179,8 +178,11 @@ func runMany(n int, real bool, write string) error {
 				return err
 			}
 		}
-		fmt.Printf("idle window %d/%d, fetch sessions %v...\n", i+1, 2*idleWindowsEach, sessions)
-		time.Sleep(idleSettle)
+		fmt.Printf("idle window %d/%d, fetch sessions %v: waiting for klink to settle...\n", i+1, 2*idleWindowsEach, sessions)
+		if err := settle(cmd.Process.Pid); err != nil {
+			stop(cmd)
+			return err
+		}
 		s, err := idleWindowOf(cmd.Process.Pid, srcPIDs(), admin)
 		if err != nil {
 			stop(cmd)
@@ -190,6 +192,15 @@ func runMany(n int, real bool, write string) error {
 		samples = append(samples, s)
 	}
 	stop(cmd)
+	// The source broker alone: what it spends with no fetcher at all.
+	time.Sleep(5 * time.Second)
+	b0, err := cpuOf(srcPIDs())
+	if err != nil {
+		return err
+	}
+	time.Sleep(idleWindow)
+	b1, _ := cpuOf(srcPIDs())
+	brokerAlone := 100 * (b1 - b0).Seconds() / idleWindow.Seconds()
 
 	fmt.Println("verifying every mirror record by record...")
 	srcRecs, err := readMany(ctx, src, topics, records)
@@ -214,7 +225,7 @@ func runMany(n int, real bool, write string) error {
 	if int64(matched) != records {
 		return fmt.Errorf("compared %d records, the source has %d", matched, records)
 	}
-	report := formatMany(n, perTopic, records, clusters, catchUp, catchRSS, samples, matched)
+	report := formatMany(n, perTopic, records, clusters, catchUp, catchRSS, samples, brokerAlone, matched)
 	fmt.Println()
 	fmt.Print(report)
 	if write != "" {
@@ -348,19 +359,55 @@ func readMany(ctx context.Context, c kcluster, topics []string, want int64) (map
 	return out, nil
 }
 
-// idleWindowOf measures one window of idling.
-func idleWindowOf(klink int, srcPIDs []int, admin string) (idleSample, error) {
-	cpuOf := func(pids []int) (time.Duration, error) {
-		var sum time.Duration
-		for _, pid := range pids {
-			c, _, _, err := procStats(pid)
-			if err != nil {
-				return 0, err
-			}
-			sum += c
+func cpuOf(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		c, _, _, err := procStats(pid)
+		if err != nil {
+			return 0, err
 		}
-		return sum, nil
+		sum += c
 	}
+	return sum, nil
+}
+
+// settle waits until klink's CPU use is steady (a restart at 10,000
+// partitions checks every partition's destination tail first, for tens of
+// seconds): two 5-second intervals within 20% of each other (or both under
+// 2% of a core), at most two minutes.
+func settle(pid int) error {
+	const step = 5 * time.Second
+	last := -1.0
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		c0, err := cpuOf([]int{pid})
+		if err != nil {
+			return err
+		}
+		time.Sleep(step)
+		c1, err := cpuOf([]int{pid})
+		if err != nil {
+			return err
+		}
+		pct := 100 * (c1 - c0).Seconds() / step.Seconds()
+		if last >= 0 && ((pct < 2 && last < 2) || (pct <= 1.2*last && last <= 1.2*pct)) {
+			return nil
+		}
+		last = pct
+	}
+	fmt.Println("klink's CPU use did not settle within two minutes; measuring anyway")
+	return nil
+}
+
+// idleWindowOf measures one window of idling. klink's /metrics is read
+// before and after, outside the window: at 10,000 partitions a scrape
+// costs klink more than a second of idling does.
+func idleWindowOf(klink int, srcPIDs []int, admin string) (idleSample, error) {
+	f0, err := fetchRequests(admin)
+	if err != nil {
+		return idleSample{}, err
+	}
+	scraped := time.Now()
+	time.Sleep(time.Second)
 	k0, err := cpuOf([]int{klink})
 	if err != nil {
 		return idleSample{}, err
@@ -373,21 +420,18 @@ func idleWindowOf(klink int, srcPIDs []int, admin string) (idleSample, error) {
 	if err != nil {
 		return idleSample{}, err
 	}
-	f0, err := fetchRequests(admin)
-	if err != nil {
-		return idleSample{}, err
-	}
 	began := time.Now()
 	time.Sleep(idleWindow)
 	k1, _ := cpuOf([]int{klink})
 	s1, _ := cpuOf(srcPIDs)
 	r1, w1, _ := procIO(klink)
+	window := time.Since(began)
 	f1, err := fetchRequests(admin)
 	if err != nil {
 		return idleSample{}, err
 	}
 	_, _, rss, _ := procStats(klink)
-	return idleSample{klinkCPU: k1 - k0, srcCPU: s1 - s0, fetches: f1 - f0, readB: r1 - r0, writtenB: w1 - w0, window: time.Since(began), klinkRSS: rss}, nil
+	return idleSample{klinkCPU: k1 - k0, srcCPU: s1 - s0, fetchRate: (f1 - f0) / time.Since(scraped).Seconds(), readB: r1 - r0, writtenB: w1 - w0, window: window, klinkRSS: rss}, nil
 }
 
 // procIO reads a process's bytes read and written through system calls.
@@ -431,11 +475,11 @@ func fetchRequests(admin string) (float64, error) {
 	return sum, sc.Err()
 }
 
-func formatMany(n, perTopic int, records int64, clusters string, catchUp time.Duration, rss int64, samples []idleSample, matched int) string {
+func formatMany(n, perTopic int, records int64, clusters string, catchUp time.Duration, rss int64, samples []idleSample, brokerAlone float64, matched int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d partitions (%d topics × %d), %d records each (%d in all). Clusters: %s; klink a separate process.\n\n", n, manyTopics, perTopic, manyRecords, records, clusters)
 	fmt.Fprintf(&b, "Catch-up from an empty destination (topics created by klink): **%.1f s**, klink's peak RSS **%d MiB**.\n\n", catchUp.Seconds(), rss>>20)
-	fmt.Fprintf(&b, "Idle, %d windows of %s each, alternating (klink restarted between them, %s to settle first):\n\n", len(samples), idleWindow, idleSettle)
+	fmt.Fprintf(&b, "Idle, %d windows of %s each, alternating (klink restarted between them, and left to settle first: its CPU steady over two 5 s intervals):\n\n", len(samples), idleWindow)
 	fmt.Fprintln(&b, "| window | fetch sessions | klink CPU (% of a core) | source broker CPU (% of a core) | fetch requests/s | klink bytes read/s | klink bytes written/s | klink RSS |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|")
 	pct := func(d, w time.Duration) float64 { return 100 * d.Seconds() / w.Seconds() }
@@ -443,7 +487,7 @@ func formatMany(n, perTopic int, records int64, clusters string, catchUp time.Du
 	for i, s := range samples {
 		w := s.window.Seconds()
 		fmt.Fprintf(&b, "| %d | %v | %.2f%% | %.2f%% | %.1f | %s | %s | %d MiB |\n", i+1, onOff(s.sessions), pct(s.klinkCPU, s.window), pct(s.srcCPU, s.window),
-			s.fetches/w, human(int64(float64(s.readB)/w)), human(int64(float64(s.writtenB)/w)), s.klinkRSS>>20)
+			s.fetchRate, human(int64(float64(s.readB)/w)), human(int64(float64(s.writtenB)/w)), s.klinkRSS>>20)
 		m := med[s.sessions]
 		m[0] = append(m[0], pct(s.klinkCPU, s.window))
 		m[1] = append(m[1], pct(s.srcCPU, s.window))
@@ -459,6 +503,7 @@ func formatMany(n, perTopic int, records int64, clusters string, catchUp time.Du
 		fmt.Fprintf(&b, "\nMedians: klink idles at **%.2f%%** of a core with fetch sessions, %.2f%% without (%.1f× less); the source broker at **%.2f%%** with, %.2f%% without (%.1f× less).\n",
 			median(on[0]), median(off[0]), median(off[0])/max(median(on[0]), 0.001), median(on[1]), median(off[1]), median(off[1])/max(median(on[1]), 0.001))
 	}
+	fmt.Fprintf(&b, "The source broker with klink stopped: %.2f%% of a core (its own housekeeping of %d partitions).\n", brokerAlone, n)
 	fmt.Fprintf(&b, "Every mirror checked afterwards: %d records identical at identical offsets (offset, key, value, headers, timestamp).\n", matched)
 	return b.String()
 }
