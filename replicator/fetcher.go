@@ -27,6 +27,10 @@ const (
 	maxPartitionBuffered = 8 << 20
 	maxLinkBuffered      = 64 << 20
 	fetchMaxWait         = 500 * time.Millisecond
+	// fetchIdleWait is the long poll once quietRounds fetches in a row
+	// brought nothing.
+	fetchIdleWait = 2 * time.Second
+	quietRounds   = 4
 	// fetchShortWait is used when some partitions of the broker were left
 	// out of the fetch (busy, or backpressured): they must not wait behind
 	// a long poll on idle ones.
@@ -120,6 +124,9 @@ type brokerFetcher struct {
 	rotate int
 	// session is the incremental fetch session with this broker.
 	session fetchSession
+	// quiet counts the fetches in a row that brought no records;
+	// lastParts is how many partitions the last fetch wanted.
+	quiet, lastParts int
 	// seen and parts are eligible's, kept between fetches.
 	seen  map[tp]bool
 	parts []fetchPart
@@ -372,9 +379,19 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 			continue
 		}
 		wait := fetchMaxWait
-		if leftOut {
+		switch {
+		case leftOut:
 			wait = fetchShortWait
+		case b.quiet >= quietRounds && len(parts) == b.lastParts:
+			// Nothing came for a while and the same partitions are
+			// wanted: poll longer. Records still come the moment they
+			// arrive (the broker answers at the first byte); only a
+			// partition that becomes wanted meanwhile waits for the
+			// poll to end. At 10,000 partitions this is most of an
+			// idle link's cost, and of the source broker's for it.
+			wait = fetchIdleWait
 		}
+		b.lastParts = len(parts)
 		began := time.Now()
 		sf, err := f.fetch(b, parts, wait)
 		if err == nil {
@@ -398,6 +415,14 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 			continue
 		}
 		backoff.reset()
+		b.quiet++
+		for _, t := range sf.Records {
+			for _, r := range t {
+				if r != nil {
+					b.quiet = 0
+				}
+			}
+		}
 		f.handleFetch(parts, sf)
 		sf.Release() // the record sets no partition took
 	}

@@ -238,10 +238,10 @@ func TestFetchSessions(t *testing.T) {
 		// one that names nothing.
 		time.Sleep(time.Second)
 		mark := fetches.len()
-		time.Sleep(2500 * time.Millisecond)
+		time.Sleep(5 * time.Second)
 		idle := fetches.since(mark)
 		if len(idle) < 2 {
-			t.Fatalf("%d fetches in 2.5 s of idling; want a long poll after another", len(idle))
+			t.Fatalf("%d fetches in 5 s of idling; want a long poll after another", len(idle))
 		}
 		for _, req := range idle {
 			if n, f := named(req); req.SessionEpoch <= 0 || len(n) > 0 || len(f) > 0 {
