@@ -126,7 +126,7 @@ func (p *partition) run(ctx context.Context, started func()) {
 	p.retry = newBackoff(200*time.Millisecond, 30*time.Second)
 	first := true
 	for ctx.Err() == nil {
-		err := p.start(ctx)
+		err := p.startBounded(ctx)
 		if err == nil {
 			if first {
 				first = false
@@ -282,6 +282,23 @@ func (p *partition) newProducerEpoch(ctx context.Context) error {
 	}
 	p.idem = &slot{producer: batch.Producer{ID: resp.ProducerID, Epoch: resp.ProducerEpoch}, ready: true}
 	return nil
+}
+
+// maxConcurrentStarts is how many partitions of a link run their start
+// at once.
+const maxConcurrentStarts = 256
+
+// startBounded is start, once one of the link's start slots is free.
+func (p *partition) startBounded(ctx context.Context) error {
+	if slots := p.m.link.starts; slots != nil {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return p.start(ctx)
 }
 
 // loop moves fetched batches to the destination until an error.
