@@ -322,10 +322,5 @@ func runClusters(total int64, partitions, batchBytes int, sizes string, k int, v
 		}
 	}
 	report := fmt.Sprintf("Data set: %s in %d zstd batches, %d records, %d partitions. Machine: %d CPUs.\n", human(dataBytes), batches, records, partitions, runtime.NumCPU()) + formatClusterResults(rs, tk)
-	fmt.Println()
-	fmt.Print(report)
-	if write != "" {
-		return writeResultsBlock(write, "cluster", report)
-	}
-	return nil
+	return publish(report, write, "cluster")
 }

@@ -234,17 +234,12 @@ func run(total int64, partitions, batchBytes, runs int, skipBaseline, verify, re
 	if verified != "" {
 		report += "Every klink run's mirror checked afterwards; the last: " + verified + ".\n"
 	}
-	fmt.Println()
-	fmt.Print(report)
-	if write != "" {
-		block := "results"
-		if real {
-			block = "kafka"
-		}
-		if err := writeResultsBlock(write, block, report); err != nil {
-			return err
-		}
-		fmt.Println("written to", write)
+	block := "results"
+	if real {
+		block = "kafka"
+	}
+	if err := publish(report, write, block); err != nil {
+		return err
 	}
 	if svgPath != "" {
 		var bars []bar
@@ -735,11 +730,23 @@ func formatResults(rs []result, bytes, records int64, batches, partitions int, c
 	return b.String()
 }
 
-// writeResults replaces the measured block of a results file, between the
-// markers, keeping the rest of the file.
-func writeResults(path, report string) error { return writeResultsBlock(path, "results", report) }
+// publish prints a report and, if write names a file, puts it there as
+// the block named block.
+func publish(report, write, block string) error {
+	fmt.Println()
+	fmt.Print(report)
+	if write == "" {
+		return nil
+	}
+	if err := writeResultsBlock(write, block, report); err != nil {
+		return err
+	}
+	fmt.Println("written to", write)
+	return nil
+}
 
-// writeResultsBlock replaces the block between the markers named name.
+// writeResultsBlock replaces the block between the markers named name in
+// a results file, keeping the rest of the file.
 func writeResultsBlock(path, name, report string) error {
 	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
 	old, err := os.ReadFile(path)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,18 +66,12 @@ func runMany(n int, real bool, write string) error {
 		if os.Getenv("KAFKA_HEAP_OPTS") == "" {
 			os.Setenv("KAFKA_HEAP_OPTS", "-Xmx2g -Xms512m")
 		}
-		tb := newBenchTB()
-		defer tb.close()
-		s, err := startCluster(tb, "source")
+		s, d, what, stop, err := startRealPair()
 		if err != nil {
 			return err
 		}
-		d, err := startCluster(tb, "destination")
-		if err != nil {
-			return err
-		}
-		src, dst, srcPIDs = s, d, s.PIDs
-		clusters = "Apache Kafka 3.8 from $KLINK_KAFKA_HOME, one broker each"
+		defer stop()
+		src, dst, srcPIDs, clusters = s, d, s.PIDs, what
 	} else {
 		s, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("many-source"))
 		if err != nil {
@@ -146,7 +141,7 @@ func runMany(n int, real bool, write string) error {
 		caught := true
 		for _, t := range topics {
 			de, err := endOffsets(ctx, dst, t)
-			if err != nil || !equalEnds(de, srcEnds[t]) {
+			if err != nil || !maps.Equal(de, srcEnds[t]) {
 				caught = false
 				break
 			}
@@ -226,31 +221,11 @@ func runMany(n int, real bool, write string) error {
 		return fmt.Errorf("compared %d records, the source has %d", matched, records)
 	}
 	report := formatMany(n, perTopic, records, clusters, catchUp, catchRSS, samples, brokerAlone, matched)
-	fmt.Println()
-	fmt.Print(report)
-	if write != "" {
-		block := "many"
-		if real {
-			block = "many-kafka"
-		}
-		if err := writeResultsBlock(write, block, report); err != nil {
-			return err
-		}
-		fmt.Println("written to", write)
+	block := "many"
+	if real {
+		block = "many-kafka"
 	}
-	return nil
-}
-
-func equalEnds(a, b map[int32]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for p, e := range b {
-		if a[p] != e {
-			return false
-		}
-	}
-	return true
+	return publish(report, write, block)
 }
 
 // fillMany creates the topics and writes a few records to every partition.

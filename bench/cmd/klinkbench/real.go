@@ -128,30 +128,37 @@ func startCluster(tb *benchTB, name string) (c *kafkatest.Cluster, err error) {
 	return kafkatest.Start(tb, kafkatest.Kafka, name, kafkatest.Brokers(1)), nil
 }
 
+// startRealPair starts (or reaches) a real source and destination, and
+// says what they are, for the report; stop kills what it started.
+func startRealPair() (src, dst *kafkatest.Cluster, what string, stop func(), err error) {
+	tb := newBenchTB()
+	if src, err = startCluster(tb, "source"); err == nil {
+		dst, err = startCluster(tb, "destination")
+	}
+	if err != nil {
+		tb.close()
+		return nil, nil, "", nil, err
+	}
+	what = "Apache Kafka 3.8 from $KLINK_KAFKA_HOME, one broker each (JVMs of their own)"
+	if kafkatest.KafkaHome() == "" {
+		what = "the clusters named by $KLINK_TEST_SOURCE and $KLINK_TEST_DESTINATION"
+	}
+	return src, dst, what, tb.close, nil
+}
+
 // realEnv is a source and a destination of real brokers; each klink run
 // mirrors into a topic of its own, deleted after the run.
 func realEnv() (benchEnv, func(), error) {
-	tb := newBenchTB()
-	src, err := startCluster(tb, "source")
+	src, dst, what, stop, err := startRealPair()
 	if err != nil {
-		tb.close()
 		return benchEnv{}, nil, err
-	}
-	dst, err := startCluster(tb, "destination")
-	if err != nil {
-		tb.close()
-		return benchEnv{}, nil, err
-	}
-	what := "Apache Kafka 3.8 from $KLINK_KAFKA_HOME, one broker each (JVMs of their own)"
-	if kafkatest.KafkaHome() == "" {
-		what = "the clusters named by $KLINK_TEST_SOURCE and $KLINK_TEST_DESTINATION"
 	}
 	env := benchEnv{clusters: what, short: "real Kafka brokers", src: src,
 		dest: func(run int) (kcluster, string, func(), error) {
 			name := fmt.Sprintf("bench-run-%d", run)
 			return dst, name, func() { deleteTopic(dst, name) }, nil
 		}}
-	return env, tb.close, nil
+	return env, stop, nil
 }
 
 // deleteTopic removes a run's destination topic, so that runs do not fill
