@@ -65,11 +65,23 @@ func statusCmd(args []string) error {
 	return nil
 }
 
+// exists reports whether path names something (an unreadable file
+// exists: config.Load then says why it cannot be read).
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}
+
 // fetchStatus asks the running daemon for /status.
 func fetchStatus(adminFlag, path string) (replicator.Status, []byte, error) {
 	var st replicator.Status
 	base := "http://" + adminFlag
-	if adminFlag == "" {
+	if adminFlag == "" && path == config.DefaultPath && !exists(path) {
+		// No config where the package puts it (klink run with a config
+		// elsewhere, or on another host's copy): the daemon's default
+		// admin address is the best guess, and says so if wrong.
+		base = "http://" + config.DefaultAdminListen
+	} else if adminFlag == "" {
 		// The address comes from the config file (with --admin, the
 		// file is not needed).
 		var err error
@@ -253,6 +265,11 @@ func printPlan(w io.Writer, items []replicator.PlanItem) {
 	}
 }
 
+const netlinkUsage = `Usage:
+  klink netlink serve --config FILE   run the file's network link services
+  klink netlink status [flags]        network link endpoints, services and associations (--config, --admin)
+`
+
 // netlinkCmd: `klink netlink serve --config FILE` runs the file's network
 // link services (a klink run whose file may have no links and no
 // destination); `klink netlink status` prints the running daemon's
@@ -262,6 +279,9 @@ func netlinkCmd(args []string) error {
 		return errors.New("klink netlink: serve or status")
 	}
 	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Print(netlinkUsage)
+		return nil
 	case "serve":
 		return runCmd(args[1:])
 	case "status":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -152,6 +153,7 @@ loop:
 	stopProducing()
 	wg.Wait()
 
+	view.forget()
 	fmt.Fprintln(out, "\nstopped producing; waiting for the mirrors to catch up, then comparing every record")
 	vctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -307,10 +309,14 @@ func verifyDemo(ctx context.Context, out io.Writer, src, dst []string) error {
 	return nil
 }
 
-// liveView prints the mirrors' progress once a second.
+// liveView prints the mirrors' progress once a second. On a terminal it
+// redraws its table in place (cursor up over the previous one, each line
+// cleared to its end); elsewhere (a pipe, a file, CI) it prints plain lines,
+// one table after another, without escape sequences.
 type liveView struct {
 	out     io.Writer
 	tty     bool
+	lines   int // lines of the table on screen, to move up over (tty)
 	last    map[string]int64
 	lastAt  time.Time
 	started time.Time
@@ -326,16 +332,16 @@ func newLiveView(out io.Writer) *liveView {
 	return &liveView{out: out, tty: tty, last: map[string]int64{}, started: time.Now()}
 }
 
+// forget makes the next draw start below whatever was printed since the
+// last one, instead of over it.
+func (v *liveView) forget() { v.lines = 0 }
+
 func (v *liveView) draw(s replicator.Status) {
 	now := time.Now()
 	secs := now.Sub(v.lastAt).Seconds()
-	if v.tty {
-		fmt.Fprint(v.out, "\033[H\033[2J")
-	} else {
-		fmt.Fprintln(v.out)
-	}
-	fmt.Fprintf(v.out, "klink demo — %s\n", now.Sub(v.started).Truncate(time.Second))
-	tw := tabwriter.NewWriter(v.out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var table bytes.Buffer
+	fmt.Fprintf(&table, "klink demo — %s\n", now.Sub(v.started).Truncate(time.Second))
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mirror\tpartition\tstate\tsource start\tdestination start\tsource end\tdestination end\tlag\trecords/s\t")
 	for _, l := range s.Links {
 		for _, m := range l.Mirrors {
@@ -358,4 +364,20 @@ func (v *liveView) draw(s replicator.Status) {
 	}
 	tw.Flush()
 	v.lastAt = now
+	if !v.tty {
+		fmt.Fprintf(v.out, "\n%s", table.Bytes())
+		return
+	}
+	var screen bytes.Buffer
+	if v.lines > 0 {
+		fmt.Fprintf(&screen, "\033[%dA\r", v.lines) // up to the previous table's first line
+	}
+	lines := strings.SplitAfter(strings.TrimSuffix(table.String(), "\n"), "\n")
+	for _, l := range lines {
+		screen.WriteString(strings.TrimSuffix(l, "\n"))
+		screen.WriteString("\033[K\n") // clear what a longer line left
+	}
+	screen.WriteString("\033[J") // and the lines of a longer table
+	v.lines = len(lines)
+	v.out.Write(screen.Bytes())
 }

@@ -9,6 +9,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -55,6 +57,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "klink: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // --help: the flag set printed the command's usage
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "klink:", err)
