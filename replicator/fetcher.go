@@ -43,6 +43,7 @@ type fetchResult struct {
 	gen           uint64
 	fetchOffset   int64
 	batches       []batch.Batch
+	sums          []uint32 // records-section CRCs of batches[:len(sums)], taken while hot
 	bytes         int64
 	highWatermark int64
 	logStart      int64
@@ -537,7 +538,7 @@ func (f *fetchers) handleFetch(parts []fetchPart, sf *kconn.StreamedFetch) {
 			err := kerr.ErrorForCode(rp.ErrorCode)
 			switch {
 			case err == nil:
-				res.batches, res.buf, res.err = takeRecords(sf.Records[ti][pi])
+				res.batches, res.sums, res.buf, res.err = takeRecords(sf.Records[ti][pi])
 				sf.Records[ti][pi] = nil // the result holds it now
 				for _, b := range res.batches {
 					res.bytes += int64(len(b))
@@ -577,17 +578,17 @@ func (f *fetchers) unassign(c *cursor, err error) {
 // takeRecords splits a partition's record set, read into a buffer of its
 // own, into batches; the buffer then holds one reference per batch, and is
 // released when the last of them is appended (or dropped).
-func takeRecords(buf *kconn.Buffer) ([]batch.Batch, *kconn.Buffer, error) {
+func takeRecords(buf *kconn.Buffer) ([]batch.Batch, []uint32, *kconn.Buffer, error) {
 	if buf == nil {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	bs, err := batch.Split(buf.Bytes())
 	if err != nil || len(bs) == 0 {
 		buf.Release()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	buf.Retain(len(bs) - 1)
-	return bs, buf, nil
+	return bs, buf.Sums, buf, nil
 }
 
 // deliver puts a result into a cursor's inbox, unless the cursor was reset

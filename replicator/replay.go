@@ -71,7 +71,13 @@ func (p *partition) plan(res *fetchResult) ([]step, error) {
 		if b.BaseOffset() < next {
 			return fail(fatalf("source batch at offsets %d..%d of %s[%d] straddles the destination end offset %d: the source log no longer matches what was mirrored", b.BaseOffset(), b.LastOffset(), p.m.sourceTopic, p.id, next))
 		}
-		crc, err := b.Verify()
+		var crc uint32
+		var err error
+		if i < len(res.sums) {
+			crc, err = b.VerifySum(res.sums[i])
+		} else {
+			crc, err = b.Verify()
+		}
 		if err != nil {
 			return fail(fatalf("source %s[%d]: %v", p.m.sourceTopic, p.id, err))
 		}

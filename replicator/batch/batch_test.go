@@ -108,6 +108,31 @@ func TestSplitKeepsWholeBatchesOnly(t *testing.T) {
 	}
 }
 
+// The sums taken while a record set is hot pair with Split's batches, and a
+// sum that is not the batch's own fails VerifySum as corruption would.
+func TestRecordsCRCs(t *testing.T) {
+	a := makeBatch(t, CodecNone, 0, 1000, sampleRecords(3))
+	b := makeBatch(t, CodecZstd, 0, 1000, sampleRecords(5))
+	c := makeBatch(t, CodecGzip, 0, 1000, sampleRecords(2))
+	set := append(append(append([]byte{}, a...), b...), c[:len(c)-7]...) // c cut short
+	sums := RecordsCRCs(nil, set)
+	if len(sums) != 2 || sums[0] != a.RecordsCRC() || sums[1] != b.RecordsCRC() {
+		t.Fatalf("sums %08x, want %08x %08x", sums, a.RecordsCRC(), b.RecordsCRC())
+	}
+	if crc, err := b.VerifySum(sums[1]); err != nil || crc != sums[1] {
+		t.Fatalf("VerifySum of the batch's own sum: %08x, %v", crc, err)
+	}
+	if _, err := b.VerifySum(sums[0]); err == nil {
+		t.Fatal("VerifySum took another batch's sum")
+	}
+	old := make([]byte, 40)
+	binary.BigEndian.PutUint32(old[8:], 28)
+	old[16] = 1
+	if got := RecordsCRCs(nil, append(append([]byte{}, a...), old...)); len(got) != 1 {
+		t.Fatalf("%d sums over a batch and an old-format one", len(got))
+	}
+}
+
 func TestSplitRefusesOldFormat(t *testing.T) {
 	old := make([]byte, 40)
 	binary.BigEndian.PutUint64(old, 77)

@@ -103,6 +103,7 @@ func FuzzBatch(f *testing.F) {
 		if !bytes.Equal(data, orig) {
 			t.Fatal("Split changed its input")
 		}
+		checkSums(t, data, bs)
 		for _, b := range bs {
 			if !smallWhenDecompressed(b) {
 				continue
@@ -114,6 +115,23 @@ func FuzzBatch(f *testing.F) {
 			checkBatch(t, b)
 		}
 	})
+}
+
+// checkSums checks RecordsCRCs against the batches Split found in set: a
+// sum for each of the first batches, each the batch's own RecordsCRC (a
+// shifted sum would make a good batch fail, or a corrupt one pass, in
+// VerifySum), and none beyond the batches.
+func checkSums(t *testing.T, set []byte, bs []Batch) {
+	t.Helper()
+	sums := RecordsCRCs(nil, set)
+	if len(sums) > len(bs) {
+		t.Fatalf("%d sums for %d batches", len(sums), len(bs))
+	}
+	for i, s := range sums {
+		if want := bs[i].RecordsCRC(); s != want {
+			t.Fatalf("sum %d is %08x, the batch's records CRC is %08x", i, s, want)
+		}
+	}
 }
 
 // fuzzMaxDecompressed bounds what a fuzzed batch may claim to decompress

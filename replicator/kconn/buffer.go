@@ -20,6 +20,11 @@ type Buffer struct {
 	b    []byte
 	refs atomic.Int32
 	pool *BufferPool
+	// Sums holds, for a record set read by ReadFetchResponse, the
+	// records-section CRC32C of each whole batch at its start, in order
+	// (batch.RecordsCRCs): computed while the bytes were still in the
+	// CPU's cache, for the batches' checks later.
+	Sums []uint32
 }
 
 // Get returns a buffer of n bytes holding one reference.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/klink-io/klink/replicator/batch"
 )
 
 // StreamedFetch is a Fetch response read from the socket as a stream: each
@@ -359,5 +361,6 @@ func (w *walker) records(pool *BufferPool) *Buffer {
 		return nil
 	}
 	w.left -= int(n)
+	b.Sums = batch.RecordsCRCs(nil, b.Bytes())
 	return b
 }
