@@ -189,6 +189,9 @@ type MirrorTopicOptions struct {
 	// DeleteOnRemove deletes the destination topic of a mirror removed
 	// from the config (default false: the topic stays, failed over).
 	DeleteOnRemove bool `koanf:"deleteOnRemove"`
+	// Adopt lets auto-created mirrors adopt existing destination topics
+	// (see MirrorTopic.Adopt).
+	Adopt bool `koanf:"adopt"`
 }
 
 // AutoCreateTopics mirrors every source topic the filters select.
@@ -268,6 +271,12 @@ type MirrorTopic struct {
 	// PAUSE, PROMOTE (catch up, then stop: the topic becomes an ordinary
 	// topic) or FAILOVER (stop now, whatever the lag).
 	State string `koanf:"state"`
+	// Adopt lets klink mirror into an existing destination topic it did
+	// not create, if that topic is provably a prefix of the source topic
+	// (the old primary's topic after a promote): mirroring goes on from
+	// its end. A topic that is not is refused, naming the partition and
+	// offsets that differ.
+	Adopt bool `koanf:"adopt"`
 }
 
 // Mirror states an operator can ask for (MirrorTopic.State).

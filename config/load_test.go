@@ -221,3 +221,17 @@ func TestClusterSection(t *testing.T) {
 		t.Errorf("a different session timeout hashes the same")
 	}
 }
+
+func TestAdoptKeys(t *testing.T) {
+	cfg, err := Parse([]byte("destination: {bootstrap: [\"d:9092\"]}\nlinks:\n  - name: back\n    source: {bootstrap: [\"s:9092\"]}\n    mirrorTopicOptions: {adopt: true}\n    mirrorTopics:\n      - {name: orders, adopt: true}\n      - {name: other}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Links[0]
+	if !l.MirrorTopicOptions.Adopt || !l.MirrorTopics[0].Adopt || l.MirrorTopics[1].Adopt {
+		t.Fatalf("adopt: options %v, orders %v, other %v", l.MirrorTopicOptions.Adopt, l.MirrorTopics[0].Adopt, l.MirrorTopics[1].Adopt)
+	}
+	if _, err := Parse([]byte("destination: {bootstrap: [\"d:9092\"]}\nlinks:\n  - name: back\n    source: {bootstrap: [\"s:9092\"]}\n    mirrorTopics:\n      - {name: orders, adopt: maybe}\n")); err == nil || !strings.Contains(err.Error(), "links[0].mirrorTopics[0].adopt") {
+		t.Fatalf("adopt: maybe: %v", err)
+	}
+}

@@ -364,6 +364,24 @@ func (c *cluster) scan(ctx context.Context, topic string, p int32, from, to int6
 	return nil
 }
 
+// topicConfig is the value of one of topic's configs ("" if it has none).
+func topicConfig(ctx context.Context, c *cluster, topic, key string) (string, error) {
+	rcs, err := c.adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return "", fmt.Errorf("describing %s topic %s configs: %w", c.role, topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil || rc.Err != nil {
+		return "", fmt.Errorf("describing %s topic %s configs: %v", c.role, topic, errors.Join(err, rc.Err))
+	}
+	for _, cf := range rc.Configs {
+		if cf.Key == key && cf.Value != nil {
+			return *cf.Value, nil
+		}
+	}
+	return "", nil
+}
+
 // newFetchRequest is a sessionless consumer fetch.
 func newFetchRequest(isolation int8, maxWait time.Duration, maxBytes int32) *kmsg.FetchRequest {
 	req := kmsg.NewPtrFetchRequest()

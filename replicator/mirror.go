@@ -176,6 +176,7 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 	m.sourceTopicID = sm.id
 
 	dm, err := dst.topic(ctx, m.name)
+	var adopted map[int32]adoptedPartition // an existing topic klink adopts
 	switch {
 	case errors.Is(err, errTopicNotFound):
 		if rec.DestTopicID != "" {
@@ -187,7 +188,7 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 	case err != nil:
 		return rec, err
 	default:
-		if err := m.checkOwnership(ctx, rec, dm, len(sm.partitions)); err != nil {
+		if adopted, err = m.checkOwnership(ctx, rec, dm, len(sm.partitions)); err != nil {
 			return rec, err
 		}
 	}
@@ -205,6 +206,12 @@ func (m *mirror) setup(ctx context.Context) (linkstate.Mirror, error) {
 	starts := map[int32]int64{}
 	for id := range sm.partitions {
 		if _, ok := rec.Partitions[int32(id)]; ok {
+			continue
+		}
+		if a, ok := adopted[int32(id)]; ok {
+			// The destination's own log start: what it holds is the
+			// source's already, and nothing of it is deleted or filled.
+			starts[int32(id)] = a.logStart
 			continue
 		}
 		which := int64(offsetEarliest)
@@ -284,27 +291,51 @@ func (m *mirror) checkDestinationIdentity(ctx context.Context) error {
 }
 
 // checkOwnership refuses to write into a destination topic klink did not
-// create.
-func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm topicMeta, srcPartitions int) error {
+// create, unless the mirror may adopt it (adopt: true) and it is provably a
+// prefix of the source topic: then it returns where each partition stands.
+func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm topicMeta, srcPartitions int) (map[int32]adoptedPartition, error) {
 	id := topicIDString(dm.id)
 	switch {
 	case rec.DestTopicID != "" && rec.DestTopicID == id:
-		return nil
+		return nil, nil
 	case rec.DestTopicID != "":
-		return m.failSetup("destination topic %s was deleted and recreated by someone else (topic ID %s, klink created %s); klink never writes into a topic it did not create", m.name, id, rec.DestTopicID)
+		return nil, m.failSetup("destination topic %s was deleted and recreated by someone else (topic ID %s, klink created %s); klink never writes into a topic it did not create", m.name, id, rec.DestTopicID)
 	case !rec.CreateRequestedAt.IsZero():
 		// klink asked for the topic and stopped before noting its ID.
 		// Adopt it only if it is still exactly as created: empty.
 		empty, err := m.destinationEmpty(ctx, len(dm.partitions))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if empty && len(dm.partitions) == srcPartitions {
 			m.log.Info("adopting the destination topic created before a restart", zap.String("topicID", id))
-			return nil
+			return nil, nil
 		}
 	}
-	return m.failSetup("destination topic %s already exists and klink did not create it (topic ID %s); klink never writes into a topic it did not create: delete it, or mirror into another name", m.name, id)
+	if m.adopts() {
+		adopted, err := adoptCheck(ctx, m.link.src, m.link.dst, m.sourceTopic, m.name)
+		var fatal fatalError
+		if errors.As(err, &fatal) {
+			return nil, m.failSetup("%s", fatal.reason)
+		}
+		if err != nil {
+			return nil, err
+		}
+		ends := make([]string, 0, len(adopted))
+		for p := range len(adopted) {
+			ends = append(ends, fmt.Sprintf("%d:%d", p, adopted[int32(p)].end))
+		}
+		m.log.Warn("adopting existing destination topic: it is a prefix of the source topic; mirroring from its end offsets", zap.String("topicID", id), zap.Strings("ends", ends))
+		return adopted, nil
+	}
+	return nil, m.failSetup("destination topic %s already exists and klink did not create it (topic ID %s); klink never writes into a topic it did not create: delete it, mirror into another name, or set adopt: true if it is a copy of the source topic (after a failover)", m.name, id)
+}
+
+// adopts: the config lets this mirror adopt an existing destination topic
+// (mirrorTopics[].adopt, or mirrorTopicOptions.adopt for auto-created
+// mirrors).
+func (m *mirror) adopts() bool {
+	return m.cfg.Adopt || (m.auto && m.link.cfg.MirrorTopicOptions.Adopt)
 }
 
 func (m *mirror) destinationEmpty(ctx context.Context, partitions int) (bool, error) {
@@ -481,20 +512,12 @@ func (m *mirror) growPartitions(ctx context.Context, have int) ([]int32, error) 
 // bound for filler batches.
 func (m *mirror) loadMaxMessageBytes(ctx context.Context) error {
 	m.maxMessageBytes = 1_048_588 // Kafka's default
-	rcs, err := m.link.dst.adm.DescribeTopicConfigs(ctx, m.name)
+	v, err := topicConfig(ctx, m.link.dst, m.name, "max.message.bytes")
 	if err != nil {
-		return fmt.Errorf("describing destination topic %s configs: %w", m.name, err)
+		return err
 	}
-	rc, err := rcs.On(m.name, nil)
-	if err != nil || rc.Err != nil {
-		return fmt.Errorf("describing destination topic %s configs: %v", m.name, errors.Join(err, rc.Err))
-	}
-	for _, c := range rc.Configs {
-		if c.Key == "max.message.bytes" && c.Value != nil {
-			if n, err := strconv.Atoi(*c.Value); err == nil && n > 0 {
-				m.maxMessageBytes = n
-			}
-		}
+	if n, err := strconv.Atoi(v); err == nil && n > 0 {
+		m.maxMessageBytes = n
 	}
 	return nil
 }

@@ -1,13 +1,20 @@
 package replicator
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/secure"
 )
 
 // PlanItem is one thing a reload with a new config would do.
@@ -195,4 +202,97 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// PreviewAdoptions adds to a plan what adoption would do for each mirror it
+// creates with adopt: true: whether the destination topic exists, and if
+// it does, whether it is a prefix of the source topic (from which offsets
+// mirroring would go on) or why it would be refused. It asks the clusters
+// with connections of its own, bounded by ctx; nothing is written.
+func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem, log *zap.Logger) []PlanItem {
+	links := map[string]config.Link{}
+	for _, l := range next.Links {
+		links[l.Name] = l
+	}
+	type pair struct{ src, dst *cluster }
+	conns := map[string]pair{}
+	defer func() {
+		for _, p := range conns {
+			p.src.close()
+			p.dst.close()
+		}
+	}()
+	for i, it := range items {
+		lc, ok := links[it.Link]
+		if it.Action != "create" || it.Mirror == "" || !ok {
+			continue
+		}
+		var mc *config.MirrorTopic
+		for j := range lc.MirrorTopics {
+			if lc.MirrorTopics[j].Name == it.Mirror && lc.MirrorTopics[j].Adopt {
+				mc = &lc.MirrorTopics[j]
+			}
+		}
+		if mc == nil {
+			continue
+		}
+		if lc.IsInbound() || lc.Source.NetworkLink != "" {
+			items[i].Detail += "; adopt: checked when the mirror starts (the source is reached through a network link)"
+			continue
+		}
+		c, ok := conns[lc.Name]
+		if !ok {
+			var err error
+			if c.src, c.dst, err = planClusters(lc, next.Destination, log); err != nil {
+				items[i].Detail += "; adopt: cannot check now: " + err.Error()
+				continue
+			}
+			conns[lc.Name] = c
+		}
+		_, err := c.dst.topic(ctx, mc.Name)
+		switch {
+		case errors.Is(err, errTopicNotFound):
+			items[i].Detail += "; adopt: the destination topic does not exist, klink creates it"
+			continue
+		case err != nil:
+			items[i].Detail += "; adopt: cannot check now: " + err.Error()
+			continue
+		}
+		adopted, err := adoptCheck(ctx, c.src, c.dst, mc.SourceTopic(), mc.Name)
+		var fatal fatalError
+		switch {
+		case errors.As(err, &fatal):
+			items[i].Action, items[i].Detail = "refuse", fatal.reason
+		case err != nil:
+			items[i].Detail += "; adopt: cannot check now: " + err.Error()
+		default:
+			ends := make([]string, 0, len(adopted))
+			for p := range len(adopted) {
+				ends = append(ends, fmt.Sprintf("%d:%d", p, adopted[int32(p)].end))
+			}
+			items[i].Detail += "; adopts the existing destination topic (a prefix of the source topic): mirroring goes on from its end offsets " + strings.Join(ends, " ")
+		}
+	}
+	return items
+}
+
+// planClusters connects to a link's source and to the destination, as the
+// link would.
+func planClusters(lc config.Link, dc config.Destination, log *zap.Logger) (src, dst *cluster, err error) {
+	ssec, err := secure.New("source of link "+lc.Name, lc.Source.TLS, lc.Source.SASL, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	dsec, err := secure.New("destination", dc.TLS, dc.SASL, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if src, err = newCluster("source", lc.Source.Bootstrap, ssec, log); err != nil {
+		return nil, nil, err
+	}
+	if dst, err = newCluster("destination", dc.Bootstrap, dsec, log, kgo.MaxVersions(destinationVersions())); err != nil {
+		src.close()
+		return nil, nil, err
+	}
+	return src, dst, nil
 }

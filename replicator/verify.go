@@ -177,7 +177,9 @@ func (p *partition) compareWithSource(ctx context.Context, d batch.Batch) error 
 				return nil
 			}
 		}
-	} else if s != nil && sameBatch(s, d, p.delta) {
+	} else if s != nil && (sameBatch(s, d, p.delta) || d.IsLogAppendTime() && sameBatch(d, s, -p.delta)) {
+		// (The second: an adopted topic's original LogAppendTime batch,
+		// whose source is klink's rebuilt copy of it; see adopt.go.)
 		return nil
 	}
 	if d.IsControl() {

@@ -82,7 +82,10 @@ func startAdmin(admin config.Admin, r *replicator.Replicator, log *zap.Logger) (
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		if err := json.NewEncoder(w).Encode(r.Plan(cfg)); err != nil {
+		ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
+		defer cancel()
+		items := replicator.PreviewAdoptions(ctx, cfg, r.Plan(cfg), log)
+		if err := json.NewEncoder(w).Encode(items); err != nil {
 			log.Debug("writing plan", zap.Error(err))
 		}
 	})

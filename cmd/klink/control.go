@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
@@ -217,6 +220,9 @@ func planCmd(args []string) error {
 		if items, err = replicator.PlanFromState(store, cfg); err != nil {
 			return err
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		items = replicator.PreviewAdoptions(ctx, cfg, items, zap.NewNop())
 		source = "the state file " + store.Path() + " (no daemon answered)"
 	}
 	if *out == "json" {

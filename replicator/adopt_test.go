@@ -1,0 +1,322 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/linkstate"
+	"github.com/klink-io/klink/replicator/kafkatest"
+)
+
+// failbackConfig is the config of the klink beside to: one link from from,
+// mirroring topic under the same name, with consumer-group offsets synced.
+func failbackConfig(t *testing.T, from, to *kafkatest.Cluster, name string, mt config.MirrorTopic) *config.Config {
+	cfg := testConfig(t, from, to, config.Properties{"consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "200"}, mt)
+	cfg.Links[0].Name = name
+	cfg.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "*"}}
+	return cfg
+}
+
+// produceTxn writes n records per partition of topic in one committed and
+// one aborted transaction: markers in both logs, at the same offsets.
+func produceTxn(t *testing.T, c *kafkatest.Cluster, topic string, partitions int32, n int, tag string) {
+	t.Helper()
+	for _, end := range []kgo.TransactionEndTry{kgo.TryCommit, kgo.TryAbort} {
+		cl := newClient(t, c, kgo.TransactionalID("failback-"+tag), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		produceN(t, cl, topic, partitions, n, fmt.Sprintf("%s-txn-%v", tag, end))
+		if err := cl.EndTransaction(context.Background(), end); err != nil {
+			t.Fatal(err)
+		}
+		cl.Close()
+	}
+}
+
+// The runbook of the README's "Failover and failback", step by step, each a
+// config edit and a reload: A→B mirroring; PROMOTE on B; producers and a
+// consumer group move to B and go on; a B→A link with adopt: true on A's
+// side catches A up with only what B got since; PROMOTE on A; producers
+// return to A. A ends identical to B at every offset, and the group's
+// position survives both moves.
+func TestFailoverAndFailback(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		a, b := testClusters(t, k)
+		const parts = 3
+		createTopic(t, a, "orders", parts, nil)
+		onA := newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		produceN(t, onA, "orders", parts, 40, "a1")
+		produceTxn(t, a, "orders", parts, 5, "a")
+		produceN(t, onA, "orders", parts, 20, "a2")
+		commitOn(t, a, "g", "orders", map[int32]int64{0: 10, 1: 20, 2: 30})
+
+		// 1. A→B: the klink beside B mirrors orders.
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"})
+		rB, stopB := runReplicator(t, cfgB)
+		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"})
+		waitCommitted(t, b, "g", "orders", map[int32]int64{0: 10, 1: 20, 2: 30})
+
+		// 2. PROMOTE on B: the mirror catches up, stops, and is an
+		// ordinary topic.
+		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "PROMOTE"}))
+		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
+		aAtPromote := endOffsets(t, a, "orders")
+
+		// 3. Producers and the group move to B, and go on there.
+		onB := newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		produceN(t, onB, "orders", parts, 30, "b1")
+		produceTxn(t, b, "orders", parts, 4, "b")
+		produceN(t, onB, "orders", parts, 10, "b2")
+		bEnd := endOffsets(t, b, "orders")
+		onBGroup := map[int32]int64{}
+		for p := range int32(parts) {
+			onBGroup[p] = bEnd[p] - 7 - int64(p)
+		}
+		commitOn(t, b, "g", "orders", onBGroup)
+		stopB() // the klink beside B is not needed any more
+
+		// 4. B→A on A's side, adopting A's topic: it is a prefix of B's.
+		// klink plan says so first.
+		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{Name: "orders", Adopt: true})
+		aEndBefore := endOffsets(t, a, "orders")
+		wantPlan := fmt.Sprintf("adopts the existing destination topic (a prefix of the source topic): mirroring goes on from its end offsets 0:%d 1:%d 2:%d", aEndBefore[0], aEndBefore[1], aEndBefore[2])
+		if it := planAdoption(t, cfgA, "orders"); it.Action != "create" || !strings.Contains(it.Detail, wantPlan) {
+			t.Fatalf("plan: %+v, want a detail saying %q", it, wantPlan)
+		}
+		rA, _ := runReplicator(t, cfgA)
+		waitCaughtUp(t, b, a, 30*time.Second, [2]string{"orders", "orders"})
+		if m := waitState(t, rA, "orders", linkstate.Active, 15*time.Second); m.Reason != "" {
+			t.Fatalf("adopted mirror: %+v", m)
+		}
+		// What A already held was not copied again: the mirror's
+		// counters cover only what B got after the promote.
+		var mirrored int64
+		for _, p := range mirrorStatus(t, rA, "orders").Partitions {
+			mirrored += p.RecordsMirrored
+		}
+		if most, least := int64(parts*(30+2*4+10)), int64(parts*(30+10)); mirrored > most || mirrored < least {
+			t.Fatalf("the failback mirrored %d records; B got %d..%d since the promote (A had %v)", mirrored, least, most, aAtPromote)
+		}
+		requireSameRecords(t, readAll(t, b, "orders"), readAll(t, a, "orders"))
+		for p := range int32(parts) {
+			requireIdenticalBatches(t, b, a, "orders", "orders", p)
+		}
+		waitCommitted(t, a, "g", "orders", onBGroup)
+
+		// 5. PROMOTE on A; producers return to A, and klink writes no more.
+		rA.Reload(withMirrors(cfgA, config.MirrorTopic{Name: "orders", Adopt: true, State: "PROMOTE"}))
+		waitState(t, rA, "orders", linkstate.Stopped, 30*time.Second)
+		requireSameRecords(t, readAll(t, b, "orders"), readAll(t, a, "orders"))
+		produceN(t, onA, "orders", parts, 5, "a3")
+		time.Sleep(500 * time.Millisecond)
+		aEnd := endOffsets(t, a, "orders")
+		for p := range int32(parts) {
+			if aEnd[p] != bEnd[p]+5 {
+				t.Fatalf("A[%d] ends at %d after the failback and 5 new records, B at %d", p, aEnd[p], bEnd[p])
+			}
+		}
+
+		// The group resumes on A where it stopped on B.
+		want := readAll(t, b, "orders")
+		c := newClient(t, a, kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"), kgo.DisableAutoCommit())
+		first := map[int32]*kgo.Record{}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for len(first) < parts && ctx.Err() == nil {
+			c.PollRecords(ctx, 100).EachRecord(func(r *kgo.Record) {
+				if _, ok := first[r.Partition]; !ok {
+					first[r.Partition] = r
+				}
+			})
+		}
+		for p := range int32(parts) {
+			r := first[p]
+			if r == nil {
+				t.Fatalf("the group read nothing from A[%d]", p)
+			}
+			// The first record at or after the committed offset (a
+			// marker may stand at it).
+			var exp *kgo.Record
+			for _, s := range want[p] {
+				if s.Offset >= onBGroup[p] {
+					exp = s
+					break
+				}
+			}
+			if exp == nil || r.Offset != exp.Offset || string(r.Key) != string(exp.Key) || string(r.Value) != string(exp.Value) || !r.Timestamp.Equal(exp.Timestamp) {
+				t.Fatalf("A[%d]: the group resumed at offset %d (%s), want offset %d on B (%v)", p, r.Offset, r.Key, onBGroup[p], exp)
+			}
+		}
+	})
+}
+
+// After an unplanned failover the old primary holds records that were never
+// mirrored: adopting it is refused before a single append, naming the
+// partition and the offsets, and A is left as it was.
+func TestAdoptRefusesUnmirroredTail(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		a, b := testClusters(t, k)
+		createTopic(t, a, "orders", 3, nil)
+		onA := newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		produceN(t, onA, "orders", 3, 50, "a1")
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"})
+		rB, _ := runReplicator(t, cfgB)
+		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"})
+
+		// A crash of A in all but name: B fails over at once, and A got
+		// records B never saw: 7 on partition 1 while B's producers
+		// write 4 there too, 3 on partition 2 while nothing is written
+		// on B. Partition 0 is an exact prefix.
+		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "FAILOVER"}))
+		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
+		produceSync(t, onA, recordsFor("orders", 1, 7, "lost")...)
+		produceSync(t, onA, recordsFor("orders", 2, 3, "lost")...)
+		produceSync(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), recordsFor("orders", 1, 4, "b")...)
+		produceSync(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), recordsFor("orders", 0, 6, "b")...)
+		before := readAll(t, a, "orders")
+
+		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{Name: "orders", Adopt: true})
+		if it := planAdoption(t, cfgA, "orders"); it.Action != "refuse" || !strings.Contains(it.Detail, "partition 1: 7 records at offsets 50..56 were never mirrored") {
+			t.Fatalf("plan: %+v, want the refusal", it)
+		}
+		rA, _ := runReplicator(t, cfgA)
+		m := waitState(t, rA, "orders", linkstate.Failed, 30*time.Second)
+		for _, want := range []string{
+			"partition 1: 7 records at offsets 50..56 were never mirrored",
+			"partition 2: 3 records at offsets 50..52 were never mirrored",
+			"adopting would need them removed",
+		} {
+			if !strings.Contains(m.Reason, want) {
+				t.Errorf("refusal %q does not say %q", m.Reason, want)
+			}
+		}
+		if strings.Contains(m.Reason, "partition 0") {
+			t.Errorf("refusal names partition 0, an exact prefix: %q", m.Reason)
+		}
+		time.Sleep(time.Second)
+		requireSameRecords(t, before, readAll(t, a, "orders"))
+
+		// Without adopt, an existing topic is refused as before, and the
+		// refusal names the way out.
+		c, d := testClusters(t, k)
+		createTopic(t, c, "plain", 1, nil)
+		createTopic(t, d, "plain", 1, nil)
+		rD, _ := runReplicator(t, testConfig(t, c, d, nil, config.MirrorTopic{Name: "plain"}))
+		if m := waitState(t, rD, "plain", linkstate.Failed, 30*time.Second); !strings.Contains(m.Reason, "adopt: true") {
+			t.Fatalf("refusal without adopt: %q", m.Reason)
+		}
+	})
+}
+
+// planAdoption is klink plan's item for mirror of a new link in cfg, with
+// the adoption previewed against the clusters.
+func planAdoption(t *testing.T, cfg *config.Config, mirror string) PlanItem {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	items := PreviewAdoptions(ctx, cfg, planChanges(nil, map[string]map[string]mirrorView{}, cfg), zaptest.NewLogger(t))
+	for _, it := range items {
+		if it.Mirror == mirror {
+			return it
+		}
+	}
+	t.Fatalf("no plan item for mirror %s: %+v", mirror, items)
+	return PlanItem{}
+}
+
+// recordsFor is n records for one partition.
+func recordsFor(topic string, p int32, n int, tag string) []*kgo.Record {
+	var rs []*kgo.Record
+	for i := range n {
+		rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Key: fmt.Appendf(nil, "%s-%d", tag, i), Value: fmt.Appendf(nil, "%s record %d", tag, i)})
+	}
+	return rs
+}
+
+// A topic that shares nothing with the source, or has another partition
+// count, is refused with what differs.
+func TestAdoptRefusesStrangers(t *testing.T) {
+	a, b := testClusters(t, kafkatest.KFake)
+	createTopic(t, a, "orders", 2, nil)
+	createTopic(t, b, "orders", 2, nil)
+	createTopic(t, a, "wide", 2, nil)
+	createTopic(t, b, "wide", 3, nil)
+	produceN(t, newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 10, "a")
+	produceN(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 10, "b")
+	r, _ := runReplicator(t, testConfig(t, a, b, nil, config.MirrorTopic{Name: "orders", Adopt: true}, config.MirrorTopic{Name: "wide", Adopt: true}))
+	if m := waitState(t, r, "orders", linkstate.Failed, 30*time.Second); !strings.Contains(m.Reason, "partition 0: not a copy of the source: the destination's first batch, at offset 0, differs") {
+		t.Fatalf("stranger: %q", m.Reason)
+	}
+	if m := waitState(t, r, "wide", linkstate.Failed, 30*time.Second); !strings.Contains(m.Reason, "it has 3 partitions, source topic wide has 2") {
+		t.Fatalf("partition count: %q", m.Reason)
+	}
+	if got := endOffsets(t, b, "orders"); got[0] != 10 || got[1] != 10 {
+		t.Fatalf("the refused topic changed: ends %v", got)
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 89303: "89,303", 1204: "1,204", 1234567: "1,234,567", -1000: "-1,000"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// Compacted topics: after the promote both clusters' cleaners compact on
+// their own schedules, so the old primary's batches no longer match the new
+// primary's; adoption proves what compaction keeps instead, and the way
+// back leaves A holding what B holds. A topic whose old primary got records
+// that were never mirrored is refused all the same.
+func TestFailbackCompacted(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		a, b := testClusters(t, k, cleanerOpts)
+		for _, tp := range []string{"ct", "lost"} {
+			createTopic(t, a, tp, 2, compactedTopicConfigs)
+			produceChangelog(t, a, tp, 0)
+			produceChangelog(t, a, tp, 1)
+		}
+		compact(t, a, "ct", 2)
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "ct"})
+		cfgB.Links[0].MirrorTopics = append(cfgB.Links[0].MirrorTopics, config.MirrorTopic{Name: "lost"})
+		rB, stopB := runReplicator(t, cfgB)
+		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"ct", "ct"}, [2]string{"lost", "lost"})
+		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "ct", State: "PROMOTE"}, config.MirrorTopic{Name: "lost", State: "FAILOVER"}))
+		waitState(t, rB, "ct", linkstate.Stopped, 30*time.Second)
+		waitState(t, rB, "lost", linkstate.Stopped, 30*time.Second)
+		stopB()
+
+		// B goes on and compacts; A's "lost" got a round B never saw.
+		produceChangelog(t, b, "ct", 2)
+		produceChangelog(t, b, "lost", 2)
+		produceChangelog(t, a, "lost", 3)
+		compact(t, b, "ct", 2)
+		compact(t, a, "lost", 2)
+		if changed := countHoleyBatches(t, b, "ct", 2); changed == 0 {
+			t.Fatal("B's compaction left no batch with holes: the old batches would still match")
+		}
+		lostBefore := readAll(t, a, "lost")
+
+		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{Name: "ct", Adopt: true})
+		cfgA.Links[0].MirrorTopics = append(cfgA.Links[0].MirrorTopics, config.MirrorTopic{Name: "lost", Adopt: true})
+		rA, _ := runReplicator(t, cfgA)
+		waitCaughtUp(t, b, a, 30*time.Second, [2]string{"ct", "ct"})
+		if m := waitState(t, rA, "ct", linkstate.Active, 15*time.Second); m.Reason != "" {
+			t.Fatalf("adopted compacted mirror: %+v", m)
+		}
+		t.Logf("after the failback: %d records held on both sides", requireCompactionKept(t, b, a, "ct"))
+		m := waitState(t, rA, "lost", linkstate.Failed, 30*time.Second)
+		if !strings.Contains(m.Reason, "were never mirrored") || !strings.Contains(m.Reason, "adopting would need them removed") {
+			t.Fatalf("refusal of the compacted topic with an unmirrored round: %q", m.Reason)
+		}
+		requireSameRecords(t, lostBefore, readAll(t, a, "lost"))
+	})
+}
