@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
@@ -188,7 +189,7 @@ func TestAdoptRefusesUnmirroredTail(t *testing.T) {
 			t.Fatalf("plan: %+v, want the refusal", it)
 		}
 		rA, _ := runReplicator(t, cfgA)
-		m := waitState(t, rA, "orders", linkstate.Failed, 30*time.Second)
+		m := waitRefused(t, rA, "orders", "were never mirrored")
 		for _, want := range []string{
 			"partition 1: 7 records at offsets 50..56 were never mirrored",
 			"partition 2: 3 records at offsets 50..52 were never mirrored",
@@ -204,16 +205,44 @@ func TestAdoptRefusesUnmirroredTail(t *testing.T) {
 		time.Sleep(time.Second)
 		requireSameRecords(t, before, readAll(t, a, "orders"))
 
+		// The README's way out: the operator deletes A's topic (after
+		// saving the unmirrored records); at its next check klink creates
+		// it and copies all of B, at B's offsets.
+		adm := kadm.NewClient(newClient(t, a))
+		if _, err := adm.DeleteTopics(context.Background(), "orders"); err != nil {
+			t.Fatal(err)
+		}
+		waitCaughtUp(t, b, a, 60*time.Second, [2]string{"orders", "orders"})
+		waitState(t, rA, "orders", linkstate.Active, 15*time.Second)
+		requireSameRecords(t, readAll(t, b, "orders"), readAll(t, a, "orders"))
+
 		// Without adopt, an existing topic is refused as before, and the
 		// refusal names the way out.
 		c, d := testClusters(t, k)
 		createTopic(t, c, "plain", 1, nil)
 		createTopic(t, d, "plain", 1, nil)
 		rD, _ := runReplicator(t, testConfig(t, c, d, nil, config.MirrorTopic{Name: "plain"}))
+		// (A mirror that may not adopt fails for good, as before.)
 		if m := waitState(t, rD, "plain", linkstate.Failed, 30*time.Second); !strings.Contains(m.Reason, "adopt: true") {
 			t.Fatalf("refusal without adopt: %q", m.Reason)
 		}
 	})
+}
+
+// waitRefused waits until mirror's reason says why adoption was refused,
+// and checks that the refusal left it PENDING (nothing written; checked
+// again later), not FAILED.
+func waitRefused(t *testing.T, r *Replicator, mirror, why string) MirrorStatus {
+	t.Helper()
+	var m MirrorStatus
+	waitFor(t, 30*time.Second, "mirror "+mirror+" refusing adoption", func() bool {
+		m = mirrorStatus(t, r, mirror)
+		return strings.Contains(m.Reason, why)
+	})
+	if m.State != string(linkstate.Pending) || !strings.Contains(m.Reason, "nothing was written, and klink checks again every 30 s") {
+		t.Fatalf("mirror %s after the refusal: %s: %s", mirror, m.State, m.Reason)
+	}
+	return m
 }
 
 // planAdoption is klink plan's item for mirror of a new link in cfg, with
@@ -252,12 +281,8 @@ func TestAdoptRefusesStrangers(t *testing.T) {
 	produceN(t, newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 10, "a")
 	produceN(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), "orders", 2, 10, "b")
 	r, _ := runReplicator(t, testConfig(t, a, b, nil, config.MirrorTopic{Name: "orders", Adopt: true}, config.MirrorTopic{Name: "wide", Adopt: true}))
-	if m := waitState(t, r, "orders", linkstate.Failed, 30*time.Second); !strings.Contains(m.Reason, "partition 0: not a copy of the source: the destination's first batch, at offset 0, differs") {
-		t.Fatalf("stranger: %q", m.Reason)
-	}
-	if m := waitState(t, r, "wide", linkstate.Failed, 30*time.Second); !strings.Contains(m.Reason, "it has 3 partitions, source topic wide has 2") {
-		t.Fatalf("partition count: %q", m.Reason)
-	}
+	waitRefused(t, r, "orders", "partition 0: not a copy of the source: the destination's first batch, at offset 0, differs")
+	waitRefused(t, r, "wide", "it has 3 partitions, source topic wide has 2")
 	if got := endOffsets(t, b, "orders"); got[0] != 10 || got[1] != 10 {
 		t.Fatalf("the refused topic changed: ends %v", got)
 	}
@@ -313,10 +338,7 @@ func TestFailbackCompacted(t *testing.T) {
 			t.Fatalf("adopted compacted mirror: %+v", m)
 		}
 		t.Logf("after the failback: %d records held on both sides", requireCompactionKept(t, b, a, "ct"))
-		m := waitState(t, rA, "lost", linkstate.Failed, 30*time.Second)
-		if !strings.Contains(m.Reason, "were never mirrored") || !strings.Contains(m.Reason, "adopting would need them removed") {
-			t.Fatalf("refusal of the compacted topic with an unmirrored round: %q", m.Reason)
-		}
+		waitRefused(t, rA, "lost", "adopting would need them removed")
 		requireSameRecords(t, lostBefore, readAll(t, a, "lost"))
 	})
 }

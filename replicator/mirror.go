@@ -313,10 +313,13 @@ func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm to
 		}
 	}
 	if m.adopts() {
+		// A refusal does not fail the mirror: nothing was written, and
+		// what the operator does about it (recreate the topic, say) is
+		// seen at the next try of setupUntilReady, at most 30 s later.
 		adopted, err := adoptCheck(ctx, m.link.src, m.link.dst, m.sourceTopic, m.name)
 		var fatal fatalError
 		if errors.As(err, &fatal) {
-			return nil, m.failSetup("%s", fatal.reason)
+			return nil, fmt.Errorf("%s; nothing was written, and klink checks again every 30 s", fatal.reason)
 		}
 		if err != nil {
 			return nil, err
