@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,8 @@ import (
 
 // The Debian package installs, with dpkg -i into a throwaway root, the
 // binary, the unit, a default config klink accepts (readable by the klink
-// group) and the klink system user.
+// group), the klink system user, and the alert rules and dashboard under
+// /usr/share/klink/ (the same bytes as systemd/, readable by all).
 func TestDebianPackage(t *testing.T) {
 	for _, tool := range []string{"dpkg", "dpkg-deb", "systemd-sysusers"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -46,6 +48,25 @@ func TestDebianPackage(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Fatalf("not installed: %v", err)
 		}
+	}
+	for _, f := range []string{"klink-rules.yml", "klink-dashboard.json"} {
+		installed := filepath.Join(root, "usr/share/klink", f)
+		fi, err := os.Stat(installed)
+		if err != nil {
+			t.Fatalf("not installed: %v", err)
+		}
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: mode %v, want 0644", installed, fi.Mode().Perm())
+		}
+		got, _ := os.ReadFile(installed)
+		want, err := os.ReadFile(filepath.Join("..", "..", "systemd", f))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s differs from systemd/%s (%v)", installed, f, err)
+		}
+	}
+	if out, err := exec.Command("dpkg-deb", "--contents", deb).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "./usr/share/klink/klink-rules.yml") || !strings.Contains(string(out), "./usr/share/klink/klink-dashboard.json") {
+		t.Errorf("dpkg-deb --contents: %v\n%s", err, out)
 	}
 	passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
 	if !strings.Contains(string(passwd), "klink:x:") {
