@@ -91,7 +91,7 @@ func Decide(name string, cur MirrorState, want Desired, stoppedAt time.Time) (Ac
 		case WantPromote:
 			return Refuse, fmt.Errorf("mirror %s is FAILED and cannot catch up with its source, so it cannot be promoted; use state FAILOVER to keep the destination topic as it is (an ordinary topic), or remove the mirror from mirrorTopics", name)
 		}
-		return Refuse, fmt.Errorf("mirror %s is FAILED and klink does not write into it again: read its reason; then use state FAILOVER to keep the topic as it is, or remove the mirror (and the destination topic) and add it again", name)
+		return Refuse, fmt.Errorf("mirror %s is FAILED and klink does not write into it again: read its reason; then use state FAILOVER (or remove it from mirrorTopics) to keep the topic as it is, an ordinary topic; to mirror it again, mirror into a destination topic with a new name", name)
 	}
 	switch want {
 	case WantActive:
