@@ -342,3 +342,42 @@ func TestFailbackCompacted(t *testing.T) {
 		requireSameRecords(t, lostBefore, readAll(t, a, "lost"))
 	})
 }
+
+// mirrorTopicOptions.adopt: a link that auto-creates its mirrors adopts the
+// old primary's topics the same way, and one without it refuses them.
+func TestAdoptAutoCreated(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
+		a, b := testClusters(t, k)
+		for _, tp := range []string{"orders", "payments"} {
+			createTopic(t, a, tp, 2, nil)
+			produceN(t, newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner())), tp, 2, 30, "a")
+		}
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"})
+		cfgB.Links[0].MirrorTopics = append(cfgB.Links[0].MirrorTopics, config.MirrorTopic{Name: "payments"})
+		rB, stopB := runReplicator(t, cfgB)
+		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"}, [2]string{"payments", "payments"})
+		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "PROMOTE"}, config.MirrorTopic{Name: "payments", State: "PROMOTE"}))
+		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
+		waitState(t, rB, "payments", linkstate.Stopped, 30*time.Second)
+		stopB()
+		for _, tp := range []string{"orders", "payments"} {
+			produceN(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), tp, 2, 15, "b")
+		}
+
+		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{})
+		cfgA.Links[0].MirrorTopics = nil
+		cfgA.Links[0].Configs["auto.create.mirror.topics.refresh.ms"] = "300"
+		cfgA.Links[0].MirrorTopicOptions = config.MirrorTopicOptions{Adopt: true, AutoCreateTopics: config.AutoCreateTopics{Enabled: true, TopicFilters: []config.TopicFilter{
+			{FilterType: "INCLUDE", Name: "*", PatternType: "LITERAL"},
+		}}}
+		rA, _ := runReplicator(t, cfgA)
+		waitCaughtUp(t, b, a, 30*time.Second, [2]string{"orders", "orders"}, [2]string{"payments", "payments"})
+		for _, tp := range []string{"orders", "payments"} {
+			waitState(t, rA, tp, linkstate.Active, 15*time.Second)
+			requireSameRecords(t, readAll(t, b, tp), readAll(t, a, tp))
+			for p := range int32(2) {
+				requireIdenticalBatches(t, b, a, tp, tp, p)
+			}
+		}
+	})
+}
