@@ -97,6 +97,9 @@ func TestFailoverAndFailback(t *testing.T) {
 		if m := waitState(t, rA, "orders", linkstate.Active, 15*time.Second); m.Reason != "" {
 			t.Fatalf("adopted mirror: %+v", m)
 		}
+		if l := rA.Status().Links[0]; l.PartitionsRunning != parts || l.PartitionsStarting != 0 {
+			t.Fatalf("link status: %d partitions running, %d starting; want %d and 0", l.PartitionsRunning, l.PartitionsStarting, parts)
+		}
 		// What A already held was not copied again: the mirror's
 		// counters cover only what B got after the promote.
 		var mirrored int64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,8 +124,10 @@ type brokerFetcher struct {
 	// rotate moves the start of the partition list each fetch so that no
 	// partition is always last (and cut short by the response size).
 	rotate int
-	// session is the incremental fetch session with this broker.
+	// session is the incremental fetch session with this broker, and
+	// version the Fetch version it was last used with.
 	session fetchSession
+	version int16
 	// quiet counts the fetches in a row that brought no records;
 	// lastParts is how many partitions the last fetch wanted.
 	quiet, lastParts int
@@ -429,22 +432,34 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 	}
 }
 
+// connect makes sure b has a working connection to its broker.
+func (f *fetchers) connect(ctx context.Context, b *brokerFetcher, timeout time.Duration) error {
+	if b.conn != nil && b.conn.Err() == nil {
+		return nil
+	}
+	addr, ok := f.src.brokerAddr(b.id)
+	if !ok {
+		return fmt.Errorf("source broker %d is unknown", b.id)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := kconn.Dial(ctx, addr, f.dial)
+	if err != nil {
+		return err
+	}
+	if b.conn != nil {
+		b.conn.Close()
+	}
+	b.conn = conn
+	return nil
+}
+
 // fetch sends one Fetch for parts to the broker, (re)connecting as needed.
 // The answer is read as a stream: each partition's record set lands in a
 // buffer of its own.
 func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration) (*kconn.StreamedFetch, error) {
-	if b.conn == nil || b.conn.Err() != nil {
-		addr, ok := f.src.brokerAddr(b.id)
-		if !ok {
-			return nil, fmt.Errorf("source broker %d is unknown", b.id)
-		}
-		ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
-		conn, err := kconn.Dial(ctx, addr, f.dial)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		b.conn = conn
+	if err := f.connect(f.ctx, b, 10*time.Second); err != nil {
+		return nil, err
 	}
 	// read_committed: only batches whose transaction outcome is decided
 	// (below the last stable offset), so that a replayed destination
@@ -465,6 +480,7 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 	for range 2 {
 		req := newFetchRequest(1, wait, fetchMaxBytes)
 		req.SetVersion(version)
+		b.version = version
 		b.session.build(req, parts, order)
 		sf, err := b.conn.DoFetch(f.ctx, req, wait+30*time.Second, f.pool)
 		if err != nil {
@@ -500,16 +516,47 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 // source broker answered, and the answer.
 var testHookFetchAnswered atomic.Pointer[func(link string, req *kmsg.FetchRequest, resp *kmsg.FetchResponse)]
 
-// closeConns closes the fetch connections once the loops have stopped.
+// closeConns closes the fetch connections once the loops have stopped,
+// and with them their fetch sessions: otherwise each stays in its broker's
+// cache, holding a slot other clients may need, until evicted.
 func (f *fetchers) closeConns() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, b := range f.loops {
-		if b.conn != nil {
-			b.conn.Close()
-		}
+	loops := maps.Clone(f.loops)
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, b := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if b.conn != nil {
+					b.conn.Close()
+				}
+			}()
+			if req := b.session.closing(); req != nil {
+				// The connection is often gone: the shutdown cut the
+				// long poll on it short.
+				req.SetVersion(b.version)
+				ctx, cancel := context.WithTimeout(context.Background(), sessionCloseWait)
+				defer cancel()
+				if err := f.connect(ctx, b, sessionCloseWait); err != nil {
+					return
+				}
+				if sf, err := b.conn.DoFetch(ctx, req, sessionCloseWait, f.pool); err == nil {
+					fetchRequests.WithLabelValues(f.link, "close").Inc()
+					if hook := testHookFetchAnswered.Load(); hook != nil {
+						(*hook)(f.link, req, sf.Resp)
+					}
+					sf.Release()
+				}
+			}
+		}()
 	}
+	wg.Wait()
 }
+
+// sessionCloseWait bounds the fetch that closes a session at shutdown.
+const sessionCloseWait = 2 * time.Second
 
 // handleFetch hands each partition its part of a fetch response.
 func (f *fetchers) handleFetch(parts []fetchPart, sf *kconn.StreamedFetch) {

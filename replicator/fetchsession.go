@@ -59,6 +59,19 @@ func (s *fetchSession) reset() {
 	s.epoch, s.parts, s.pending = 0, nil, sessionChange{}
 }
 
+// closing is the request that closes the session (epoch -1, naming
+// nothing, answered at once), or nil if there is none; the session is
+// over either way. Its version must be set.
+func (s *fetchSession) closing() *kmsg.FetchRequest {
+	if s.off || s.id == 0 {
+		return nil // no session, or the broker said it has none
+	}
+	req := newFetchRequest(1, 0, fetchMaxBytes)
+	req.SessionID, req.SessionEpoch = s.id, -1
+	s.id, s.epoch, s.parts, s.pending = 0, 0, nil, sessionChange{}
+	return req
+}
+
 // topicKey names a topic in a request: by name and ID, so that two topics
 // of one name (one deleted and recreated meanwhile) are never merged.
 type topicKey struct {

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -227,7 +228,7 @@ func TestFetchSessions(t *testing.T) {
 		}
 		round(0)
 		cfg := testConfig(t, src, dst, nil, config.MirrorTopic{Name: "fs"})
-		r, _ := runReplicator(t, cfg)
+		r, stop := runReplicator(t, cfg)
 		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"fs", "fs"})
 		if m := mirrorStatus(t, r, "fs"); m.State != "ACTIVE" {
 			t.Fatalf("mirror fs %s: %s", m.State, m.Reason)
@@ -330,7 +331,21 @@ func TestFetchSessions(t *testing.T) {
 		for p := range int32(parts) {
 			requireIdenticalBatches(t, src, dst, "fs", "fs", p)
 		}
-		t.Logf("%d fetches; idle ones named nothing; two sessions ended by the broker, each followed by a full fetch; %d partitions exact", fetches.len(), parts)
+
+		// klink stops: its last fetch closes its session (epoch -1), and
+		// the broker has forgotten it (a real broker says so).
+		open := last[len(last)-1].SessionID
+		stop()
+		final := fetches.since(0)
+		if c := final[len(final)-1]; c.SessionID != open || c.SessionEpoch != -1 || len(c.Topics) > 0 {
+			t.Fatalf("klink's last fetch: session %d epoch %d naming %d topics; want session %d closed (epoch -1), naming none", c.SessionID, c.SessionEpoch, len(c.Topics), open)
+		}
+		if k == kafkatest.Kafka {
+			if err := interfere(ctx, cl, open, 1); !errors.Is(err, kerr.FetchSessionIDNotFound) {
+				t.Fatalf("session %d after klink stopped: %v; want FETCH_SESSION_ID_NOT_FOUND", open, err)
+			}
+		}
+		t.Logf("%d fetches; idle ones named nothing; two sessions ended by the broker, each followed by a full fetch; %d partitions exact; the session closed at shutdown", fetches.len(), parts)
 	})
 }
 

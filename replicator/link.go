@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -38,6 +39,11 @@ type Link struct {
 	// tail check, producer id, fillers) at once: a restart with 10,000
 	// partitions started them all together, at 650 MiB and more.
 	starts chan struct{}
+	// partsStarting counts partitions in start (or waiting for a slot),
+	// partsRunning those past it, mirroring: /status shows both, so that
+	// a restart's end can be seen.
+	partsStarting, partsRunning atomic.Int64
+	txnLister                   txnLister // see recoverTxns
 
 	mu       sync.Mutex
 	identity linkstate.Link

@@ -132,7 +132,9 @@ func (p *partition) run(ctx context.Context, started func()) {
 				first = false
 				started()
 			}
+			p.m.link.partsRunning.Add(1)
 			err = p.loop(ctx)
+			p.m.link.partsRunning.Add(-1)
 		}
 		var fatal fatalError
 		switch {
@@ -290,6 +292,8 @@ const maxConcurrentStarts = 256
 
 // startBounded is start, once one of the link's start slots is free.
 func (p *partition) startBounded(ctx context.Context) error {
+	p.m.link.partsStarting.Add(1)
+	defer p.m.link.partsStarting.Add(-1)
 	if slots := p.m.link.starts; slots != nil {
 		select {
 		case slots <- struct{}{}:

@@ -23,6 +23,13 @@ type LinkStatus struct {
 	ConfigSync *SyncStatus    `json:"configSync,omitempty"`
 	ACLSync    *SyncStatus    `json:"aclSync,omitempty"`
 	Mirrors    []MirrorStatus `json:"mirrors"`
+	// PartitionsStarting are partitions in their start (destination tail
+	// check, transactions, producer id, fillers) or waiting for one of the
+	// link's start slots; PartitionsRunning are past it, mirroring. After
+	// a restart the first falls to 0 and the second rises to the number of
+	// partitions.
+	PartitionsStarting int64 `json:"partitionsStarting"`
+	PartitionsRunning  int64 `json:"partitionsRunning"`
 }
 
 // MirrorStatus is one mirror topic.
@@ -91,6 +98,8 @@ func (l *Link) Status() LinkStatus {
 		OffsetSync:           l.offsetSync,
 		ConfigSync:           l.configSync,
 		ACLSync:              l.aclSync,
+		PartitionsStarting:   l.partsStarting.Load(),
+		PartitionsRunning:    l.partsRunning.Load(),
 	}
 	mirrors := slices.Clone(l.mirrors)
 	hosts := maps.Clone(l.hosts)

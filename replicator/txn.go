@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -286,6 +288,70 @@ func retryTxn(ctx context.Context, do func() (int16, error)) error {
 	}
 }
 
+// txnLister shares ListTransactions among a link's partitions. Each
+// partition's start must see every transaction of the destination (Kafka
+// cannot list by transactional id prefix), so a restart at 10,000
+// partitions listed them 10,000 times. A listing serves every partition
+// that asked for one before it was sent (so none is served a listing older
+// than its request: a partition restarting after an error must see the
+// transactions it opened itself), and at most one is in flight.
+type txnLister struct {
+	mu      sync.Mutex
+	running bool
+	waiting []chan<- txnListing
+	calls   atomic.Int64 // listings sent, for tests
+}
+
+type txnListing struct {
+	listed kadm.ListedTransactions // shared: read only
+	err    error
+}
+
+// list returns a listing sent after the call.
+func (tl *txnLister) list(ctx context.Context, adm *kadm.Client) (kadm.ListedTransactions, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ch := make(chan txnListing, 1)
+	tl.mu.Lock()
+	tl.waiting = append(tl.waiting, ch)
+	if !tl.running {
+		tl.running = true
+		go tl.serve(adm)
+	}
+	tl.mu.Unlock()
+	select {
+	case r := <-ch:
+		return r.listed, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// serve sends listings while partitions wait for one. Each listing has its
+// own bound (it serves many callers, so none of their contexts); a link
+// that stops closes the client, which ends it at once.
+func (tl *txnLister) serve(adm *kadm.Client) {
+	for {
+		tl.mu.Lock()
+		batch := tl.waiting
+		tl.waiting = nil
+		if len(batch) == 0 {
+			tl.running = false
+			tl.mu.Unlock()
+			return
+		}
+		tl.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		listed, err := adm.ListTransactions(ctx, nil, nil)
+		cancel()
+		tl.calls.Add(1)
+		for _, ch := range batch {
+			ch <- txnListing{listed, err}
+		}
+	}
+}
+
 // orphanPID marks a recovered destination transaction that holds the
 // partition but no data yet: klink stopped between AddPartitionsToTxn and
 // its first append (or the marker that was to end it). It is used for the
@@ -308,7 +374,7 @@ func (p *partition) recoverTxns(ctx context.Context) error {
 	prefix := p.txnIDPrefix()
 	var ours []string
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		listed, err := adm.ListTransactions(ctx, nil, nil)
+		listed, err := p.m.link.txnLister.list(ctx, adm)
 		if err != nil {
 			return fmt.Errorf("destination ListTransactions: %w", err)
 		}
