@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -43,6 +44,10 @@ type idleSample struct {
 	readB, writtenB  int64   // klink's socket and file reads and writes (/proc/<pid>/io)
 	window           time.Duration
 	klinkRSS         int64
+	// restart: from klink's start to every partition running (past its
+	// start: tail check, transactions, producer id), 0 for the first
+	// window (that klink caught up from scratch).
+	restart time.Duration
 }
 
 func runMany(n int, real bool, write string) error {
@@ -164,14 +169,22 @@ func runMany(n int, real bool, write string) error {
 	fmt.Printf("caught up in %.1f s, peak RSS %d MiB\n", catchUp.Seconds(), catchRSS>>20)
 
 	var samples []idleSample
+	var restart time.Duration
 	sessions := true
 	for i := range 2 * idleWindowsEach {
 		if i > 0 {
 			stop(cmd)
 			sessions = !sessions
+			began := time.Now()
 			if cmd, admin, err = start(sessions); err != nil {
 				return err
 			}
+			if err := waitRunning(ctx, admin, n); err != nil {
+				stop(cmd)
+				return err
+			}
+			restart = time.Since(began)
+			fmt.Printf("restarted: all %d partitions running after %.1f s\n", n, restart.Seconds())
 		}
 		fmt.Printf("idle window %d/%d, fetch sessions %v: waiting for klink to settle...\n", i+1, 2*idleWindowsEach, sessions)
 		if err := settle(cmd.Process.Pid); err != nil {
@@ -183,7 +196,7 @@ func runMany(n int, real bool, write string) error {
 			stop(cmd)
 			return err
 		}
-		s.sessions = sessions
+		s.sessions, s.restart = sessions, restart
 		samples = append(samples, s)
 	}
 	stop(cmd)
@@ -373,6 +386,36 @@ func settle(pid int) error {
 	return nil
 }
 
+// waitRunning waits until klink's /status shows n partitions running
+// (past their start) and none starting. /status is large at 10,000
+// partitions: it is asked every 2 s.
+func waitRunning(ctx context.Context, admin string, n int) error {
+	for {
+		var st struct {
+			Links []struct {
+				PartitionsStarting, PartitionsRunning int64
+			}
+		}
+		if resp, err := http.Get("http://" + admin + "/status"); err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			var running, starting int64
+			for _, l := range st.Links {
+				running += l.PartitionsRunning
+				starting += l.PartitionsStarting
+			}
+			if err == nil && running == int64(n) && starting == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d partitions to run: %w", n, ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
 // idleWindowOf measures one window of idling. klink's /metrics is read
 // before and after, outside the window: at 10,000 partitions a scrape
 // costs klink more than a second of idling does.
@@ -455,13 +498,17 @@ func formatMany(n, perTopic int, records int64, clusters string, catchUp time.Du
 	fmt.Fprintf(&b, "%d partitions (%d topics × %d), %d records each (%d in all). Clusters: %s; klink a separate process.\n\n", n, manyTopics, perTopic, manyRecords, records, clusters)
 	fmt.Fprintf(&b, "Catch-up from an empty destination (topics created by klink): **%.1f s**, klink's peak RSS **%d MiB**.\n\n", catchUp.Seconds(), rss>>20)
 	fmt.Fprintf(&b, "Idle, %d windows of %s each, alternating (klink restarted between them, and left to settle first: its CPU steady over two 5 s intervals):\n\n", len(samples), idleWindow)
-	fmt.Fprintln(&b, "| window | fetch sessions | klink CPU (% of a core) | source broker CPU (% of a core) | fetch requests/s | klink bytes read/s | klink bytes written/s | klink RSS |")
-	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&b, "| window | fetch sessions | restart: all partitions running after | klink CPU (% of a core) | source broker CPU (% of a core) | fetch requests/s | klink bytes read/s | klink bytes written/s | klink peak RSS |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	pct := func(d, w time.Duration) float64 { return 100 * d.Seconds() / w.Seconds() }
 	med := map[bool][2][]float64{}
 	for i, s := range samples {
 		w := s.window.Seconds()
-		fmt.Fprintf(&b, "| %d | %v | %.2f%% | %.2f%% | %.1f | %s | %s | %d MiB |\n", i+1, onOff(s.sessions), pct(s.klinkCPU, s.window), pct(s.srcCPU, s.window),
+		restart := "(the catch-up)"
+		if s.restart > 0 {
+			restart = fmt.Sprintf("%.1f s", s.restart.Seconds())
+		}
+		fmt.Fprintf(&b, "| %d | %v | %s | %.2f%% | %.2f%% | %.1f | %s | %s | %d MiB |\n", i+1, onOff(s.sessions), restart, pct(s.klinkCPU, s.window), pct(s.srcCPU, s.window),
 			s.fetchRate, human(int64(float64(s.readB)/w)), human(int64(float64(s.writtenB)/w)), s.klinkRSS>>20)
 		m := med[s.sessions]
 		m[0] = append(m[0], pct(s.klinkCPU, s.window))
