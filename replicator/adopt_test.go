@@ -128,6 +128,32 @@ func TestFailoverAndFailback(t *testing.T) {
 			}
 		}
 
+		// 6. B's klink (its state file as it was) mirrors A again: the old
+		// link goes, a new one adopts B's topic, a prefix of A's now.
+		cfgB2 := failbackConfig(t, a, b, "a-to-b-2", config.MirrorTopic{Name: "orders", Adopt: true})
+		cfgB2.StateDir = cfgB.StateDir
+		rB2, _ := runReplicator(t, cfgB2)
+		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"})
+		var m2 MirrorStatus
+		waitFor(t, 15*time.Second, "a-to-b-2's mirror ACTIVE", func() bool {
+			for _, l := range rB2.Status().Links {
+				for _, m := range l.Mirrors {
+					if l.Name == "a-to-b-2" && m.Name == "orders" {
+						m2 = m
+					}
+				}
+			}
+			return m2.State == string(linkstate.Active)
+		})
+		requireSameRecords(t, readAll(t, a, "orders"), readAll(t, b, "orders"))
+		var again int64
+		for _, p := range m2.Partitions {
+			again += p.RecordsMirrored
+		}
+		if again != parts*5 {
+			t.Fatalf("mirroring A again copied %d records; A got %d since", again, parts*5)
+		}
+
 		// The group resumes on A where it stopped on B.
 		want := readAll(t, b, "orders")
 		c := newClient(t, a, kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"), kgo.DisableAutoCommit())
