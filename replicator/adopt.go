@@ -104,6 +104,27 @@ func adoptPartition(ctx context.Context, src, dst *cluster, srcTopic, dstTopic s
 		}
 	}
 	c := adoptComparer{ctx: ctx, src: src, dst: dst, srcTopic: srcTopic, dstTopic: dstTopic, p: p}
+	if a.end > a.logStart {
+		// What the destination holds must overlap what the source still
+		// holds, or nothing proves it a prefix (the source's retention
+		// may have removed both the copy and what was never mirrored).
+		// Not so on a compacted topic: there the source's cleaner may
+		// rightly have removed all of it (every key written again since),
+		// and the proof is what compaction keeps.
+		if !compacted && max(a.logStart, sStart) >= min(a.end, sEnd) && a.end <= sEnd {
+			return a, fmt.Sprintf("partition %d: cannot be proven a prefix: the destination holds offsets %s..%s and the source no longer holds any of them (its log starts at %s)", p, thousands(a.logStart), thousands(a.end-1), thousands(sStart)), nil
+		}
+		// A transaction open on the destination (a producer of the old
+		// primary that never ended it) would be found by klink's own
+		// transaction recovery and fail the mirror: wait for it to end.
+		f, err := dst.fetchOnce(ctx, dstTopic, p, a.end-1, 1, 1)
+		if err != nil && !errors.Is(err, kerr.OffsetOutOfRange) {
+			return a, "", fmt.Errorf("%s[%d]: %w", dstTopic, p, err)
+		}
+		if err == nil && f.lastStable >= 0 && f.lastStable < f.highWatermark {
+			return a, fmt.Sprintf("partition %d: a transaction is open on the destination at offset %s (its producer must commit or abort it, or its timeout end it)", p, thousands(f.lastStable)), nil
+		}
+	}
 	if compacted {
 		diverge, err := c.compactedDivergence(a, sStart, sEnd)
 		if err != nil || diverge < 0 {
@@ -174,6 +195,9 @@ func adoptPartition(ctx context.Context, src, dst *cluster, srcTopic, dstTopic s
 // neverMirrored is the refusal for a destination that holds [diverge, end)
 // beyond what the source holds at the same offsets.
 func neverMirrored(p int32, a adoptedPartition, diverge, sEnd int64) string {
+	if diverge < a.logStart || a.end == a.logStart {
+		return fmt.Sprintf("partition %d: the destination's offsets run to %s, beyond the source's end %s", p, thousands(a.end), thousands(sEnd))
+	}
 	return fmt.Sprintf("partition %d: %s records at offsets %s..%s were never mirrored (the source holds other data there, or ends at %s); adopting would need them removed", p, thousands(a.end-diverge), thousands(diverge), thousands(a.end-1), thousands(sEnd))
 }
 

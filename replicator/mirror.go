@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
@@ -31,7 +32,8 @@ type mirror struct {
 	// Set by setup before partitions start.
 	maxMessageBytes int
 	sourceTopicID   [16]byte
-	destTopicID     [16]byte // the destination topic klink created and writes into
+	destTopicID     [16]byte       // the destination topic klink created and writes into
+	adoptedNow      map[int32]bool // partitions setup adopted, until their first start (mu)
 
 	// wake tells run the desired state changed (see control.go).
 	wake chan struct{}
@@ -324,14 +326,73 @@ func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm to
 		if err != nil {
 			return nil, err
 		}
+		// The topic's configs become a mirror's before the first
+		// append: compression.type=producer and CreateTime keep the
+		// copies byte for byte and their timestamps, and timestamp
+		// bounds would refuse old records.
+		if err := m.syncConfigs(ctx); err != nil {
+			return nil, err
+		}
+		if err := m.dropTimestampBounds(ctx); err != nil {
+			return nil, err
+		}
 		ends := make([]string, 0, len(adopted))
 		for p := range len(adopted) {
 			ends = append(ends, fmt.Sprintf("%d:%d", p, adopted[int32(p)].end))
 		}
+		m.mu.Lock()
+		m.adoptedNow = map[int32]bool{}
+		for p := range adopted {
+			m.adoptedNow[p] = true
+		}
+		m.mu.Unlock()
 		m.log.Warn("adopting existing destination topic: it is a prefix of the source topic; mirroring from its end offsets", zap.String("topicID", id), zap.Strings("ends", ends))
 		return adopted, nil
 	}
 	return nil, m.failSetup("destination topic %s already exists and klink did not create it (topic ID %s); klink never writes into a topic it did not create: delete it, mirror into another name, or set adopt: true if it is a copy of the source topic (after a failover)", m.name, id)
+}
+
+// dropTimestampBounds removes an adopted topic's own bounds on record
+// timestamps: a lagging mirror appends old records (klink never sets them
+// on the topics it creates; the config sync leaves them, as local).
+func (m *mirror) dropTimestampBounds(ctx context.Context) error {
+	var del []kadm.AlterConfig
+	for _, k := range []string{"message.timestamp.before.max.ms", "message.timestamp.difference.max.ms"} {
+		v, err := topicConfig(ctx, m.link.dst, m.name, k)
+		if err != nil {
+			return err
+		}
+		if v != "" {
+			del = append(del, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
+			m.log.Warn("adopted topic: removing its bound on old timestamps", zap.String("config", k), zap.String("was", v))
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	resps, err := m.link.dst.adm.AlterTopicConfigs(ctx, del, m.name)
+	if err == nil {
+		for _, r := range resps {
+			err = errors.Join(err, r.Err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("destination topic %s: removing timestamp bounds: %w", m.name, err)
+	}
+	return nil
+}
+
+// takeAdopted reports, once, whether partition id was adopted by this
+// run's setup: its start then skips the tail check, which the adoption
+// proof has just done (and which, on a compacted topic whose two copies
+// each cluster's cleaner has compacted on its own, compares batches the
+// proof rightly does not).
+func (m *mirror) takeAdopted(id int32) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ok := m.adoptedNow[id]
+	delete(m.adoptedNow, id)
+	return ok
 }
 
 // adopts: the config lets this mirror adopt an existing destination topic

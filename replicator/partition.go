@@ -202,7 +202,7 @@ func (p *partition) start(ctx context.Context) error {
 	if p.idem != nil && p.acked < end {
 		from = p.acked // a restart after errors: check all that landed unanswered
 	}
-	if end > 0 && end > p.startOffset {
+	if end > 0 && end > p.startOffset && !p.m.takeAdopted(p.id) {
 		if err := p.checkTail(ctx, max(from, p.startOffset), end); err != nil {
 			return err
 		}
