@@ -209,18 +209,28 @@ func TestAdoptRefusesUnmirroredTail(t *testing.T) {
 	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
 		a, b := testClusters(t, k)
 		createTopic(t, a, "orders", 3, nil)
+		createTopic(t, a, "deep", 1, nil)
 		onA := newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 		produceN(t, onA, "orders", 3, 50, "a1")
+		produceN(t, onA, "deep", 1, 100, "a1")
 		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"})
+		cfgB.Links[0].MirrorTopics = append(cfgB.Links[0].MirrorTopics, config.MirrorTopic{Name: "deep"})
 		rB, _ := runReplicator(t, cfgB)
-		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"})
+		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"}, [2]string{"deep", "deep"})
 
 		// A crash of A in all but name: B fails over at once, and A got
 		// records B never saw: 7 on partition 1 while B's producers
 		// write 4 there too, 3 on partition 2 while nothing is written
 		// on B. Partition 0 is an exact prefix.
-		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "FAILOVER"}))
+		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "FAILOVER"}, config.MirrorTopic{Name: "deep", State: "FAILOVER"}))
 		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
+		waitState(t, rB, "deep", linkstate.Stopped, 30*time.Second)
+		// deep: the two logs part far more than the last 1,000 offsets
+		// before the end, in small batches: where is found by bisection.
+		for i := range 30 {
+			produceSync(t, onA, recordsFor("deep", 0, 50, fmt.Sprintf("lost%d", i))...)
+			produceSync(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), recordsFor("deep", 0, 55, fmt.Sprintf("b%d", i))...)
+		}
 		produceSync(t, onA, recordsFor("orders", 1, 7, "lost")...)
 		produceSync(t, onA, recordsFor("orders", 2, 3, "lost")...)
 		produceSync(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), recordsFor("orders", 1, 4, "b")...)
@@ -231,7 +241,9 @@ func TestAdoptRefusesUnmirroredTail(t *testing.T) {
 		if it := planAdoption(t, cfgA, "orders"); it.Action != "refuse" || !strings.Contains(it.Detail, "partition 1: 7 records at offsets 50..56 were never mirrored") {
 			t.Fatalf("plan: %+v, want the refusal", it)
 		}
+		cfgA.Links[0].MirrorTopics = append(cfgA.Links[0].MirrorTopics, config.MirrorTopic{Name: "deep", Adopt: true})
 		rA, _ := runReplicator(t, cfgA)
+		waitRefused(t, rA, "deep", "partition 0: 1,500 records at offsets 100..1,599 were never mirrored")
 		m := waitRefused(t, rA, "orders", "were never mirrored")
 		for _, want := range []string{
 			"partition 1: 7 records at offsets 50..56 were never mirrored",
