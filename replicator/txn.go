@@ -231,10 +231,23 @@ func (p *partition) waitMarker(ctx context.Context, m int64, commit bool, pid in
 		}
 	}
 	f, err := dst.fetchOnce(ctx, p.m.name, p.id, m, 1, 0)
+	for wait := 10 * time.Millisecond; err == nil && len(f.batches) == 0; wait = min(2*wait, 200*time.Millisecond) {
+		// The end offset came from one broker, the fetch went to another
+		// that does not serve the marker yet (a leader that just moved,
+		// or stale metadata): an empty answer says nothing, ask again.
+		// (Seen on Kafka 3.8 with a destination leader SIGKILLed.)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("destination %s[%d]: the transaction marker at offset %d is not readable after 30s", p.m.name, p.id, m)
+		}
+		if !sleepCtx(ctx, wait) {
+			return ctx.Err()
+		}
+		f, err = dst.fetchOnce(ctx, p.m.name, p.id, m, 1, 0)
+	}
 	if err != nil {
 		return err
 	}
-	if len(f.batches) == 0 || f.batches[0].BaseOffset() != m || !f.batches[0].IsControl() || f.batches[0].ProducerID() != pid {
+	if f.batches[0].BaseOffset() != m || !f.batches[0].IsControl() || f.batches[0].ProducerID() != pid {
 		if p.ownAbortIn(ctx, m, m+1) {
 			return errShiftedAppend
 		}
