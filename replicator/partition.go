@@ -202,7 +202,10 @@ func (p *partition) start(ctx context.Context) error {
 	if p.idem != nil && p.acked < end {
 		from = p.acked // a restart after errors: check all that landed unanswered
 	}
-	if end > 0 && end > p.startOffset && !p.m.takeAdopted(p.id) {
+	// Taken first, whatever the end: a flag left behind (an adopted
+	// partition that was empty) would skip the check at a later start.
+	adopted := p.m.takeAdopted(p.id)
+	if end > 0 && end > p.startOffset && !adopted {
 		if err := p.checkTail(ctx, max(from, p.startOffset), end); err != nil {
 			return err
 		}
