@@ -364,17 +364,30 @@ func (c *cluster) scan(ctx context.Context, topic string, p int32, from, to int6
 	return nil
 }
 
-// topicConfig is the value of one of topic's configs ("" if it has none).
-func topicConfig(ctx context.Context, c *cluster, topic, key string) (string, error) {
+// describeTopicConfigs is topic's configs, as DescribeConfigs gives them
+// (defaults included, each with its source).
+func describeTopicConfigs(ctx context.Context, c *cluster, topic string) ([]kadm.Config, error) {
 	rcs, err := c.adm.DescribeTopicConfigs(ctx, topic)
 	if err != nil {
-		return "", fmt.Errorf("describing %s topic %s configs: %w", c.role, topic, err)
+		return nil, fmt.Errorf("describing %s topic %s configs: %w", c.role, topic, err)
 	}
 	rc, err := rcs.On(topic, nil)
-	if err != nil || rc.Err != nil {
-		return "", fmt.Errorf("describing %s topic %s configs: %v", c.role, topic, errors.Join(err, rc.Err))
+	if err == nil {
+		err = rc.Err
 	}
-	for _, cf := range rc.Configs {
+	if err != nil {
+		return nil, fmt.Errorf("describing %s topic %s configs: %w", c.role, topic, err)
+	}
+	return rc.Configs, nil
+}
+
+// topicConfig is the value of one of topic's configs ("" if it has none).
+func topicConfig(ctx context.Context, c *cluster, topic, key string) (string, error) {
+	cfs, err := describeTopicConfigs(ctx, c, topic)
+	if err != nil {
+		return "", err
+	}
+	for _, cf := range cfs {
 		if cf.Key == key && cf.Value != nil {
 			return *cf.Value, nil
 		}

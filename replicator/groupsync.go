@@ -268,19 +268,12 @@ func (m *mirror) syncConfigs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rcs, err := m.link.dst.adm.DescribeTopicConfigs(ctx, m.name)
+	cfs, err := describeTopicConfigs(ctx, m.link.dst, m.name)
 	if err != nil {
-		return fmt.Errorf("describing destination topic %s configs: %w", m.name, err)
-	}
-	rc, err := rcs.On(m.name, nil)
-	if err == nil {
-		err = rc.Err
-	}
-	if err != nil {
-		return fmt.Errorf("describing destination topic %s configs: %w", m.name, err)
+		return err
 	}
 	have := map[string]string{}
-	for _, c := range rc.Configs {
+	for _, c := range cfs {
 		if c.Source == kmsg.ConfigSourceDynamicTopicConfig && c.Value != nil {
 			have[c.Key] = *c.Value
 		}

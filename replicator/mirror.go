@@ -356,15 +356,15 @@ func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm to
 // timestamps: a lagging mirror appends old records (klink never sets them
 // on the topics it creates; the config sync leaves them, as local).
 func (m *mirror) dropTimestampBounds(ctx context.Context) error {
+	cfs, err := describeTopicConfigs(ctx, m.link.dst, m.name)
+	if err != nil {
+		return err
+	}
 	var del []kadm.AlterConfig
-	for _, k := range []string{"message.timestamp.before.max.ms", "message.timestamp.difference.max.ms"} {
-		v, err := topicConfig(ctx, m.link.dst, m.name, k)
-		if err != nil {
-			return err
-		}
-		if v != "" {
-			del = append(del, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
-			m.log.Warn("adopted topic: removing its bound on old timestamps", zap.String("config", k), zap.String("was", v))
+	for _, c := range cfs {
+		if (c.Key == "message.timestamp.before.max.ms" || c.Key == "message.timestamp.difference.max.ms") && c.Value != nil {
+			del = append(del, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: c.Key})
+			m.log.Warn("adopted topic: removing its bound on old timestamps", zap.String("config", c.Key), zap.String("was", *c.Value))
 		}
 	}
 	if len(del) == 0 {
@@ -443,19 +443,12 @@ var notCopied = map[string]string{
 // required settings, then the mirror's overrides. logSkips logs each source
 // config not copied (at creation; the sync would log them every round).
 func (m *mirror) desiredConfigs(ctx context.Context, logSkips bool) (map[string]*string, error) {
-	rcs, err := m.link.src.adm.DescribeTopicConfigs(ctx, m.sourceTopic)
+	cfs, err := describeTopicConfigs(ctx, m.link.src, m.sourceTopic)
 	if err != nil {
-		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, err)
-	}
-	rc, err := rcs.On(m.sourceTopic, nil)
-	if err != nil {
-		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, err)
-	}
-	if rc.Err != nil {
-		return nil, fmt.Errorf("describing source topic %s configs: %w", m.sourceTopic, rc.Err)
+		return nil, err
 	}
 	out := map[string]*string{}
-	for _, c := range rc.Configs {
+	for _, c := range cfs {
 		if c.Source != kmsg.ConfigSourceDynamicTopicConfig || c.Value == nil {
 			continue
 		}
