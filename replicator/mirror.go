@@ -362,7 +362,9 @@ func (m *mirror) dropTimestampBounds(ctx context.Context) error {
 	}
 	var del []kadm.AlterConfig
 	for _, c := range cfs {
-		if (c.Key == "message.timestamp.before.max.ms" || c.Key == "message.timestamp.difference.max.ms") && c.Value != nil {
+		// Only the topic's own: Kafka describes every default too (these
+		// as Long.MAX_VALUE), which is no bound.
+		if (c.Key == "message.timestamp.before.max.ms" || c.Key == "message.timestamp.difference.max.ms") && c.Value != nil && c.Source == kmsg.ConfigSourceDynamicTopicConfig {
 			del = append(del, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: c.Key})
 			m.log.Warn("adopted topic: removing its bound on old timestamps", zap.String("config", c.Key), zap.String("was", *c.Value))
 		}
