@@ -38,6 +38,16 @@ type adoptedPartition struct {
 	logStart, end int64 // the destination's; mirroring goes on from end
 }
 
+// adoptedEnds names each adopted partition's end offset, "partition:end",
+// in partition order: where mirroring goes on.
+func adoptedEnds(adopted map[int32]adoptedPartition) []string {
+	ends := make([]string, 0, len(adopted))
+	for p := range len(adopted) {
+		ends = append(ends, fmt.Sprintf("%d:%d", p, adopted[int32(p)].end))
+	}
+	return ends
+}
+
 // adoptCheck proves that destination topic dstTopic is a prefix of source
 // topic srcTopic and returns each partition's place, or an error naming the
 // partition and the first offset that differs.

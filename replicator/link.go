@@ -106,13 +106,7 @@ func (l *Link) Name() string { return l.cfg.Name }
 // closed.
 func (l *Link) Run(ctx context.Context) {
 	var err error
-	srcSec, err := secure.New(fmt.Sprintf("source of link %s", l.cfg.Name), l.cfg.Source.TLS, l.cfg.Source.SASL, l.log)
-	if err != nil {
-		l.setFailed(err)
-		return
-	}
-	srcSec.Tunnel = l.tunnel
-	if l.src, err = newCluster("source", l.cfg.Source.Bootstrap, srcSec, l.log); err != nil {
+	if l.src, err = newSourceCluster(l.cfg, l.tunnel, l.log); err != nil {
 		l.setFailed(err)
 		return
 	}
@@ -624,19 +618,37 @@ func (l *Link) autoCreate(ctx context.Context) {
 // newDestination is the link's client of the destination cluster, with its
 // TLS and SASL settings and the request versions klink replays with.
 func (l *Link) newDestination() (*cluster, error) {
-	sec, err := secure.New("destination", l.dcfg.TLS, l.dcfg.SASL, l.log)
+	var lifetime time.Duration
+	if l.group != nil {
+		lifetime = l.group.AppendLifetime()
+	}
+	return newDestinationCluster(l.dcfg, lifetime, l.log)
+}
+
+// newSourceCluster connects to a link's source (through its network link's
+// tunnel, if any).
+func newSourceCluster(lc config.Link, tunnel func(context.Context, string, string) (net.Conn, error), log *zap.Logger) (*cluster, error) {
+	sec, err := secure.New(fmt.Sprintf("source of link %s", lc.Name), lc.Source.TLS, lc.Source.SASL, log)
+	if err != nil {
+		return nil, err
+	}
+	sec.Tunnel = tunnel
+	return newCluster("source", lc.Source.Bootstrap, sec, log)
+}
+
+// newDestinationCluster connects to the destination. In a klink cluster
+// (appendLifetime > 0) every request to the destination lives about an
+// append lifetime at most (transaction markers are appends too): socket
+// options, and kgo's retries and response wait bounded.
+func newDestinationCluster(dc config.Destination, appendLifetime time.Duration, log *zap.Logger) (*cluster, error) {
+	sec, err := secure.New("destination", dc.TLS, dc.SASL, log)
 	if err != nil {
 		return nil, err
 	}
 	opts := []kgo.Opt{kgo.MaxVersions(destinationVersions())}
-	if l.group != nil {
-		// In a klink cluster every request to the destination lives
-		// about an append lifetime at most (transaction markers are
-		// appends too): socket options, and kgo's retries and response
-		// wait bounded.
-		lt := l.group.AppendLifetime()
-		sec.UserTimeout = lt
-		opts = append(opts, kgo.RetryTimeout(lt/2), kgo.RequestTimeoutOverhead(lt/2))
+	if appendLifetime > 0 {
+		sec.UserTimeout = appendLifetime
+		opts = append(opts, kgo.RetryTimeout(appendLifetime/2), kgo.RequestTimeoutOverhead(appendLifetime/2))
 	}
-	return newCluster("destination", l.dcfg.Bootstrap, sec, l.log, opts...)
+	return newCluster("destination", dc.Bootstrap, sec, log, opts...)
 }

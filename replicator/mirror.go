@@ -336,17 +336,13 @@ func (m *mirror) checkOwnership(ctx context.Context, rec linkstate.Mirror, dm to
 		if err := m.dropTimestampBounds(ctx); err != nil {
 			return nil, err
 		}
-		ends := make([]string, 0, len(adopted))
-		for p := range len(adopted) {
-			ends = append(ends, fmt.Sprintf("%d:%d", p, adopted[int32(p)].end))
-		}
 		m.mu.Lock()
 		m.adoptedNow = map[int32]bool{}
 		for p := range adopted {
 			m.adoptedNow[p] = true
 		}
 		m.mu.Unlock()
-		m.log.Warn("adopting existing destination topic: it is a prefix of the source topic; mirroring from its end offsets", zap.String("topicID", id), zap.Strings("ends", ends))
+		m.log.Warn("adopting existing destination topic: it is a prefix of the source topic; mirroring from its end offsets", zap.String("topicID", id), zap.Strings("ends", adoptedEnds(adopted)))
 		return adopted, nil
 	}
 	return nil, m.failSetup("destination topic %s already exists and klink did not create it (topic ID %s); klink never writes into a topic it did not create: delete it, mirror into another name, or set adopt: true if it is a copy of the source topic (after a failover)", m.name, id)

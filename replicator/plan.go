@@ -9,12 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/linkstate"
-	"github.com/klink-io/klink/replicator/secure"
 )
 
 // PlanItem is one thing a reload with a new config would do.
@@ -266,11 +264,7 @@ func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem
 		case err != nil:
 			items[i].Detail += "; adopt: cannot check now: " + err.Error()
 		default:
-			ends := make([]string, 0, len(adopted))
-			for p := range len(adopted) {
-				ends = append(ends, fmt.Sprintf("%d:%d", p, adopted[int32(p)].end))
-			}
-			items[i].Detail += "; adopts the existing destination topic (a prefix of the source topic): mirroring goes on from its end offsets " + strings.Join(ends, " ")
+			items[i].Detail += "; adopts the existing destination topic (a prefix of the source topic): mirroring goes on from its end offsets " + strings.Join(adoptedEnds(adopted), " ")
 		}
 	}
 	return items
@@ -279,18 +273,10 @@ func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem
 // planClusters connects to a link's source and to the destination, as the
 // link would.
 func planClusters(lc config.Link, dc config.Destination, log *zap.Logger) (src, dst *cluster, err error) {
-	ssec, err := secure.New("source of link "+lc.Name, lc.Source.TLS, lc.Source.SASL, log)
-	if err != nil {
+	if src, err = newSourceCluster(lc, nil, log); err != nil {
 		return nil, nil, err
 	}
-	dsec, err := secure.New("destination", dc.TLS, dc.SASL, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	if src, err = newCluster("source", lc.Source.Bootstrap, ssec, log); err != nil {
-		return nil, nil, err
-	}
-	if dst, err = newCluster("destination", dc.Bootstrap, dsec, log, kgo.MaxVersions(destinationVersions())); err != nil {
+	if dst, err = newDestinationCluster(dc, 0, log); err != nil {
 		src.close()
 		return nil, nil, err
 	}
