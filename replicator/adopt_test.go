@@ -18,12 +18,22 @@ import (
 )
 
 // failbackConfig is the config of the klink beside to: one link from from,
-// mirroring topic under the same name, with consumer-group offsets synced.
-func failbackConfig(t *testing.T, from, to *kafkatest.Cluster, name string, mt config.MirrorTopic) *config.Config {
-	cfg := testConfig(t, from, to, config.Properties{"consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "200"}, mt)
+// mirroring topics under the same names, with consumer-group offsets synced.
+func failbackConfig(t *testing.T, from, to *kafkatest.Cluster, name string, mts ...config.MirrorTopic) *config.Config {
+	cfg := testConfig(t, from, to, config.Properties{"consumer.offset.sync.enable": "true", "consumer.offset.sync.ms": "200"}, mts...)
 	cfg.Links[0].Name = name
 	cfg.Links[0].ConsumerGroupFilters = []config.TopicFilter{{FilterType: "INCLUDE", Name: "*"}}
 	return cfg
+}
+
+// stopMirrors reloads r with mts (each with the state that stops it:
+// PROMOTE or FAILOVER) and waits until every one is STOPPED.
+func stopMirrors(t *testing.T, r *Replicator, cfg *config.Config, mts ...config.MirrorTopic) {
+	t.Helper()
+	r.Reload(withMirrors(cfg, mts...))
+	for _, mt := range mts {
+		waitState(t, r, mt.Name, linkstate.Stopped, 30*time.Second)
+	}
 }
 
 // produceTxn writes n records per partition of topic in one committed and
@@ -68,8 +78,7 @@ func TestFailoverAndFailback(t *testing.T) {
 
 		// 2. PROMOTE on B: the mirror catches up, stops, and is an
 		// ordinary topic.
-		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "PROMOTE"}))
-		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
+		stopMirrors(t, rB, cfgB, config.MirrorTopic{Name: "orders", State: "PROMOTE"})
 		aAtPromote := endOffsets(t, a, "orders")
 
 		// 3. Producers and the group move to B, and go on there.
@@ -130,8 +139,7 @@ func TestFailoverAndFailback(t *testing.T) {
 		}
 
 		// 5. PROMOTE on A; producers return to A, and klink writes no more.
-		rA.Reload(withMirrors(cfgA, config.MirrorTopic{Name: "orders", Adopt: true, State: "PROMOTE"}))
-		waitState(t, rA, "orders", linkstate.Stopped, 30*time.Second)
+		stopMirrors(t, rA, cfgA, config.MirrorTopic{Name: "orders", Adopt: true, State: "PROMOTE"})
 		requireSameRecords(t, readAll(t, b, "orders"), readAll(t, a, "orders"))
 		produceN(t, onA, "orders", parts, 5, "a3")
 		time.Sleep(500 * time.Millisecond)
@@ -213,8 +221,7 @@ func TestAdoptRefusesUnmirroredTail(t *testing.T) {
 		onA := newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 		produceN(t, onA, "orders", 3, 50, "a1")
 		produceN(t, onA, "deep", 1, 100, "a1")
-		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"})
-		cfgB.Links[0].MirrorTopics = append(cfgB.Links[0].MirrorTopics, config.MirrorTopic{Name: "deep"})
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"}, config.MirrorTopic{Name: "deep"})
 		rB, _ := runReplicator(t, cfgB)
 		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"}, [2]string{"deep", "deep"})
 
@@ -222,9 +229,7 @@ func TestAdoptRefusesUnmirroredTail(t *testing.T) {
 		// records B never saw: 7 on partition 1 while B's producers
 		// write 4 there too, 3 on partition 2 while nothing is written
 		// on B. Partition 0 is an exact prefix.
-		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "FAILOVER"}, config.MirrorTopic{Name: "deep", State: "FAILOVER"}))
-		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
-		waitState(t, rB, "deep", linkstate.Stopped, 30*time.Second)
+		stopMirrors(t, rB, cfgB, config.MirrorTopic{Name: "orders", State: "FAILOVER"}, config.MirrorTopic{Name: "deep", State: "FAILOVER"})
 		// deep: the two logs part far more than the last 1,000 offsets
 		// before the end, in small batches: where is found by bisection.
 		for i := range 30 {
@@ -407,13 +412,10 @@ func TestFailbackCompacted(t *testing.T) {
 			produceChangelog(t, a, tp, 1)
 		}
 		compact(t, a, "ct", 2)
-		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "ct"})
-		cfgB.Links[0].MirrorTopics = append(cfgB.Links[0].MirrorTopics, config.MirrorTopic{Name: "lost"})
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "ct"}, config.MirrorTopic{Name: "lost"})
 		rB, stopB := runReplicator(t, cfgB)
 		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"ct", "ct"}, [2]string{"lost", "lost"})
-		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "ct", State: "PROMOTE"}, config.MirrorTopic{Name: "lost", State: "FAILOVER"}))
-		waitState(t, rB, "ct", linkstate.Stopped, 30*time.Second)
-		waitState(t, rB, "lost", linkstate.Stopped, 30*time.Second)
+		stopMirrors(t, rB, cfgB, config.MirrorTopic{Name: "ct", State: "PROMOTE"}, config.MirrorTopic{Name: "lost", State: "FAILOVER"})
 		stopB()
 
 		// B goes on and compacts; A's "lost" got a round B never saw.
@@ -427,8 +429,7 @@ func TestFailbackCompacted(t *testing.T) {
 		}
 		lostBefore := readAll(t, a, "lost")
 
-		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{Name: "ct", Adopt: true})
-		cfgA.Links[0].MirrorTopics = append(cfgA.Links[0].MirrorTopics, config.MirrorTopic{Name: "lost", Adopt: true})
+		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{Name: "ct", Adopt: true}, config.MirrorTopic{Name: "lost", Adopt: true})
 		rA, _ := runReplicator(t, cfgA)
 		waitCaughtUp(t, b, a, 30*time.Second, [2]string{"ct", "ct"})
 		if m := waitState(t, rA, "ct", linkstate.Active, 15*time.Second); m.Reason != "" {
@@ -450,20 +451,16 @@ func TestAdoptAutoCreated(t *testing.T) {
 			createTopic(t, a, tp, 2, nil)
 			produceN(t, newClient(t, a, kgo.RecordPartitioner(kgo.ManualPartitioner())), tp, 2, 30, "a")
 		}
-		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"})
-		cfgB.Links[0].MirrorTopics = append(cfgB.Links[0].MirrorTopics, config.MirrorTopic{Name: "payments"})
+		cfgB := failbackConfig(t, a, b, "a-to-b", config.MirrorTopic{Name: "orders"}, config.MirrorTopic{Name: "payments"})
 		rB, stopB := runReplicator(t, cfgB)
 		waitCaughtUp(t, a, b, 30*time.Second, [2]string{"orders", "orders"}, [2]string{"payments", "payments"})
-		rB.Reload(withMirrors(cfgB, config.MirrorTopic{Name: "orders", State: "PROMOTE"}, config.MirrorTopic{Name: "payments", State: "PROMOTE"}))
-		waitState(t, rB, "orders", linkstate.Stopped, 30*time.Second)
-		waitState(t, rB, "payments", linkstate.Stopped, 30*time.Second)
+		stopMirrors(t, rB, cfgB, config.MirrorTopic{Name: "orders", State: "PROMOTE"}, config.MirrorTopic{Name: "payments", State: "PROMOTE"})
 		stopB()
 		for _, tp := range []string{"orders", "payments"} {
 			produceN(t, newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner())), tp, 2, 15, "b")
 		}
 
-		cfgA := failbackConfig(t, b, a, "b-to-a", config.MirrorTopic{})
-		cfgA.Links[0].MirrorTopics = nil
+		cfgA := failbackConfig(t, b, a, "b-to-a")
 		cfgA.Links[0].Configs["auto.create.mirror.topics.refresh.ms"] = "300"
 		cfgA.Links[0].MirrorTopicOptions = config.MirrorTopicOptions{Adopt: true, AutoCreateTopics: config.AutoCreateTopics{Enabled: true, TopicFilters: []config.TopicFilter{
 			{FilterType: "INCLUDE", Name: "*", PatternType: "LITERAL"},
