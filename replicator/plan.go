@@ -212,12 +212,15 @@ func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem
 	for _, l := range next.Links {
 		links[l.Name] = l
 	}
-	type pair struct{ src, dst *cluster }
-	conns := map[string]pair{}
+	// One destination connection, and one per link's source.
+	var dst *cluster
+	srcs := map[string]*cluster{}
 	defer func() {
-		for _, p := range conns {
-			p.src.close()
-			p.dst.close()
+		for _, c := range srcs {
+			c.close()
+		}
+		if dst != nil {
+			dst.close()
 		}
 	}()
 	for i, it := range items {
@@ -238,16 +241,22 @@ func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem
 			items[i].Detail += "; adopt: checked when the mirror starts (the source is reached through a network link)"
 			continue
 		}
-		c, ok := conns[lc.Name]
-		if !ok {
-			var err error
-			if c.src, c.dst, err = planClusters(lc, next.Destination, log); err != nil {
+		var err error
+		if dst == nil {
+			if dst, err = newDestinationCluster(next.Destination, 0, log); err != nil {
 				items[i].Detail += "; adopt: cannot check now: " + err.Error()
 				continue
 			}
-			conns[lc.Name] = c
 		}
-		_, err := c.dst.topic(ctx, mc.Name)
+		src, ok := srcs[lc.Name]
+		if !ok {
+			if src, err = newSourceCluster(lc, nil, log); err != nil {
+				items[i].Detail += "; adopt: cannot check now: " + err.Error()
+				continue
+			}
+			srcs[lc.Name] = src
+		}
+		_, err = dst.topic(ctx, mc.Name)
 		switch {
 		case errors.Is(err, errTopicNotFound):
 			items[i].Detail += "; adopt: the destination topic does not exist, klink creates it"
@@ -256,7 +265,7 @@ func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem
 			items[i].Detail += "; adopt: cannot check now: " + err.Error()
 			continue
 		}
-		adopted, err := adoptCheck(ctx, c.src, c.dst, mc.SourceTopic(), mc.Name)
+		adopted, err := adoptCheck(ctx, src, dst, mc.SourceTopic(), mc.Name)
 		var fatal fatalError
 		switch {
 		case errors.As(err, &fatal):
@@ -268,17 +277,4 @@ func PreviewAdoptions(ctx context.Context, next *config.Config, items []PlanItem
 		}
 	}
 	return items
-}
-
-// planClusters connects to a link's source and to the destination, as the
-// link would.
-func planClusters(lc config.Link, dc config.Destination, log *zap.Logger) (src, dst *cluster, err error) {
-	if src, err = newSourceCluster(lc, nil, log); err != nil {
-		return nil, nil, err
-	}
-	if dst, err = newDestinationCluster(dc, 0, log); err != nil {
-		src.close()
-		return nil, nil, err
-	}
-	return src, dst, nil
 }
