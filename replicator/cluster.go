@@ -340,7 +340,7 @@ var errScanEnd = errors.New("no more batches")
 // returns errScanEnd when the partition has no batch left before to.
 func (c *cluster) scan(ctx context.Context, topic string, p int32, from, to int64, fn func(batch.Batch) (stop bool, err error)) error {
 	for off := from; to < 0 || off < to; {
-		f, err := c.fetchOnce(ctx, topic, p, off, maxPartitionBuffered, 0)
+		f, err := c.fetchOnce(ctx, topic, p, off, oneShotFetchBytes, 0)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,17 +18,26 @@ import (
 	"github.com/klink-io/klink/replicator/kconn"
 )
 
-// Fetch sizing. A partition gets at most partitionFetchBytes per fetch (a
-// batch larger than that still comes whole when it is first in line), and
-// stops being fetched while it holds maxPartitionBuffered bytes that the
-// destination has not acknowledged; the link as a whole stops at
-// maxLinkBuffered.
+// Fetch sizing. Each source broker's fetches ask for fetchBytes, sized to
+// the round trip (see nextFetchBytes): from minFetchBytes, where the
+// broker is close and the bytes of one response go out to the destination
+// while they are still in the processor's cache, up to maxFetchBytes, which
+// keeps a distant broker's link full. A partition gets at most a quarter of
+// that per fetch (a batch larger than that still comes whole when it is
+// first in line), and stops being fetched while it holds half of it that
+// the destination has not acknowledged; the link as a whole stops at twice
+// the largest broker's fetch size (at least minLinkBuffered).
 const (
-	fetchMaxBytes        = 16 << 20
-	partitionFetchBytes  = 4 << 20
-	maxPartitionBuffered = 8 << 20
-	maxLinkBuffered      = 64 << 20
-	fetchMaxWait         = 500 * time.Millisecond
+	minFetchBytes   = 4 << 20
+	maxFetchBytes   = 32 << 20
+	minLinkBuffered = 16 << 20
+	// oneShotFetchBytes bounds a single partition's one-off reads (the
+	// tail check, verification).
+	oneShotFetchBytes = 8 << 20
+	// fetchRTTs is how many round trips of data one fetch should carry
+	// once the broker is far enough for the round trip to matter.
+	fetchRTTs    = 4
+	fetchMaxWait = 500 * time.Millisecond
 	// fetchIdleWait is the long poll once quietRounds fetches in a row
 	// brought nothing.
 	fetchIdleWait = 2 * time.Second
@@ -38,6 +48,42 @@ const (
 	fetchShortWait = 50 * time.Millisecond
 	metadataEvery  = 30 * time.Second
 )
+
+// partitionFetchBytesFor is the most one fetch of fetchBytes asks for one
+// partition.
+func partitionFetchBytesFor(fetchBytes int32) int32 { return max(1<<20, fetchBytes/4) }
+
+// partitionBufferedFor is how much one partition may hold unacknowledged
+// while its source broker's fetches are fetchBytes.
+func partitionBufferedFor(fetchBytes int32) int64 { return max(2<<20, int64(fetchBytes)/2) }
+
+// linkBufferedFor is how much the link may hold unacknowledged while its
+// largest fetches are fetchBytes.
+func linkBufferedFor(fetchBytes int32) int { return max(minLinkBuffered, 2*int(fetchBytes)) }
+
+// nextFetchBytes is the fetch size after a fetch of cur bytes that took
+// elapsed, over a connection whose round trip is rtt. full says the answer
+// was as large as the fetch let it be (in all, or for one partition): a
+// fetch the broker had less for says nothing about the pipe, and keeps the
+// size. Of a full one, the round trip should be a small part: while it is
+// more than 1/fetchRTTs of the fetch (a distant broker; the line idles
+// between fetches), the size doubles, up to maxFetchBytes; once it is less
+// than 1/(4*fetchRTTs) (a near one: tens of microseconds), it halves, down
+// to minFetchBytes, where the bytes of one answer go on to the destination
+// while they are still in the processor's cache. In between it stays, so
+// that it settles.
+func nextFetchBytes(cur int32, full bool, elapsed, rtt time.Duration) int32 {
+	if !full || elapsed <= 0 {
+		return cur
+	}
+	switch {
+	case rtt*fetchRTTs > elapsed && cur < maxFetchBytes:
+		return min(2*cur, maxFetchBytes)
+	case rtt*4*fetchRTTs < elapsed && cur > minFetchBytes:
+		return max(cur/2, minFetchBytes)
+	}
+	return cur
+}
 
 // fetchResult is what one fetch brought for one partition.
 type fetchResult struct {
@@ -111,6 +157,9 @@ type fetchers struct {
 	loops    map[int32]*brokerFetcher
 	cursors  map[*cursor]struct{}
 	buffered atomic.Int64 // across the link
+	// fetchBytes is the largest of the brokers' fetch sizes: the link's
+	// and each partition's buffer limits follow it.
+	fetchBytes atomic.Int32
 
 	refreshCh chan struct{}
 	ctx       context.Context
@@ -134,6 +183,9 @@ type brokerFetcher struct {
 	// seen and parts are eligible's, kept between fetches.
 	seen  map[tp]bool
 	parts []fetchPart
+	// fetchBytes is the size of this broker's fetches (nextFetchBytes);
+	// the fetch loop sets it, eligible reads it for the limits.
+	fetchBytes atomic.Int32
 }
 
 func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.Options, sessions bool) *fetchers {
@@ -142,13 +194,14 @@ func newFetchers(ctx context.Context, src *cluster, log *zap.Logger, dial kconn.
 		src:       src,
 		log:       log,
 		dial:      dial,
-		pool:      kconn.NewBufferPool(2 * maxLinkBuffered),
+		pool:      kconn.NewBufferPool(2 * linkBufferedFor(maxFetchBytes)),
 		byBroker:  map[int32]map[*cursor]struct{}{},
 		loops:     map[int32]*brokerFetcher{},
 		cursors:   map[*cursor]struct{}{},
 		refreshCh: make(chan struct{}, 1),
 		ctx:       ctx,
 	}
+	f.fetchBytes.Store(minFetchBytes)
 	f.wg.Add(1)
 	go f.metadataLoop()
 	return f
@@ -296,6 +349,8 @@ func (f *fetchers) assignLeaders() {
 		f.byBroker[leader][c] = struct{}{}
 		if f.loops[leader] == nil {
 			b := &brokerFetcher{id: leader, wake: make(chan struct{}, 1), session: fetchSession{off: !f.sessions}}
+			b.fetchBytes.Store(minFetchBytes)
+			fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(leader))).Set(minFetchBytes)
 			f.loops[leader] = b
 			f.wg.Add(1)
 			go f.fetchLoop(b)
@@ -331,7 +386,9 @@ type fetchPart struct {
 // any of its cursors were left out while having a reason to be fetched soon.
 func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) {
 	now := time.Now()
-	linkFull := f.buffered.Load() >= maxLinkBuffered
+	fetchBytes := f.fetchBytes.Load()
+	linkFull := f.buffered.Load() >= int64(linkBufferedFor(fetchBytes))
+	partFull := partitionBufferedFor(fetchBytes)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// Two mirrors of one source topic have a cursor each on the same
@@ -351,7 +408,7 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) 
 		key := tp{c.topic, c.partition}
 		switch {
 		case !c.active || now.Before(c.notUntil):
-		case c.inbox != nil || c.buffered >= maxPartitionBuffered || linkFull || seen[key]:
+		case c.inbox != nil || c.buffered >= partFull || linkFull || seen[key]:
 			leftOut = true
 		default:
 			seen[key] = true
@@ -420,16 +477,50 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 		}
 		backoff.reset()
 		b.quiet++
+		var got, most int64
 		for _, t := range sf.Records {
 			for _, r := range t {
 				if r != nil {
 					b.quiet = 0
+					got += int64(len(r.Bytes()))
+					most = max(most, int64(len(r.Bytes())))
 				}
 			}
 		}
+		f.resize(b, got, most, time.Since(began))
 		f.handleFetch(parts, sf)
 		sf.Release() // the record sets no partition took
 	}
+}
+
+// resize sets b's fetch size after a fetch that brought got bytes in
+// elapsed, most of them for one partition (nextFetchBytes), from the round
+// trip the kernel measures on the connection; where it cannot be had (a
+// network link's tunnel, not Linux), the whole fetch counts as the round
+// trip, which grows the size to the maximum: far is the safe guess.
+func (f *fetchers) resize(b *brokerFetcher, got, most int64, elapsed time.Duration) {
+	rtt, ok := b.conn.RTT()
+	if !ok {
+		rtt = elapsed
+	}
+	cur := b.fetchBytes.Load()
+	// Whole batches come: a partition at its limit brings a little less
+	// (or, with one batch larger than the limit, more).
+	full := got >= int64(cur)/2 || most >= int64(partitionFetchBytesFor(cur))/2
+	next := nextFetchBytes(cur, full, elapsed, rtt)
+	if next == cur {
+		return
+	}
+	b.fetchBytes.Store(next)
+	fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(b.id))).Set(float64(next))
+	f.log.Debug("fetch size follows the round trip", zap.Int32("broker", b.id), zap.Int32("bytes", next), zap.Duration("rtt", rtt), zap.Duration("fetch", elapsed))
+	f.mu.Lock()
+	largest := int32(minFetchBytes)
+	for _, o := range f.loops {
+		largest = max(largest, o.fetchBytes.Load())
+	}
+	f.mu.Unlock()
+	f.fetchBytes.Store(largest)
 }
 
 // connect makes sure b has a working connection to its broker.
@@ -478,10 +569,11 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 	// At most twice: a session the broker no longer knows is answered
 	// with an error, and the fetch is sent again as a full one.
 	for range 2 {
-		req := newFetchRequest(1, wait, fetchMaxBytes)
+		fetchBytes := b.fetchBytes.Load()
+		req := newFetchRequest(1, wait, fetchBytes)
 		req.SetVersion(version)
 		b.version = version
-		b.session.build(req, parts, order)
+		b.session.build(req, parts, order, partitionFetchBytesFor(fetchBytes))
 		sf, err := b.conn.DoFetch(f.ctx, req, wait+30*time.Second, f.pool)
 		if err != nil {
 			b.session.reset() // whether the broker took the request is unknown
@@ -700,7 +792,8 @@ func (f *fetchers) release(c *cursor, n int64) {
 	c.buffered -= n
 	c.mu.Unlock()
 	after := f.buffered.Add(-n)
-	if before >= maxPartitionBuffered || after+n >= maxLinkBuffered {
+	fetchBytes := f.fetchBytes.Load()
+	if before >= partitionBufferedFor(fetchBytes) || after+n >= int64(linkBufferedFor(fetchBytes)) {
 		f.wakeCursor(c)
 	}
 }

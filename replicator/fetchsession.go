@@ -28,6 +28,9 @@ type fetchSession struct {
 	off bool
 	id  int32 // 0: none yet
 	ids bool  // the session names topics by ID (Fetch v13+)
+	// partMax is the PartitionMaxBytes the session's partitions were
+	// named with; the broker keeps it per partition.
+	partMax int32
 	// epoch is the next request's epoch: 0 asks for a new session (a full
 	// fetch), then 1, 2, ... up to MaxInt32, then 1 again.
 	epoch int32
@@ -66,7 +69,7 @@ func (s *fetchSession) closing() *kmsg.FetchRequest {
 	if s.off || s.id == 0 {
 		return nil // no session, or the broker said it has none
 	}
-	req := newFetchRequest(1, 0, fetchMaxBytes)
+	req := newFetchRequest(1, 0, minFetchBytes)
 	req.SessionID, req.SessionEpoch = s.id, -1
 	s.id, s.epoch, s.parts, s.pending = 0, 0, nil, sessionChange{}
 	return req
@@ -83,8 +86,9 @@ type topicKey struct {
 // (the partitions wanted now). Parts the request does not name are in the
 // session at the position wanted, and the broker answers for them without
 // being told. req's version must be set. order gives the index of the
-// i-th part to name, so that the caller can rotate them.
-func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order func(i int) int) {
+// i-th part to name, so that the caller can rotate them. partMax is each
+// partition's PartitionMaxBytes.
+func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order func(i int) int, partMax int32) {
 	byTopic := map[topicKey]int{}
 	add := func(fp fetchPart) {
 		k := topicKey{fp.c.topic, fp.c.topicID}
@@ -100,7 +104,7 @@ func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order fu
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.Partition = fp.c.partition
 		rp.FetchOffset = fp.offset
-		rp.PartitionMaxBytes = partitionFetchBytes
+		rp.PartitionMaxBytes = partMax
 		rp.CurrentLeaderEpoch = -1
 		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rp)
 	}
@@ -121,6 +125,14 @@ func (s *fetchSession) build(req *kmsg.FetchRequest, parts []fetchPart, order fu
 		s.reset()
 	}
 	s.ids = ids
+	// The broker keeps each partition's size as it was named: a new size
+	// (the fetch size followed the round trip) starts a new session,
+	// whose full fetch names every partition with it. Rare: sizes change
+	// by powers of two, and settle.
+	if s.epoch != 0 && s.partMax != partMax {
+		s.reset()
+	}
+	s.partMax = partMax
 	if s.epoch != 0 {
 		for _, fp := range parts {
 			if have, ok := s.parts[tp{fp.c.topic, fp.c.partition}]; ok && have.topicID != fp.c.topicID {

@@ -42,10 +42,11 @@ func TestFetchSessionRequests(t *testing.T) {
 	a0, a1, b0 := newCursor("a", id, 0), newCursor("a", id, 1), newCursor("b", [16]byte{2}, 0)
 	same := func(i int) int { return i }
 	var s fetchSession
+	partMax := partitionFetchBytesFor(minFetchBytes)
 	build := func(version int16, parts ...fetchPart) *kmsg.FetchRequest {
-		req := newFetchRequest(1, time.Second, fetchMaxBytes)
+		req := newFetchRequest(1, time.Second, minFetchBytes)
 		req.SetVersion(version)
-		s.build(req, parts, same)
+		s.build(req, parts, same, partMax)
 		return req
 	}
 	answer := func(req *kmsg.FetchRequest, session int32, code int16) (bool, error) {
@@ -86,6 +87,20 @@ func TestFetchSessionRequests(t *testing.T) {
 	// b/0 back: named again.
 	req = build(13, fetchPart{c: a0, offset: 10}, fetchPart{c: a1, offset: 25}, fetchPart{c: b0, offset: 30})
 	expect(req, 3, "[b/0@30]", "[]")
+	answer(req, 7, 0)
+	// The fetch size followed the round trip: the broker holds each
+	// partition's size as it was named, so a new session names all
+	// with the new one.
+	partMax *= 2
+	req = build(13, fetchPart{c: a0, offset: 10}, fetchPart{c: a1, offset: 25}, fetchPart{c: b0, offset: 30})
+	expect(req, 0, "[a/0@10 a/1@25 b/0@30]", "[]")
+	for _, ft := range req.Topics {
+		for _, p := range ft.Partitions {
+			if p.PartitionMaxBytes != partMax {
+				t.Fatalf("%s/%d named with %d bytes, want %d", ft.Topic, p.Partition, p.PartitionMaxBytes, partMax)
+			}
+		}
+	}
 	// A request that failed (connection lost) leaves the broker's
 	// state unknown: the caller resets, and the next is full.
 	s.reset()

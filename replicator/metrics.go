@@ -32,6 +32,10 @@ var (
 		Name: "klink_fetch_session_resets_total",
 		Help: "Fetch sessions a source broker ended (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, FETCH_SESSION_TOPIC_ID_ERROR): each costs one full fetch.",
 	}, []string{"link"})
+	fetchSizeBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "klink_fetch_size_bytes",
+		Help: "The size of a source broker's fetches, which follows the round trip to it: 4 MiB near, up to 32 MiB far.",
+	}, []string{"link", "broker"})
 	logsDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "klink_log_lines_suppressed_total",
 		Help: "Repeated partition log lines not written (more than 5 of one message a second per link).",
@@ -44,7 +48,7 @@ var (
 
 // Collectors are the instruments above, to register once per process.
 func Collectors() []prometheus.Collector {
-	return append([]prometheus.Collector{fetchSeconds, fetchRequests, fetchSessionResets, produceSeconds, errorsTotal, logsDropped}, membership.Collectors()...)
+	return append([]prometheus.Collector{fetchSeconds, fetchRequests, fetchSessionResets, fetchSizeBytes, produceSeconds, errorsTotal, logsDropped}, membership.Collectors()...)
 }
 
 func countError(link, kind string) { errorsTotal.WithLabelValues(link, kind).Inc() }

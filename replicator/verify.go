@@ -27,7 +27,7 @@ func (p *partition) verifyTail(ctx context.Context, from, end int64) error {
 	dst := p.m.link.dst
 	from = max(from, p.shiftedUpTo())
 	for off := from; off < end; {
-		f, err := dst.fetchOnce(ctx, p.m.name, p.id, off, maxPartitionBuffered, 0)
+		f, err := dst.fetchOnce(ctx, p.m.name, p.id, off, oneShotFetchBytes, 0)
 		if errors.Is(err, kerr.OffsetOutOfRange) {
 			start, lerr := dst.listOffset(ctx, p.m.name, p.id, offsetEarliest)
 			if lerr != nil {
