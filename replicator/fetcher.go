@@ -160,6 +160,12 @@ type fetchers struct {
 	// fetchBytes is the largest of the brokers' fetch sizes: the link's
 	// and each partition's buffer limits follow it.
 	fetchBytes atomic.Int32
+	// changes counts changes to anything eligible looks at: a cursor's
+	// position, activity, backoff, inbox, buffered bytes or broker, and
+	// the link's limits. Each is counted after it is made, so an
+	// eligible that read the count before its pass saw every change the
+	// count holds.
+	changes atomic.Uint64
 
 	refreshCh chan struct{}
 	ctx       context.Context
@@ -180,9 +186,16 @@ type brokerFetcher struct {
 	// quiet counts the fetches in a row that brought no records;
 	// lastParts is how many partitions the last fetch wanted.
 	quiet, lastParts int
-	// seen and parts are eligible's, kept between fetches.
-	seen  map[tp]bool
-	parts []fetchPart
+	// seen and parts are eligible's, kept between fetches. parts (with
+	// leftOut and recheck) is also its answer while the link's cursors
+	// have not changed since changes (see fetchers.changes) and no
+	// cursor's backoff has ended (recheck).
+	seen    map[tp]bool
+	parts   []fetchPart
+	leftOut bool
+	cached  bool
+	changes uint64
+	recheck time.Time
 	// fetchBytes is the size of this broker's fetches (nextFetchBytes);
 	// the fetch loop sets it, eligible reads it for the limits.
 	fetchBytes atomic.Int32
@@ -215,6 +228,7 @@ func (f *fetchers) add(c *cursor) {
 	f.mu.Lock()
 	f.cursors[c] = struct{}{}
 	f.mu.Unlock()
+	f.changes.Add(1)
 	f.requestRefresh()
 }
 
@@ -232,6 +246,7 @@ func (f *fetchers) remove(c *cursor) {
 	f.dropInbox(c)
 	c.mu.Unlock()
 	f.mu.Unlock()
+	f.changes.Add(1)
 }
 
 // dropInbox forgets an undelivered result: its buffer references and the
@@ -244,6 +259,7 @@ func (f *fetchers) dropInbox(c *cursor) {
 	c.buffered -= c.inbox.bytes
 	f.buffered.Add(-c.inbox.bytes)
 	c.inbox = nil
+	f.changes.Add(1)
 }
 
 func (f *fetchers) requestRefresh() {
@@ -356,6 +372,7 @@ func (f *fetchers) assignLeaders() {
 			go f.fetchLoop(b)
 		}
 	}
+	f.changes.Add(1)
 	for _, b := range f.loops {
 		select {
 		case b.wake <- struct{}{}:
@@ -384,8 +401,16 @@ type fetchPart struct {
 
 // eligible snapshots the cursors this broker should fetch now, and whether
 // any of its cursors were left out while having a reason to be fetched soon.
-func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) {
+// same says the answer is the last one again, nothing having changed since
+// (at 10,000 idle partitions, the pass over them was most of an idle
+// fetch's cost, as their cursors are out of the processor's cache by then).
+func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut, same bool) {
 	now := time.Now()
+	changes := f.changes.Load()
+	if b.cached && changes == b.changes && now.Before(b.recheck) {
+		return b.parts, b.leftOut, true
+	}
+	recheck := now.Add(time.Hour)
 	fetchBytes := f.fetchBytes.Load()
 	linkFull := f.buffered.Load() >= int64(linkBufferedFor(fetchBytes))
 	partFull := partitionBufferedFor(fetchBytes)
@@ -402,12 +427,18 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) 
 	clear(b.seen)
 	seen := b.seen
 	parts = b.parts[:0]
-	defer func() { b.parts = parts }()
+	defer func() {
+		b.parts, b.leftOut, b.cached, b.changes, b.recheck = parts, leftOut, true, changes, recheck
+	}()
 	for c := range f.byBroker[b.id] {
 		c.mu.Lock()
 		key := tp{c.topic, c.partition}
 		switch {
-		case !c.active || now.Before(c.notUntil):
+		case !c.active:
+		case now.Before(c.notUntil):
+			if c.notUntil.Before(recheck) {
+				recheck = c.notUntil
+			}
 		case c.inbox != nil || c.buffered >= partFull || linkFull || seen[key]:
 			leftOut = true
 		default:
@@ -416,7 +447,7 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut bool) 
 		}
 		c.mu.Unlock()
 	}
-	return parts, leftOut
+	return parts, leftOut, false
 }
 
 // fetchLoop keeps at most one Fetch in flight to one source broker.
@@ -429,7 +460,7 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 		if f.ctx.Err() != nil {
 			return
 		}
-		parts, leftOut := f.eligible(b)
+		parts, leftOut, same := f.eligible(b)
 		if len(parts) == 0 {
 			select {
 			case <-f.ctx.Done():
@@ -454,7 +485,7 @@ func (f *fetchers) fetchLoop(b *brokerFetcher) {
 		}
 		b.lastParts = len(parts)
 		began := time.Now()
-		sf, err := f.fetch(b, parts, wait)
+		sf, err := f.fetch(b, parts, wait, same)
 		if err == nil {
 			fetchSeconds.WithLabelValues(f.link).Observe(time.Since(began).Seconds())
 		}
@@ -512,6 +543,7 @@ func (f *fetchers) resize(b *brokerFetcher, got, most int64, elapsed time.Durati
 		return
 	}
 	b.fetchBytes.Store(next)
+	defer f.changes.Add(1) // the limits follow it
 	fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(b.id))).Set(float64(next))
 	f.log.Debug("fetch size follows the round trip", zap.Int32("broker", b.id), zap.Int32("bytes", next), zap.Duration("rtt", rtt), zap.Duration("fetch", elapsed))
 	f.mu.Lock()
@@ -548,7 +580,7 @@ func (f *fetchers) connect(ctx context.Context, b *brokerFetcher, timeout time.D
 // fetch sends one Fetch for parts to the broker, (re)connecting as needed.
 // The answer is read as a stream: each partition's record set lands in a
 // buffer of its own.
-func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration) (*kconn.StreamedFetch, error) {
+func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration, same bool) (*kconn.StreamedFetch, error) {
 	if err := f.connect(f.ctx, b, 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -573,7 +605,8 @@ func (f *fetchers) fetch(b *brokerFetcher, parts []fetchPart, wait time.Duration
 		req := newFetchRequest(1, wait, fetchBytes)
 		req.SetVersion(version)
 		b.version = version
-		b.session.build(req, parts, order, partitionFetchBytesFor(fetchBytes))
+		b.session.build(req, parts, order, partitionFetchBytesFor(fetchBytes), same)
+		same = false // a second round is a new session's full fetch
 		sf, err := b.conn.DoFetch(f.ctx, req, wait+30*time.Second, f.pool)
 		if err != nil {
 			b.session.reset() // whether the broker took the request is unknown
@@ -712,6 +745,7 @@ func (f *fetchers) unassign(c *cursor, err error) {
 	c.lastErr = err
 	c.mu.Unlock()
 	f.mu.Unlock()
+	f.changes.Add(1)
 }
 
 // takeRecords splits a partition's record set, read into a buffer of its
@@ -763,6 +797,7 @@ func (f *fetchers) deliver(fp fetchPart, res *fetchResult) {
 	}
 	c.inbox = res
 	c.mu.Unlock()
+	f.changes.Add(1)
 	select {
 	case c.notify <- struct{}{}:
 	default:
@@ -776,6 +811,7 @@ func (f *fetchers) take(c *cursor) *fetchResult {
 	c.inbox = nil
 	c.mu.Unlock()
 	if r != nil {
+		f.changes.Add(1)
 		f.wakeCursor(c)
 	}
 	return r
@@ -792,6 +828,7 @@ func (f *fetchers) release(c *cursor, n int64) {
 	c.buffered -= n
 	c.mu.Unlock()
 	after := f.buffered.Add(-n)
+	f.changes.Add(1)
 	fetchBytes := f.fetchBytes.Load()
 	if before >= partitionBufferedFor(fetchBytes) || after+n >= int64(linkBufferedFor(fetchBytes)) {
 		f.wakeCursor(c)
@@ -810,6 +847,7 @@ func (f *fetchers) reset(c *cursor, offset int64, active bool, delay time.Durati
 	c.active = active
 	c.notUntil = time.Now().Add(delay)
 	c.mu.Unlock()
+	f.changes.Add(1)
 	if active {
 		f.wakeCursor(c)
 	}

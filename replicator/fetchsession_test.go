@@ -46,7 +46,7 @@ func TestFetchSessionRequests(t *testing.T) {
 	build := func(version int16, parts ...fetchPart) *kmsg.FetchRequest {
 		req := newFetchRequest(1, time.Second, minFetchBytes)
 		req.SetVersion(version)
-		s.build(req, parts, same, partMax)
+		s.build(req, parts, same, partMax, false)
 		return req
 	}
 	answer := func(req *kmsg.FetchRequest, session int32, code int16) (bool, error) {
