@@ -241,9 +241,9 @@ func (f *fetchers) remove(c *cursor) {
 		delete(set, c)
 	}
 	c.leader = -1
+	f.dropInbox(c) // first: the inbox's bytes are part of c.buffered
 	f.buffered.Add(-c.buffered)
 	c.buffered = 0
-	f.dropInbox(c)
 	c.mu.Unlock()
 	f.mu.Unlock()
 	f.changes.Add(1)
@@ -372,6 +372,7 @@ func (f *fetchers) assignLeaders() {
 			go f.fetchLoop(b)
 		}
 	}
+	f.setLinkFetchBytes()
 	f.changes.Add(1)
 	for _, b := range f.loops {
 		select {
@@ -439,8 +440,15 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut, same 
 			if c.notUntil.Before(recheck) {
 				recheck = c.notUntil
 			}
-		case c.inbox != nil || c.buffered >= partFull || linkFull || seen[key]:
+		case c.inbox != nil || c.buffered >= partFull || linkFull:
 			leftOut = true
+		case seen[key]:
+			// Another cursor on this partition (a second mirror of
+			// the topic) was taken: this one waits for a later pass,
+			// which must be a new one, not this one from the cache
+			// (while the taken cursor idles, nothing would change).
+			leftOut = true
+			recheck = now
 		default:
 			seen[key] = true
 			parts = append(parts, fetchPart{c: c, offset: c.offset, gen: c.gen})
@@ -547,11 +555,22 @@ func (f *fetchers) resize(b *brokerFetcher, got, most int64, elapsed time.Durati
 	fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(b.id))).Set(float64(next))
 	f.log.Debug("fetch size follows the round trip", zap.Int32("broker", b.id), zap.Int32("bytes", next), zap.Duration("rtt", rtt), zap.Duration("fetch", elapsed))
 	f.mu.Lock()
-	largest := int32(minFetchBytes)
-	for _, o := range f.loops {
-		largest = max(largest, o.fetchBytes.Load())
-	}
+	f.setLinkFetchBytes()
 	f.mu.Unlock()
+}
+
+// setLinkFetchBytes sets the size the link's limits follow: the largest
+// fetch size of a broker that leads any of the link's partitions (a broker
+// whose partitions all moved away keeps its loop and its size, but no
+// longer sizes the limits). f.mu must be held, so that two brokers'
+// changes cannot store an older largest over a newer one.
+func (f *fetchers) setLinkFetchBytes() {
+	largest := int32(minFetchBytes)
+	for id, o := range f.loops {
+		if len(f.byBroker[id]) > 0 {
+			largest = max(largest, o.fetchBytes.Load())
+		}
+	}
 	f.fetchBytes.Store(largest)
 }
 
