@@ -187,13 +187,12 @@ type brokerFetcher struct {
 	// lastParts is how many partitions the last fetch wanted.
 	quiet, lastParts int
 	// seen and parts are eligible's, kept between fetches. parts (with
-	// leftOut and recheck) is also its answer while the link's cursors
-	// have not changed since changes (see fetchers.changes) and no
-	// cursor's backoff has ended (recheck).
+	// leftOut) is also its answer while the link's cursors have not
+	// changed since changes (see fetchers.changes) and no cursor's
+	// backoff has ended (recheck; zero before the first pass).
 	seen    map[tp]bool
 	parts   []fetchPart
 	leftOut bool
-	cached  bool
 	changes uint64
 	recheck time.Time
 	// fetchBytes is the size of this broker's fetches (nextFetchBytes);
@@ -365,8 +364,7 @@ func (f *fetchers) assignLeaders() {
 		f.byBroker[leader][c] = struct{}{}
 		if f.loops[leader] == nil {
 			b := &brokerFetcher{id: leader, wake: make(chan struct{}, 1), session: fetchSession{off: !f.sessions}}
-			b.fetchBytes.Store(minFetchBytes)
-			fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(leader))).Set(minFetchBytes)
+			f.setFetchBytes(b, minFetchBytes)
 			f.loops[leader] = b
 			f.wg.Add(1)
 			go f.fetchLoop(b)
@@ -408,7 +406,7 @@ type fetchPart struct {
 func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut, same bool) {
 	now := time.Now()
 	changes := f.changes.Load()
-	if b.cached && changes == b.changes && now.Before(b.recheck) {
+	if changes == b.changes && now.Before(b.recheck) {
 		return b.parts, b.leftOut, true
 	}
 	recheck := now.Add(time.Hour)
@@ -429,7 +427,7 @@ func (f *fetchers) eligible(b *brokerFetcher) (parts []fetchPart, leftOut, same 
 	seen := b.seen
 	parts = b.parts[:0]
 	defer func() {
-		b.parts, b.leftOut, b.cached, b.changes, b.recheck = parts, leftOut, true, changes, recheck
+		b.parts, b.leftOut, b.changes, b.recheck = parts, leftOut, changes, recheck
 	}()
 	for c := range f.byBroker[b.id] {
 		c.mu.Lock()
@@ -550,13 +548,18 @@ func (f *fetchers) resize(b *brokerFetcher, got, most int64, elapsed time.Durati
 	if next == cur {
 		return
 	}
-	b.fetchBytes.Store(next)
+	f.setFetchBytes(b, next)
 	defer f.changes.Add(1) // the limits follow it
-	fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(b.id))).Set(float64(next))
 	f.log.Debug("fetch size follows the round trip", zap.Int32("broker", b.id), zap.Int32("bytes", next), zap.Duration("rtt", rtt), zap.Duration("fetch", elapsed))
 	f.mu.Lock()
 	f.setLinkFetchBytes()
 	f.mu.Unlock()
+}
+
+// setFetchBytes sets b's fetch size, and its gauge.
+func (f *fetchers) setFetchBytes(b *brokerFetcher, n int32) {
+	b.fetchBytes.Store(n)
+	fetchSizeBytes.WithLabelValues(f.link, strconv.Itoa(int(b.id))).Set(float64(n))
 }
 
 // setLinkFetchBytes sets the size the link's limits follow: the largest
