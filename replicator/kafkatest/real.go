@@ -52,11 +52,22 @@ func (n *node) start(home string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(home, "start.sh"), append([]string{strconv.Itoa(n.port), strconv.Itoa(n.cport), n.dir}, n.args...)...)
 	cmd.Env = append(os.Environ(), "KAFKA_CLUSTER_ID="+n.clusterID)
-	if os.Getenv("KAFKA_HEAP_OPTS") == "" {
-		// start.sh passes these to the JVM. Only the C1 compiler: a broker
-		// starts on half the CPU, and tests never need its peak speed.
-		cmd.Env = append(cmd.Env, "KAFKA_HEAP_OPTS=-Xmx512m -Xms128m -XX:TieredStopAtLevel=1")
+	// start.sh passes KAFKA_HEAP_OPTS to the JVM.
+	opts := os.Getenv("KAFKA_HEAP_OPTS")
+	if opts == "" {
+		// Only the C1 compiler: a broker starts on half the CPU, and
+		// tests never need its peak speed.
+		opts = "-Xmx512m -Xms128m -XX:TieredStopAtLevel=1"
 	}
+	// The JVM unpacks snappy's native library (280 KiB) into
+	// java.io.tmpdir at every start and never removes it, and keeps its
+	// perf data in /tmp/hsperfdata_*: in the node's folder, both go
+	// with the test.
+	tmp := filepath.Join(n.dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("node %d: %v", n.id, err)
+	}
+	cmd.Env = append(cmd.Env, "KAFKA_HEAP_OPTS="+opts+" -Djava.io.tmpdir="+tmp+" -XX:-UsePerfData")
 	out, err := cmd.CombinedOutput()
 	if pid := n.pid(); pid > 0 {
 		register(pid)
