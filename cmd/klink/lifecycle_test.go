@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -118,6 +119,11 @@ func TestSighupLifecycle(t *testing.T) {
 	cfg.write(t, path, state, src, dst)
 	cmd, logs := startKlinkLogged(t, "run", "--config", path)
 	addr := adminAddress(t, logs)
+	// The daemon runs with sysmon kept awake (sysmon.go): it started
+	// itself again, the same process, with GODEBUG set.
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)); err == nil && !bytes.Contains(env, []byte(sysmonAwake+"\x00")) {
+		t.Fatalf("klink run's environment has no GODEBUG=%s", sysmonAwake)
+	}
 	reload := func(c lifecycleConfig) {
 		t.Helper()
 		c.write(t, path, state, src, dst)
