@@ -31,11 +31,14 @@ type partition struct {
 	// foreignSince: recovery first saw an open transaction no coordinator
 	// lists as klink's (see recoverTxns).
 	foreignSince time.Time
-	m            *mirror
-	id           int32
-	log          *zap.Logger
-	cur          *cursor
-	sp           *sinkPart
+	// unresumedSince: a transaction of klink's holding the partition
+	// was first found open but not resumed (requireNotOpenHere).
+	unresumedSince time.Time
+	m              *mirror
+	id             int32
+	log            *zap.Logger
+	cur            *cursor
+	sp             *sinkPart
 
 	// Owned by the goroutine.
 	idem         *slot           // the idempotent producer, for data outside source transactions

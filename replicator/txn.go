@@ -159,12 +159,13 @@ func (p *partition) initTxnProducer(ctx context.Context, s *slot) error {
 // abort marker would take the offset klink is about to append at (a shift
 // in the gap map where no source offset moved). recoverTxns resumes such a
 // transaction, but learns of it from a listing of every broker, and a
-// listing can leave one out: a broker that has just become the
-// transactions' coordinator may answer before it has loaded their log
-// (the likely cause of one run of the destination-leader-killed test on
-// Kafka 3.8 that shifted on the abort marker of klink's own transaction,
-// opened just before its append was refused). DescribeTransactions goes to
-// the id's own coordinator, which says so while it loads.
+// listing can leave one out (the transaction log moving between brokers,
+// the old one unloaded and the new one not loading yet), or the
+// transaction can have changed state between the listing and recovery's
+// DescribeTransactions (the likely cause of one run of the
+// destination-leader-killed test on Kafka 3.8 that shifted on the abort
+// marker of klink's own transaction, opened just before its append was
+// refused). DescribeTransactions goes to the id's own coordinator.
 func (p *partition) requireNotOpenHere(ctx context.Context, id string) error {
 	described, err := p.m.link.dst.adm.DescribeTransactions(ctx, id)
 	if err != nil {
@@ -181,12 +182,22 @@ func (p *partition) requireNotOpenHere(ctx context.Context, id string) error {
 	}
 	switch dt.State {
 	case "Empty", "CompleteCommit", "CompleteAbort", "Dead":
+		p.unresumedSince = time.Time{}
 		return nil
 	}
 	if !dt.Topics.Lookup(p.m.name, p.id) {
+		p.unresumedSince = time.Time{}
 		return nil // its end writes no marker here
 	}
-	return fmt.Errorf("destination %s[%d]: klink's transaction %s holds the partition (%s) but was not listed when the partition started (a transaction coordinator still loading); starting again", p.m.name, p.id, id, dt.State)
+	if p.unresumedSince.IsZero() {
+		p.unresumedSince = time.Now()
+	}
+	err = fmt.Errorf("destination %s[%d]: klink's transaction %s is open (%s) and holds the partition, but was not resumed when the partition started (not listed yet, or it changed state since); starting again", p.m.name, p.id, id, dt.State)
+	if d := time.Since(p.unresumedSince); d > foreignTxnGrace {
+		// Not an endless quiet loop: say what comes if it goes on.
+		err = fmt.Errorf("%w (for %s: if no listing shows it, the destination aborts it after its transaction timeout, and the partition shifts by its marker, recorded in the gap map)", err, d.Round(time.Second))
+	}
+	return err
 }
 
 func (p *partition) addPartitionToTxn(ctx context.Context, s *slot) error {
@@ -339,12 +350,21 @@ func retryTxn(ctx context.Context, do func() (int16, error)) error {
 	}
 }
 
-// listTransactions lists every transaction of the destination. A variable
-// so that tests can make a listing leave one out, as a coordinator still
-// loading its log can.
-var listTransactions = func(ctx context.Context, adm *kadm.Client) (kadm.ListedTransactions, error) {
+// listTransactions lists every transaction of the destination. Tests
+// replace it (listTransactionsHook) to make a listing leave one out, as one
+// sent while the transaction log moves between brokers can.
+func listTransactions(ctx context.Context, adm *kadm.Client) (kadm.ListedTransactions, error) {
+	if hook := listTransactionsHook.Load(); hook != nil {
+		return (*hook)(ctx, adm)
+	}
 	return adm.ListTransactions(ctx, nil, nil)
 }
+
+type listTransactionsFunc = func(context.Context, *kadm.Client) (kadm.ListedTransactions, error)
+
+// listTransactionsHook is nil but in tests (atomic: the listers'
+// goroutines may outlive a test's replicator).
+var listTransactionsHook atomic.Pointer[listTransactionsFunc]
 
 // txnLister shares ListTransactions among a link's partitions. Each
 // partition's start must see every transaction of the destination (Kafka

@@ -97,14 +97,14 @@ func TestOpenTransactionLeftOutOfListing(t *testing.T) {
 
 		// The first two listings leave it out.
 		var listings atomic.Int32
-		real := listTransactions
-		listTransactions = func(ctx context.Context, adm *kadm.Client) (kadm.ListedTransactions, error) {
+		var hook listTransactionsFunc = func(ctx context.Context, adm *kadm.Client) (kadm.ListedTransactions, error) {
 			if listings.Add(1) <= 2 {
 				return kadm.ListedTransactions{}, nil
 			}
-			return real(ctx, adm)
+			return adm.ListTransactions(ctx, nil, nil)
 		}
-		t.Cleanup(func() { listTransactions = real })
+		listTransactionsHook.Store(&hook)
+		t.Cleanup(func() { listTransactionsHook.Store(nil) })
 
 		r, _ = runReplicator(t, cfg)
 		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"ot", "ot"})
