@@ -10,7 +10,9 @@ func TestHasGodebug(t *testing.T) {
 		{"", false},
 		{"schedtrace=0", true},
 		{"gctrace=1,schedtrace=1000", true},
-		{"gctrace=1, schedtrace=1000", true},
+		{"gctrace=1, schedtrace=1000", false}, // the runtime does not trim: " schedtrace" is not its key
+		{"schedtrace=", false},
+		{"schedtrace=often", false},
 		{"scheddetail=1", false},
 		{"myschedtrace=1", false},
 		{"schedtrace", false}, // no value: the runtime ignores it too
