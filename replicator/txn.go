@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
@@ -180,14 +182,10 @@ func (p *partition) requireNotOpenHere(ctx context.Context, id string) error {
 	case dt.Err != nil:
 		return fmt.Errorf("destination DescribeTransactions %s: %w", id, dt.Err)
 	}
-	switch dt.State {
-	case "Empty", "CompleteCommit", "CompleteAbort", "Dead":
+	ended := slices.Contains([]string{"Empty", "CompleteCommit", "CompleteAbort", "Dead"}, dt.State)
+	if ended || !dt.Topics.Lookup(p.m.name, p.id) { // none open, or its end writes no marker here
 		p.unresumedSince = time.Time{}
 		return nil
-	}
-	if !dt.Topics.Lookup(p.m.name, p.id) {
-		p.unresumedSince = time.Time{}
-		return nil // its end writes no marker here
 	}
 	if p.unresumedSince.IsZero() {
 		p.unresumedSince = time.Now()
@@ -201,16 +199,25 @@ func (p *partition) requireNotOpenHere(ctx context.Context, id string) error {
 }
 
 func (p *partition) addPartitionToTxn(ctx context.Context, s *slot) error {
+	if err := addPartitionToTxn(ctx, p.m.link.dst.cl, *s.txnID, s.producer, p.m.name, p.id); err != nil {
+		return p.txnError("AddPartitionsToTxn", s, err)
+	}
+	return nil
+}
+
+// addPartitionToTxn adds topic[partition] to the open transaction of
+// txnID (producer pr's id and epoch), waiting out what retryTxn waits out.
+func addPartitionToTxn(ctx context.Context, cl *kgo.Client, txnID string, pr batch.Producer, topic string, partition int32) error {
 	req := kmsg.NewPtrAddPartitionsToTxnRequest()
-	req.TransactionalID = *s.txnID
-	req.ProducerID = s.producer.ID
-	req.ProducerEpoch = s.producer.Epoch
+	req.TransactionalID = txnID
+	req.ProducerID = pr.ID
+	req.ProducerEpoch = pr.Epoch
 	rt := kmsg.NewAddPartitionsToTxnRequestTopic()
-	rt.Topic = p.m.name
-	rt.Partitions = []int32{p.id}
+	rt.Topic = topic
+	rt.Partitions = []int32{partition}
 	req.Topics = append(req.Topics, rt)
-	err := retryTxn(ctx, func() (int16, error) {
-		resp, err := req.RequestWith(ctx, p.m.link.dst.cl)
+	return retryTxn(ctx, func() (int16, error) {
+		resp, err := req.RequestWith(ctx, cl)
 		if err != nil {
 			return 0, err
 		}
@@ -223,10 +230,6 @@ func (p *partition) addPartitionToTxn(ctx context.Context, s *slot) error {
 		}
 		return resp.ErrorCode, nil
 	})
-	if err != nil {
-		return p.txnError("AddPartitionsToTxn", s, err)
-	}
-	return nil
 }
 
 // endTxn commits or aborts the slot's transaction and waits until its

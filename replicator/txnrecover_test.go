@@ -12,14 +12,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/klink-io/klink/config"
+	"github.com/klink-io/klink/replicator/batch"
 	"github.com/klink-io/klink/replicator/kafkatest"
 )
 
 // klink stopped between AddPartitionsToTxn and its first append (on Kafka
 // 3.8 its append was refused while the destination's transaction
 // coordinator moved), and the listing of transactions its partition reads
-// when it starts again leaves that open transaction out, as a coordinator
-// still loading its log can. Taking the id over with InitProducerId would
+// when it starts again leaves that open transaction out, as one sent while
+// the transaction log moves between brokers can. Taking the id over with InitProducerId would
 // abort the transaction, and its abort marker would take the offset of
 // klink's next append: every later record one offset off. klink asks the
 // id's coordinator before it takes the id over, waits for a listing that
@@ -60,25 +61,7 @@ func TestOpenTransactionLeftOutOfListing(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		add := kmsg.NewPtrAddPartitionsToTxnRequest()
-		add.TransactionalID, add.ProducerID, add.ProducerEpoch = id, pid, epoch
-		at := kmsg.NewAddPartitionsToTxnRequestTopic()
-		at.Topic, at.Partitions = "ot", []int32{0}
-		add.Topics = append(add.Topics, at)
-		if err := retryTxn(ctx, func() (int16, error) {
-			resp, err := add.RequestWith(ctx, dcl)
-			if err != nil {
-				return 0, err
-			}
-			for _, rt := range resp.Topics {
-				for _, rp := range rt.Partitions {
-					if rp.ErrorCode != 0 {
-						return rp.ErrorCode, nil
-					}
-				}
-			}
-			return resp.ErrorCode, nil
-		}); err != nil {
+		if err := addPartitionToTxn(ctx, dcl, id, batch.Producer{ID: pid, Epoch: epoch}, "ot", 0); err != nil {
 			t.Fatal(err)
 		}
 

@@ -36,8 +36,7 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	switch {
-	case os.Args[1] == "run", os.Args[1] == "demo", os.Args[1] == "netlink" && len(os.Args) > 2 && os.Args[2] == "serve":
+	if cmd := os.Args[1]; cmd == "run" || cmd == "demo" || cmd == "netlink" && len(os.Args) > 2 && os.Args[2] == "serve" {
 		keepSysmonAwake() // the commands that move data
 	}
 	var err error

@@ -23,8 +23,8 @@ const sysmonAwake = "schedtrace=2147483647"
 // (golang/go#18236: its tick is fixed). Side by side on the 1 GiB
 // benchmarks (kfake and Kafka) that was 12-16% of klink's CPU and half its
 // context switches. With a scheduler trace due, sysmon never sleeps
-// deeply and backs off to a 10 ms tick when there is nothing to do. The runtime reads schedtrace only at start, so
-// it takes an exec. The cost: where the host has been up for more than
+// deeply and backs off to a 10 ms tick when there is nothing to do. The
+// runtime reads schedtrace only at start, so it takes an exec. The cost: where the host has been up for more than
 // 24.8 days (the runtime counts from boot), the runtime writes one line
 // "SCHED ..." to stderr at start and every 24.8 days; a crash (an
 // unrecovered panic, a fatal error) also dumps every thread and goroutine
