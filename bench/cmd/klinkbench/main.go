@@ -545,10 +545,15 @@ func runUntil(ctx context.Context, name string, cmd *exec.Cmd, done func() (bool
 		return result{}, err
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	waited := make(chan struct{}) // closed once Wait has returned
+	go func() {
+		err := cmd.Wait()
+		close(waited)
+		exited <- err
+	}()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
+		<-waited // (the loop below may have taken exited's value)
 		fmt.Print(stderr.String())
 	}()
 	for {
@@ -573,8 +578,8 @@ func runUntil(ctx context.Context, name string, cmd *exec.Cmd, done func() (bool
 		return result{}, fmt.Errorf("%s: reading its CPU time: %v\n%s", name, err, stderr.String())
 	}
 	faults, switches := procCounters(cmd.Process.Pid)
-	if r, w, err := procIO(cmd.Process.Pid); err == nil {
-		fmt.Printf("%s read %s and wrote %s through system calls\n", shortName(name), human(r), human(w))
+	if r, w, rc, wc, err := procIOCalls(cmd.Process.Pid); err == nil {
+		fmt.Printf("%s read %s in %d calls and wrote %s in %d calls\n", shortName(name), human(r), rc, human(w), wc)
 	}
 	return result{name: name, wall: wall, cpu: cpu, sys: sys, maxRSS: rss, faults: faults, switches: switches}, nil
 }
@@ -831,6 +836,9 @@ func measureFloor(ctx context.Context, n int64) (result, error) {
 		return result{}, err
 	}
 	faults, switches := procCounters(cmd.Process.Pid)
+	if r, w, rc, wc, err := procIOCalls(cmd.Process.Pid); err == nil {
+		fmt.Printf("floor read %s in %d calls and wrote %s in %d calls\n", human(r), rc, human(w), wc)
+	}
 	return result{name: "floor: TCP relay of the same bytes, no Kafka", wall: wall, cpu: cpu, sys: sys, maxRSS: rss, bytes: n, faults: faults, switches: switches}, nil
 }
 

@@ -454,9 +454,16 @@ func idleWindowOf(klink int, srcPIDs []int, admin string) (idleSample, error) {
 
 // procIO reads a process's bytes read and written through system calls.
 func procIO(pid int) (read, written int64, err error) {
+	read, written, _, _, err = procIOCalls(pid)
+	return read, written, err
+}
+
+// procIOCalls reads a process's bytes read and written through system
+// calls, and how many read-like and write-like calls it made.
+func procIOCalls(pid int) (read, written, readCalls, writeCalls int64, err error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
@@ -465,8 +472,14 @@ func procIO(pid int) (read, written int64, err error) {
 		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
 			written, _ = strconv.ParseInt(v, 10, 64)
 		}
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			readCalls, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			writeCalls, _ = strconv.ParseInt(v, 10, 64)
+		}
 	}
-	return read, written, nil
+	return read, written, readCalls, writeCalls, nil
 }
 
 // fetchRequests sums klink_fetch_requests_total from klink's /metrics.
