@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -301,45 +302,83 @@ func TestReloadFailoverAndRemove(t *testing.T) {
 // it returns (same data dir, same port), mirroring on exactly. A deleted
 // source topic shows SOURCE_UNAVAILABLE.
 func TestLinkFailedAndSourceUnavailable(t *testing.T) {
+	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) { linkFailedAndSourceUnavailable(t, k, 1) })
+}
+
+// The same where the source watch asks for the topics only every 30 s, as
+// it does at many thousands of partitions: between, its ticks ask for no
+// topics, and still see the source gone; the deleted topic is seen through
+// the fetchers' own metadata requests. On kfake, the requests that name a
+// topic are counted: the ticks must not.
+func TestLinkFailedAndSourceUnavailableAtScale(t *testing.T) {
 	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
-		if k == kafkatest.Kafka {
-			kafkatest.RequireManaged(t)
-		}
-		src := kafkatest.Start(t, k, "source", kafkatest.Brokers(1), kafkatest.Restartable())
-		dst := kafkatest.Start(t, k, "destination", kafkatest.Strict())
-		createTopic(t, src, "lf", 1, nil)
-		createTopic(t, src, "del", 1, nil)
-		cfg := testConfig(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "1000"}, config.MirrorTopic{Name: "lf"}, config.MirrorTopic{Name: "del"})
-		r, _ := runReplicator(t, cfg)
-		cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-		produceN(t, cl, "lf", 1, 20, "before")
-		waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"lf", "lf"})
-
-		// A deleted source topic.
-		if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "del"); err != nil {
-			t.Fatal(err)
-		}
-		m := waitState(t, r, "del", linkstate.SourceUnavailable, 20*time.Second)
-		if !strings.Contains(m.Reason, "source topic del does not exist") {
-			t.Fatalf("reason %q", m.Reason)
-		}
-		cl.Close()
-
-		// The source cluster goes away, then comes back.
-		src.Stop(t)
-		m = waitState(t, r, "lf", linkstate.LinkFailed, 20*time.Second)
-		if !strings.Contains(m.Reason, "cluster.link.retry.timeout.ms 1000") {
-			t.Fatalf("reason %q", m.Reason)
-		}
-		src.Restart(t)
-		waitState(t, r, "lf", linkstate.Active, 60*time.Second)
-		produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "lf", 1, 20, "after")
-		waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"lf", "lf"})
-		requireSameRecords(t, readAll(t, src, "lf"), readAll(t, dst, "lf"))
-		if got := len(readAll(t, dst, "lf")[0]); got != 40 {
-			t.Fatalf("destination has %d records, want 40", got)
-		}
+		watchTopicsPartitions.Store(1) // "lf"'s 120 partitions: a topic pass every 30 s
+		t.Cleanup(func() { watchTopicsPartitions.Store(defaultWatchTopicsPartitions) })
+		linkFailedAndSourceUnavailable(t, k, 120)
 	})
+}
+
+func linkFailedAndSourceUnavailable(t *testing.T, k kafkatest.Kind, lfPartitions int32) {
+	if k == kafkatest.Kafka {
+		kafkatest.RequireManaged(t)
+	}
+	src := kafkatest.Start(t, k, "source", kafkatest.Brokers(1), kafkatest.Restartable())
+	dst := kafkatest.Start(t, k, "destination", kafkatest.Strict())
+	createTopic(t, src, "lf", lfPartitions, nil)
+	createTopic(t, src, "del", 1, nil)
+	cfg := testConfig(t, src, dst, config.Properties{"cluster.link.retry.timeout.ms": "1000"}, config.MirrorTopic{Name: "lf"}, config.MirrorTopic{Name: "del"})
+	r, _ := runReplicator(t, cfg)
+	cl := newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceN(t, cl, "lf", 1, 20, "before")
+	produceN(t, cl, "del", 1, 5, "before")
+	// Both mirrors fetching before "del" goes (a real broker can answer
+	// klink's first look before it shows a topic just created).
+	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"lf", "lf"}, [2]string{"del", "del"})
+	if lfPartitions > 1 && k == kafkatest.KFake {
+		// Past the first topic pass, 16 ticks (a quarter of the
+		// 1 s retry timeout apart) name no topic: 121 partitions
+		// at one a tick put the next pass 30 s away.
+		var named atomic.Int32
+		fake := src.Fake()
+		fake.ControlKey(int16(kmsg.Metadata), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+			fake.KeepControl()
+			for _, rt := range kreq.(*kmsg.MetadataRequest).Topics {
+				if rt.Topic != nil && *rt.Topic == "lf" {
+					named.Add(1)
+				}
+			}
+			return nil, nil, false
+		})
+		time.Sleep(4 * time.Second)
+		if n := named.Load(); n > 2 { // a topic pass and the fetchers' own 30 s refresh may fall in
+			t.Fatalf("%d metadata requests named the topic in 4 s; the source watch should name it every 30 s", n)
+		}
+	}
+
+	// A deleted source topic.
+	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "del"); err != nil {
+		t.Fatal(err)
+	}
+	m := waitState(t, r, "del", linkstate.SourceUnavailable, 20*time.Second)
+	if !strings.Contains(m.Reason, "source topic del does not exist") {
+		t.Fatalf("reason %q", m.Reason)
+	}
+	cl.Close()
+
+	// The source cluster goes away, then comes back.
+	src.Stop(t)
+	m = waitState(t, r, "lf", linkstate.LinkFailed, 20*time.Second)
+	if !strings.Contains(m.Reason, "cluster.link.retry.timeout.ms 1000") {
+		t.Fatalf("reason %q", m.Reason)
+	}
+	src.Restart(t)
+	waitState(t, r, "lf", linkstate.Active, 60*time.Second)
+	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "lf", 1, 20, "after")
+	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"lf", "lf"})
+	requireSameRecords(t, readAll(t, src, "lf"), readAll(t, dst, "lf"))
+	if got := len(readAll(t, dst, "lf")[0]); got != 40 {
+		t.Fatalf("destination has %d records, want 40", got)
+	}
 }
 
 // autoCreateTopics with a prefix and filters: every selected source topic

@@ -516,13 +516,19 @@ func (l *Link) retire(ctx context.Context) {
 // link's mirrors LINK_FAILED; a source topic gone makes its mirror
 // SOURCE_UNAVAILABLE. Both go back to ACTIVE by themselves (a source topic
 // recreated under the same name fails its mirror instead: see
-// checkSourceIdentity).
+// checkSourceIdentity). The topics themselves are asked for every
+// watchTopicsEvery; the ticks between ask for none, which still proves the
+// cluster answers, and take what the fetchers' own metadata requests
+// learnt of missing topics.
 func (l *Link) watchSource(ctx context.Context) {
 	timeout := l.cfg.RetryTimeout()
 	every := min(max(timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	lastOK := time.Now()
+	var asked []string    // the topics of the last answered topic pass
+	var askedAt time.Time // when that pass was
+	partitions := 0       // how many partitions it found
 	for {
 		select {
 		case <-ctx.Done():
@@ -536,8 +542,12 @@ func (l *Link) watchSource(ctx context.Context) {
 		for _, m := range ms {
 			names = append(names, m.sourceTopic)
 		}
+		ask := names
+		if slices.Equal(names, asked) && time.Since(askedAt) < watchTopicsEvery(every, partitions) {
+			ask = nil
+		}
 		rctx, cancel := context.WithTimeout(ctx, max(every, 5*time.Second))
-		topics, err := l.src.refresh(rctx, names...)
+		topics, err := l.src.refresh(rctx, ask...)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -549,18 +559,51 @@ func (l *Link) watchSource(ctx context.Context) {
 			l.mu.Lock()
 			l.reached = lastOK
 			l.mu.Unlock()
+			if ask != nil {
+				asked, askedAt, partitions = ask, lastOK, 0
+				for _, tm := range topics {
+					partitions += len(tm.partitions)
+				}
+			}
 		case time.Since(lastOK) > timeout:
 			down = fmt.Sprintf("source cluster unreachable for %s (cluster.link.retry.timeout.ms %d): %v", time.Since(lastOK).Round(time.Second), timeout.Milliseconds(), err)
 		}
 		for _, m := range ms {
-			if topics == nil { // no answer: nothing learnt about the topics
+			switch {
+			case topics == nil: // no answer: nothing learnt about the topics
 				m.setHealth(down, m.topicMissingLast(), 0)
-				continue
+			case ask == nil: // a liveness tick: what the cluster's last answers said
+				m.setHealth(down, l.src.topicUnknown(m.sourceTopic), 0)
+			default:
+				m.setHealth(down, l.src.topicUnknown(m.sourceTopic), len(topics[m.sourceTopic].partitions))
 			}
-			tm := topics[m.sourceTopic]
-			m.setHealth(down, l.src.topicUnknown(m.sourceTopic), len(tm.partitions))
 		}
 	}
+}
+
+// watchTopicsPartitions is how many partitions the source watch asks about
+// at each tick; beyond that, it asks proportionally less often. (A
+// variable: tests set it low to see small topics as many partitions.)
+var watchTopicsPartitions atomic.Int64
+
+func init() { watchTopicsPartitions.Store(defaultWatchTopicsPartitions) }
+
+const defaultWatchTopicsPartitions = 2000
+
+// watchTopicsEvery is how often the source watch asks for the mirrored
+// topics' metadata, given how many partitions they had: at each tick (every)
+// up to watchTopicsPartitions, then less often in proportion, never more than
+// metadataEvery apart. A Metadata answer names every partition with its replicas:
+// at 10,000 partitions, one every 5 s was most of what klink read at idle,
+// and each was work for a source broker. A partition added at the source is
+// then mirrored up to 30 s later (Kafka's own clients look every 5 minutes,
+// metadata.max.age.ms); a deleted topic is seen sooner, by the fetchers.
+func watchTopicsEvery(every time.Duration, partitions int) time.Duration {
+	per := watchTopicsPartitions.Load()
+	if int64(partitions) <= per {
+		return every
+	}
+	return max(every, min(metadataEvery, every*time.Duration(partitions)/time.Duration(per)))
 }
 
 // autoCreate mirrors, now and every auto.create.mirror.topics.refresh.ms,
