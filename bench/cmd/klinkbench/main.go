@@ -49,6 +49,9 @@ const topic = "bench"
 
 var cpuProfile, svgPath string
 
+// klinkBinary, if set, runs in klink's place (see bench/cmd/minfwd).
+var klinkBinary string
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "relay" {
 		relay(os.Args[2])
@@ -61,13 +64,22 @@ func main() {
 	verify := flag.Bool("verify", true, "compare the klink mirror with the source record by record afterwards")
 	write := flag.String("write", "", "also write the results as Markdown to this file")
 	flag.StringVar(&cpuProfile, "klink-cpuprofile", "", "write klink's CPU profile to this file")
+	flag.StringVar(&klinkBinary, "klink-binary", "", "run this program in klink's place (given `run --config FILE`), with the same data and checks: see bench/cmd/minfwd")
 	flag.StringVar(&svgPath, "svg", "", "also draw CPU per GiB of each run as an SVG bar chart into this file")
 	members := flag.String("members", "", "measure klink clusters of these sizes (e.g. 1,2,3) instead")
 	takeoverRuns := flag.Int("takeovers", 5, "with -members: SIGKILL takeovers to time on the largest cluster")
 	runs := flag.Int("runs", 3, "klink and floor runs, alternating; the median is reported")
 	real := flag.Bool("kafka", false, "real Kafka brokers from $KLINK_KAFKA_HOME (../shared/kafka) instead of kfake, or the clusters named by $KLINK_TEST_SOURCE and $KLINK_TEST_DESTINATION")
+	flag.DurationVar(&idleWindow, "idle-window", idleWindow, "with -many: the length of each idle window")
+	flag.IntVar(&idleWindowsEach, "idle-windows", idleWindowsEach, "with -many: idle windows with fetch sessions, and as many without")
 	idle := flag.Int("many", 0, "instead: mirror this many partitions (50 topics) with a few records each; time the catch-up, then measure idle CPU of klink and the source broker with and without fetch sessions")
 	flag.Parse()
+	if klinkBinary != "" {
+		if *write != "" || svgPath != "" {
+			fail(fmt.Errorf("-klink-binary measures another program in klink's place: its figures must not go into klink's results (-write, -svg)"))
+		}
+		fmt.Printf("in klink's place (the rows named klink below): %s\n", klinkBinary)
+	}
 	stopOnSignal()
 	total, err := parseSize(*size)
 	if err != nil {
@@ -291,7 +303,11 @@ func klinkRun(ctx context.Context, env benchEnv, bin string, run, partitions int
 	if cpuProfile != "" {
 		args = append(args, "--cpuprofile", cpuProfile)
 	}
-	kcmd := exec.Command(filepath.Join(bin, "klink"), args...)
+	kbin := filepath.Join(bin, "klink")
+	if klinkBinary != "" {
+		kbin = klinkBinary
+	}
+	kcmd := exec.Command(kbin, args...)
 	kcmd.Env = append(os.Environ(), os.Getenv("KLINKBENCH_ENV"))
 	kr, err := measure(ctx, "klink (offset-preserving, zero-copy)", kcmd, dst, dstTopic, env.src)
 	if err != nil {

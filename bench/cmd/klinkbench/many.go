@@ -30,8 +30,14 @@ import (
 // false, then true, ...), so that each figure has a twin taken beside it.
 
 const (
-	manyTopics      = 50
-	manyRecords     = 3 // per partition
+	manyTopics  = 50
+	manyRecords = 3 // per partition
+)
+
+// The idle windows: how long each is, and how many of each kind (flags:
+// the source broker's share moves by a percent of a core between windows,
+// so telling a smaller difference apart takes more and longer ones).
+var (
 	idleWindow      = 20 * time.Second
 	idleWindowsEach = 2
 )
