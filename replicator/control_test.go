@@ -334,10 +334,13 @@ func linkFailedAndSourceUnavailable(t *testing.T, k kafkatest.Kind, lfPartitions
 	// Both mirrors fetching before "del" goes (a real broker can answer
 	// klink's first look before it shows a topic just created).
 	waitCaughtUp(t, src, dst, 30*time.Second, [2]string{"lf", "lf"}, [2]string{"del", "del"})
+	// Past the first topic pass (and every partition's own start,
+	// which asks for its topic), 16 ticks (a quarter of the 1 s retry
+	// timeout apart) name no topic: 121 partitions at one a tick put
+	// the next pass 30 s away.
+	waitState(t, r, "lf", linkstate.Active, 30*time.Second)
+	time.Sleep(time.Second)
 	if lfPartitions > 1 && k == kafkatest.KFake {
-		// Past the first topic pass, 16 ticks (a quarter of the
-		// 1 s retry timeout apart) name no topic: 121 partitions
-		// at one a tick put the next pass 30 s away.
 		var named atomic.Int32
 		fake := src.Fake()
 		fake.ControlKey(int16(kmsg.Metadata), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
@@ -359,7 +362,13 @@ func linkFailedAndSourceUnavailable(t *testing.T, k kafkatest.Kind, lfPartitions
 	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "del"); err != nil {
 		t.Fatal(err)
 	}
-	m := waitState(t, r, "del", linkstate.SourceUnavailable, 20*time.Second)
+	// At scale, within a third of the time to the next topic pass: seen
+	// by the fetchers, confirmed by a tick that names the topic.
+	within := 20 * time.Second
+	if lfPartitions > 1 {
+		within = 10 * time.Second
+	}
+	m := waitState(t, r, "del", linkstate.SourceUnavailable, within)
 	if !strings.Contains(m.Reason, "source topic del does not exist") {
 		t.Fatalf("reason %q", m.Reason)
 	}
@@ -373,6 +382,9 @@ func linkFailedAndSourceUnavailable(t *testing.T, k kafkatest.Kind, lfPartitions
 	}
 	src.Restart(t)
 	waitState(t, r, "lf", linkstate.Active, 60*time.Second)
+	if m := mirrorStatus(t, r, "del"); m.State != string(linkstate.SourceUnavailable) {
+		t.Fatalf("mirror del is %s after the source came back; its topic is still gone", m.State)
+	}
 	produceN(t, newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())), "lf", 1, 20, "after")
 	waitCaughtUp(t, src, dst, 60*time.Second, [2]string{"lf", "lf"})
 	requireSameRecords(t, readAll(t, src, "lf"), readAll(t, dst, "lf"))

@@ -511,24 +511,24 @@ func (l *Link) retire(ctx context.Context) {
 }
 
 // watchSource checks, every few seconds with one metadata request, that the
-// source cluster answers and which mirrors' source topics exist. A source
-// unreachable for longer than cluster.link.retry.timeout.ms makes the
-// link's mirrors LINK_FAILED; a source topic gone makes its mirror
-// SOURCE_UNAVAILABLE. Both go back to ACTIVE by themselves (a source topic
-// recreated under the same name fails its mirror instead: see
-// checkSourceIdentity). The topics themselves are asked for every
-// watchTopicsEvery; the ticks between ask for none, which still proves the
-// cluster answers, and take what the fetchers' own metadata requests
-// learnt of missing topics.
+// source cluster answers, and which mirrors' source topics exist: every
+// few seconds too up to 2,000 mirrored partitions, up to 30 s apart beyond
+// (watchTopicsEvery). A source unreachable for longer than
+// cluster.link.retry.timeout.ms makes the link's mirrors LINK_FAILED; a
+// source topic gone makes its mirror SOURCE_UNAVAILABLE. Both go back to
+// ACTIVE by themselves (a source topic recreated under the same name fails
+// its mirror instead: see checkSourceIdentity). The ticks between topic
+// passes name no topic (the answer still proves the cluster answers) but
+// those that other requests saw appear or vanish.
 func (l *Link) watchSource(ctx context.Context) {
 	timeout := l.cfg.RetryTimeout()
 	every := min(max(timeout/4, 100*time.Millisecond), 5*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	lastOK := time.Now()
-	var asked []string    // the topics of the last answered topic pass
-	var askedAt time.Time // when that pass was
-	partitions := 0       // how many partitions it found
+	var passed []*mirror   // the mirrors of the last answered topic pass
+	var passedAt time.Time // when that pass was
+	partitions := 0        // how many partitions it found
 	for {
 		select {
 		case <-ctx.Done():
@@ -538,13 +538,19 @@ func (l *Link) watchSource(ctx context.Context) {
 		l.mu.Lock()
 		ms := slices.Clone(l.mirrors)
 		l.mu.Unlock()
-		var names []string
+		// A topic pass names every mirror's source topic. Between
+		// passes, a tick names only the topics whose existence another
+		// request (the fetchers', a partition's start) saw change since
+		// the mirror was told: a mirror changes state on this watch's
+		// own answer, never on another's alone.
+		full := !slices.Equal(ms, passed) || time.Since(passedAt) >= watchTopicsEvery(every, partitions)
+		asked := map[string]bool{}
+		var ask []string
 		for _, m := range ms {
-			names = append(names, m.sourceTopic)
-		}
-		ask := names
-		if slices.Equal(names, asked) && time.Since(askedAt) < watchTopicsEvery(every, partitions) {
-			ask = nil
+			if (full || l.src.topicUnknown(m.sourceTopic) != m.topicMissingLast()) && !asked[m.sourceTopic] {
+				asked[m.sourceTopic] = true
+				ask = append(ask, m.sourceTopic)
+			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, max(every, 5*time.Second))
 		topics, err := l.src.refresh(rctx, ask...)
@@ -559,8 +565,8 @@ func (l *Link) watchSource(ctx context.Context) {
 			l.mu.Lock()
 			l.reached = lastOK
 			l.mu.Unlock()
-			if ask != nil {
-				asked, askedAt, partitions = ask, lastOK, 0
+			if full {
+				passed, passedAt, partitions = ms, lastOK, 0
 				for _, tm := range topics {
 					partitions += len(tm.partitions)
 				}
@@ -569,14 +575,11 @@ func (l *Link) watchSource(ctx context.Context) {
 			down = fmt.Sprintf("source cluster unreachable for %s (cluster.link.retry.timeout.ms %d): %v", time.Since(lastOK).Round(time.Second), timeout.Milliseconds(), err)
 		}
 		for _, m := range ms {
-			switch {
-			case topics == nil: // no answer: nothing learnt about the topics
+			if topics == nil || !asked[m.sourceTopic] { // nothing learnt about the topic
 				m.setHealth(down, m.topicMissingLast(), 0)
-			case ask == nil: // a liveness tick: what the cluster's last answers said
-				m.setHealth(down, l.src.topicUnknown(m.sourceTopic), 0)
-			default:
-				m.setHealth(down, l.src.topicUnknown(m.sourceTopic), len(topics[m.sourceTopic].partitions))
+				continue
 			}
+			m.setHealth(down, l.src.topicUnknown(m.sourceTopic), len(topics[m.sourceTopic].partitions))
 		}
 	}
 }
@@ -597,7 +600,9 @@ const defaultWatchTopicsPartitions = 2000
 // at 10,000 partitions, one every 5 s was most of what klink read at idle,
 // and each was work for a source broker. A partition added at the source is
 // then mirrored up to 30 s later (Kafka's own clients look every 5 minutes,
-// metadata.max.age.ms); a deleted topic is seen sooner, by the fetchers.
+// metadata.max.age.ms); a deleted topic is seen sooner where this klink
+// fetches from it (its fetchers ask for the metadata at the first error),
+// else at the next pass.
 func watchTopicsEvery(every time.Duration, partitions int) time.Duration {
 	per := watchTopicsPartitions.Load()
 	if int64(partitions) <= per {
