@@ -17,7 +17,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"regexp"
 	"sync"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/klink-io/klink/config"
 	"github.com/klink-io/klink/replicator/batch"
 	"github.com/klink-io/klink/replicator/kconn"
 )
@@ -35,19 +35,28 @@ func main() {
 	if len(os.Args) != 4 || os.Args[1] != "run" || os.Args[2] != "--config" {
 		fail(fmt.Errorf("usage: minfwd run --config FILE"))
 	}
-	raw, err := os.ReadFile(os.Args[3])
+	// klink's own config parser: the file is the one klinkbench writes for
+	// klink, one link with one mirror topic.
+	cfg, err := config.Load(os.Args[3])
 	if err != nil {
 		fail(err)
 	}
-	s := string(raw)
-	boots := regexp.MustCompile(`bootstrap: \["([^"]+)"\]`).FindAllStringSubmatch(s, -1)
-	dstAddr, srcAddr := boots[0][1], boots[1][1]
-	dstTopic := regexp.MustCompile(`- name: (\S+)`).FindAllStringSubmatch(s, -1)[1][1]
-	srcTopic := regexp.MustCompile(`sourceTopicName: (\S+)`).FindStringSubmatch(s)[1]
+	if len(cfg.Links) != 1 || len(cfg.Links[0].MirrorTopics) != 1 {
+		fail(fmt.Errorf("%s: minfwd takes one link with one mirror topic", os.Args[3]))
+	}
+	link := cfg.Links[0]
+	dstAddr, srcAddr := cfg.Destination.Bootstrap[0], link.Source.Bootstrap[0]
+	dstTopic, srcTopic := link.MirrorTopics[0].Name, link.MirrorTopics[0].SourceTopic()
 	ctx := context.Background()
 
-	scl, _ := kgo.NewClient(kgo.SeedBrokers(srcAddr))
-	dcl, _ := kgo.NewClient(kgo.SeedBrokers(dstAddr))
+	scl, err := kgo.NewClient(kgo.SeedBrokers(srcAddr))
+	if err != nil {
+		fail(err)
+	}
+	dcl, err := kgo.NewClient(kgo.SeedBrokers(dstAddr))
+	if err != nil {
+		fail(err)
+	}
 	sadm, dadm := kadm.NewClient(scl), kadm.NewClient(dcl)
 	smeta, err := sadm.Metadata(ctx, srcTopic)
 	if err != nil {
