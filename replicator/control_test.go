@@ -307,9 +307,10 @@ func TestLinkFailedAndSourceUnavailable(t *testing.T) {
 
 // The same where the source watch asks for the topics only every 30 s, as
 // it does at many thousands of partitions: between, its ticks ask for no
-// topics, and still see the source gone; the deleted topic is seen through
-// the fetchers' own metadata requests. On kfake, the requests that name a
-// topic are counted: the ticks must not.
+// topics, and still see the source gone; the deleted topic is seen first by
+// the fetchers' own metadata requests, then confirmed by a tick that names
+// it, long before the next pass. On kfake, the requests that name a topic
+// are counted: the other ticks must not.
 func TestLinkFailedAndSourceUnavailableAtScale(t *testing.T) {
 	kafkatest.Each(t, func(t *testing.T, k kafkatest.Kind) {
 		watchTopicsPartitions.Store(1) // "lf"'s 120 partitions: a topic pass every 30 s

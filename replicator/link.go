@@ -511,9 +511,9 @@ func (l *Link) retire(ctx context.Context) {
 }
 
 // watchSource checks, every few seconds with one metadata request, that the
-// source cluster answers, and which mirrors' source topics exist: every
-// few seconds too up to 2,000 mirrored partitions, up to 30 s apart beyond
-// (watchTopicsEvery). A source unreachable for longer than
+// source cluster answers; and which mirrors' source topics exist, in a
+// topic pass at each tick up to 2,000 mirrored partitions, up to 30 s
+// apart beyond (watchTopicsEvery). A source unreachable for longer than
 // cluster.link.retry.timeout.ms makes the link's mirrors LINK_FAILED; a
 // source topic gone makes its mirror SOURCE_UNAVAILABLE. Both go back to
 // ACTIVE by themselves (a source topic recreated under the same name fails

@@ -594,9 +594,7 @@ func runUntil(ctx context.Context, name string, cmd *exec.Cmd, done func() (bool
 		return result{}, fmt.Errorf("%s: reading its CPU time: %v\n%s", name, err, stderr.String())
 	}
 	faults, switches := procCounters(cmd.Process.Pid)
-	if r, w, rc, wc, err := procIOCalls(cmd.Process.Pid); err == nil {
-		fmt.Printf("%s read %s in %d calls and wrote %s in %d calls\n", shortName(name), human(r), rc, human(w), wc)
-	}
+	printIOCalls(shortName(name), cmd.Process.Pid)
 	return result{name: name, wall: wall, cpu: cpu, sys: sys, maxRSS: rss, faults: faults, switches: switches}, nil
 }
 
@@ -852,9 +850,7 @@ func measureFloor(ctx context.Context, n int64) (result, error) {
 		return result{}, err
 	}
 	faults, switches := procCounters(cmd.Process.Pid)
-	if r, w, rc, wc, err := procIOCalls(cmd.Process.Pid); err == nil {
-		fmt.Printf("floor read %s in %d calls and wrote %s in %d calls\n", human(r), rc, human(w), wc)
-	}
+	printIOCalls("floor", cmd.Process.Pid)
 	return result{name: "floor: TCP relay of the same bytes, no Kafka", wall: wall, cpu: cpu, sys: sys, maxRSS: rss, bytes: n, faults: faults, switches: switches}, nil
 }
 

@@ -464,6 +464,13 @@ func procIO(pid int) (read, written int64, err error) {
 	return read, written, err
 }
 
+// printIOCalls prints what procIOCalls reads of the process, if it can.
+func printIOCalls(name string, pid int) {
+	if r, w, rc, wc, err := procIOCalls(pid); err == nil {
+		fmt.Printf("%s read %s in %d calls and wrote %s in %d calls\n", name, human(r), rc, human(w), wc)
+	}
+}
+
 // procIOCalls reads a process's bytes read and written through system
 // calls, and how many read-like and write-like calls it made.
 func procIOCalls(pid int) (read, written, readCalls, writeCalls int64, err error) {

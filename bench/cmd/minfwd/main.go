@@ -91,14 +91,14 @@ func main() {
 		}
 		dconns[b.NodeID] = c
 	}
-	var any *kconn.Conn
+	var first *kconn.Conn // any destination broker answers InitProducerId
 	for _, c := range dconns {
-		any = c
+		first = c
 		break
 	}
 	ipr := kmsg.NewPtrInitProducerIDRequest()
 	ipr.ProducerID, ipr.ProducerEpoch = -1, -1
-	resp, err := any.Do(ctx, ipr)
+	resp, err := first.Do(ctx, ipr)
 	if err != nil {
 		fail(err)
 	}
